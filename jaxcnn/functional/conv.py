@@ -213,9 +213,10 @@ def conv_transpose(
     Args:
       y: ``(N, *spatial, C_out)``.
       kernel: laid out as for the forward conv, ``(*window, C_in // groups, C_out)``.
-        PyTorch's ``ConvTransposeNd.weight`` ``(C_in, C_out // g, *window)`` is the
-        same tensor under the names swapped: transpose it to
-        ``(*window, C_out // g, C_in)`` and pass that.
+        PyTorch's ``ConvTransposeNd.weight`` is the same tensor as
+        ``(C_out, C_in // groups, *window)`` (PyTorch calls our ``C_out`` its
+        ``in_channels``): move its first two axes to the end in reverse order,
+        ``weight.permute(2, 3, 1, 0)`` in 2D.
       bias: optional ``(C_in,)``, added to the result.
       strides: the forward conv's stride (here an input dilation), int or per dim.
       padding: the forward conv's padding, cropped from the result: an int, one
