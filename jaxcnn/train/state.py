@@ -1,0 +1,80 @@
+"""The training state: everything a step reads and writes, as one pytree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+from flax.training import train_state
+
+from jaxcnn.functional import _args
+
+
+class TrainState(train_state.TrainState):
+    """Flax's ``TrainState`` (``step``, ``params``, ``opt_state``, ``apply_fn``, ``tx``) plus:
+
+    Attributes:
+      batch_stats: the model's ``batch_stats`` collection (running BatchNorm
+        statistics); an empty dict for models without BatchNorm.
+      rng: raw ``uint32[2]`` PRNG key data. The key of step ``t`` is
+        ``fold_in(rng, t)``, so randomness depends only on the seed and the step
+        number: a resumed run draws exactly the keys an uninterrupted one would.
+    """
+
+    batch_stats: Any
+    rng: jax.Array
+
+    def step_key(self) -> jax.Array:
+        """The typed PRNG key of the current step: ``fold_in(rng, step)``."""
+        return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
+
+    def variables(self) -> dict[str, Any]:
+        """``{"params": ..., "batch_stats": ...}`` as ``model.apply`` takes them."""
+        out = {"params": self.params}
+        if self.batch_stats:
+            out["batch_stats"] = self.batch_stats
+        return out
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    sample_x: Any,
+    *,
+    seed: int = 0,
+    params: Any = None,
+    batch_stats: Any = None,
+) -> TrainState:
+    """Initialize ``model`` on ``sample_x`` and wrap it with optimizer state ``tx.init(params)``.
+
+    The model must take ``train`` as a keyword: ``model.apply(variables, x, train=...)``.
+
+    Args:
+      model: a Flax linen module.
+      tx: an optax optimizer (e.g. from :func:`jaxcnn.train.make_optimizer`).
+      sample_x: an example batch (or ``jax.ShapeDtypeStruct``), ``(B, *input_shape)``.
+      seed: an int; derives the init key and the training key (``rng``).
+      params, batch_stats: start from these instead of a fresh init (fine-tuning).
+
+    Returns:
+      A :class:`TrainState` at step 0.
+    """
+    seed = _args.as_int(seed, "seed")
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    if params is None:
+        variables = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))(
+            init_key, jnp.zeros(sample_x.shape, sample_x.dtype)
+        )
+        params = variables["params"]
+        if batch_stats is None:
+            batch_stats = variables.get("batch_stats", {})
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        tx=tx,
+        batch_stats={} if batch_stats is None else batch_stats,
+        rng=jax.random.key_data(train_key),
+    )
