@@ -37,6 +37,10 @@ class Dropout(nn.Module):
       deterministic: ``True`` at inference, ``False`` when training, ``None``
         to take it from ``__call__``.
       rng_collection: the PRNG stream name ("dropout").
+      axis_name: inside ``pmap``/``shard_map`` over the batch, that axis's name:
+        each device keeps its rows of the global batch's mask, so data-parallel
+        dropout drops what single-device dropout would (give every device the
+        same ``"dropout"`` key). See :func:`jaxcnn.functional.dropout`.
 
     Returns (``__call__``): ``x``'s shape and dtype.
 
@@ -48,6 +52,7 @@ class Dropout(nn.Module):
     broadcast_axes: Any = ()
     deterministic: bool | None = None
     rng_collection: str = "dropout"
+    axis_name: Any = None
 
     @nn.compact
     def __call__(self, x: Any, deterministic: bool | None = None) -> jnp.ndarray:
@@ -57,4 +62,12 @@ class Dropout(nn.Module):
         rate = _args.check_unit_interval(self.rate, "rate")
         training = not deterministic and rate > 0.0
         key = self.make_rng(self.rng_collection) if training else None
-        return dropout(x, rate, key=key, training=training, mode=self.mode, broadcast_axes=self.broadcast_axes)
+        return dropout(
+            x,
+            rate,
+            key=key,
+            training=training,
+            mode=self.mode,
+            broadcast_axes=self.broadcast_axes,
+            axis_name=self.axis_name,
+        )
