@@ -1,0 +1,1 @@
+"""One module per data source; the loaders are re-exported by :mod:`jaxcnn.data`."""
