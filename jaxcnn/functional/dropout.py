@@ -43,7 +43,8 @@ def dropout(
     The factor (``1 / p`` or ``p``) is rounded once, from Python's double, to
     float32 and multiplied in float32 (wider for float64 ``x``), then the result
     is cast to ``x``'s dtype: a kept float32 unit is exactly
-    ``x * float32(1 / p)``, within one ulp of ``x / p``. Multiplying rather than
+    ``x * float32(1 / p)``, within a relative ``2**-23`` of ``x / p`` (two
+    roundings of at most ``2**-24`` each). Multiplying rather than
     dividing keeps the bits the same on every backend (XLA's float division
     is not correctly rounded on all of them), and computing in float32 keeps
     bf16/fp16 activations unbiased (``1 / bf16(0.9)`` is 0.2% off ``1 / 0.9``).
