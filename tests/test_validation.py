@@ -68,6 +68,7 @@ CASES = [
     (lambda: F.dropout(X, 0.5), ValueError, r"dropout with training=True needs a PRNG key"),
     (lambda: F.dropout(X, 0.5, key=3), TypeError, r"key must be a single PRNG key.*got 3"),
     (lambda: F.dropout(X, 0.5, key=jnp.zeros(2)), TypeError, r"key must be a single PRNG key.*float32"),
+    (lambda: F.dropout(X, 0.5, key=jnp.zeros(3, jnp.uint32)), TypeError, r"key must be a single PRNG key.*shape \(3,\) and dtype uint32"),
     (lambda: F.dropout(X, 0.5, key=KEY, mode="gaussian"), ValueError, r"mode must be one of 'inverted', 'scaled', got 'gaussian'"),
     (lambda: F.dropout(X, 0.5, key=KEY, broadcast_axes=(4,)), ValueError, r"broadcast_axes has axis 4, out of range for an input of rank 4"),
     # norms
@@ -138,3 +139,9 @@ def test_same_output_is_ceil_n_over_s(n, k, s):
     lo, hi = _args.same_pads(n, k, s)
     assert _args.out_size(n, (lo, hi), k, s) == -(-n // s)
     assert 0 <= hi - lo <= 1
+
+
+def test_numpy_key_data_is_a_valid_key():
+    """Key data restored as NumPy (e.g. from a checkpoint) works like the jax.Array it came from."""
+    raw = jax.random.PRNGKey(3)
+    np.testing.assert_array_equal(F.dropout(X + 1, 0.5, key=np.asarray(raw)), F.dropout(X + 1, 0.5, key=raw))

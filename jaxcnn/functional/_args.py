@@ -263,17 +263,26 @@ def check_nonnegative(value: Any, name: str) -> float:
 
 
 def check_key(key: Any, name: str = "key") -> Any:
-    """A JAX PRNG key: typed (``jax.random.key``) or raw ``uint32`` (``PRNGKey``)."""
-    if isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer):
+    """A single JAX PRNG key: typed (``jax.random.key``) or raw ``uint32`` key data.
+
+    Raw key data (``jax.random.PRNGKey``, or the same as a NumPy array, e.g.
+    restored from a checkpoint) must have the default implementation's shape,
+    ``(2,)`` for threefry.
+    """
+    if isinstance(key, (jax.Array, np.ndarray)) or isinstance(key, jax.core.Tracer):
         if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
             if key.shape == ():
                 return key
-        elif key.dtype == jnp.uint32 and key.ndim == 1:
+        elif key.dtype == np.uint32 and tuple(key.shape) == _raw_key_shape():
             return key
     raise TypeError(
         f"{name} must be a single PRNG key from jax.random.key(seed) or "
         f"jax.random.PRNGKey(seed), got {fmt(key)}"
     )
+
+
+def _raw_key_shape() -> tuple[int, ...]:
+    return tuple(jax.eval_shape(jax.random.PRNGKey, 0).shape)
 
 
 def check_bool(value: Any, name: str) -> bool:
