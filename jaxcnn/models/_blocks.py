@@ -1,0 +1,80 @@
+"""Small pieces shared by the model zoo: a conv(-BN)-activation block and option checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxcnn.functional import _args
+from jaxcnn.nn import BatchNorm, Conv
+
+
+def conv_block(
+    x: Any,
+    features: int,
+    kernel_size: Any,
+    *,
+    name: str,
+    bn_name: str,
+    strides: Any = 1,
+    padding: Any = "SAME",
+    dilation: Any = 1,
+    batch_norm: bool = False,
+    train: bool = False,
+    use_bias: bool = True,
+    activation: Callable[[Any], Any] | None = jax.nn.relu,
+    dtype: Any = None,
+) -> jnp.ndarray:
+    """``activation(BN(conv(x)))``: a :class:`~jaxcnn.nn.Conv` named ``name``, then (if
+    ``batch_norm``) a :class:`~jaxcnn.nn.BatchNorm` named ``bn_name`` in training
+    mode when ``train``, then the activation (``None``: none).
+
+    Call it inside a ``@nn.compact`` method: the layers become submodules of that
+    module. Returns ``(N, *out_spatial, features)``.
+    """
+    x = Conv(
+        features, kernel_size, strides=strides, padding=padding, dilation=dilation,
+        use_bias=use_bias, dtype=dtype, name=name,
+    )(x)
+    if batch_norm:
+        x = BatchNorm(use_running_average=not train, dtype=dtype, name=bn_name)(x)
+    return x if activation is None else activation(x)
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    value = _args.as_int(value, name)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def positive_ints(values: Any, name: str) -> tuple[int, ...]:
+    """A non-empty sequence of ints >= 1 (layer widths, filter counts)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise TypeError(f"{name} must be a non-empty sequence of ints >= 1, got {_args.fmt(values)}")
+    return tuple(positive_int(v, f"{name}[{i}]") for i, v in enumerate(values))
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels * width`` rounded, at least 1 (a width multiplier)."""
+    return max(1, int(round(channels * width)))
+
+
+def with_channel_axis(x: Any, spatial_dims: int, name: str = "x") -> jnp.ndarray:
+    """Add a trailing channel axis to ``(N, *spatial)`` input; ``(N, *spatial, C)`` passes through.
+
+    For 1D models fed ``(N, L)`` sequences (MNIST-1D, a raw signal).
+    """
+    x = _args.check_array(x, name)
+    if x.ndim == spatial_dims + 1:
+        return jnp.expand_dims(x, -1)
+    if x.ndim != spatial_dims + 2:
+        raise ValueError(
+            f"{name} must have shape (N, *spatial, C) with {spatial_dims} spatial dim(s) (rank "
+            f"{spatial_dims + 2}), or (N, *spatial) without the channel axis, got shape {tuple(x.shape)}"
+        )
+    return x

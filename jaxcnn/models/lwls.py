@@ -1,0 +1,67 @@
+"""The CNN of Lindholm, Wahlström, Lindsten & Schön, *Machine Learning*, Example 6.3."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcnn.models._blocks import conv_block
+from jaxcnn.nn import Dropout, Flatten
+
+
+class LWLSCNN(nn.Module):
+    """The digit classifier of LWLS Example 6.3: three conv layers, two dense layers.
+
+    For ``(N, 28, 28, 1)`` digits (every layer ReLU but the last, all convs SAME):
+
+    ========  ==============================  ===========  ==========
+    layer     what                            output       parameters
+    ========  ==============================  ===========  ==========
+    conv1     4 filters 5x5x1, stride 1       28x28x4         104
+    conv2     8 filters 5x5x4, stride 2       14x14x8         808
+    conv3     12 filters 4x4x8, stride 2      7x7x12         1548
+    flatten                                   588
+    dense1    588 -> 200                      200          117800
+    dense2    200 -> 10 (logits)              10             2010
+    ========  ==============================  ===========  ==========
+
+    122270 parameters in all. Input channels come from ``x`` (no option needed);
+    other input sizes work, and change dense1's size.
+
+    Attributes:
+      num_classes: outputs of dense2 (10).
+      filters: filters of conv1-3, ``(4, 8, 12)``.
+      hidden: width of dense1 (200).
+      dropout_rate: dropout before dense2 (0: none, the book's network).
+      batch_norm: BatchNorm after every conv (the convs then have no bias).
+      dtype: compute dtype (``None``: float32 parameters decide).
+
+    Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
+
+    Reference: A. Lindholm, N. Wahlström, F. Lindsten, T. B. Schön, *Machine
+    Learning: A First Course for Engineers and Scientists*, 2022, Example 6.3.
+    """
+
+    num_classes: int = 10
+    filters: Sequence[int] = (4, 8, 12)
+    hidden: int = 200
+    dropout_rate: float = 0.0
+    batch_norm: bool = False
+    dtype: Any = None
+    head_name: ClassVar[str] = "dense2"
+
+    @nn.compact
+    def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
+        for i, (f, k, s) in enumerate(zip(self.filters, (5, 5, 4), (1, 2, 2)), start=1):
+            x = conv_block(
+                x, f, k, strides=s, name=f"conv{i}", bn_name=f"bn{i}", batch_norm=self.batch_norm,
+                use_bias=not self.batch_norm, train=train, dtype=self.dtype,
+            )
+        x = Flatten(name="flatten")(x)
+        x = jax.nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense1")(x))
+        x = Dropout(self.dropout_rate, name="dropout")(x, deterministic=not train)
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="dense2")(x)
