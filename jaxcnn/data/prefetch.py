@@ -82,9 +82,15 @@ def _run(source: Iterator[Any], size: int, put: Callable[[Any], Any] | None) -> 
 
     def produce() -> None:
         try:
-            for item in source:
-                if stop.is_set() or not offer(put(item) if put is not None else item):
+            while not stop.is_set():  # checked before pulling: no item is taken after a stop
+                try:
+                    item = next(source)
+                except StopIteration:
+                    break
+                if not offer(put(item) if put is not None else item):
                     return
+            else:
+                return
         except BaseException as err:  # handed to the consumer, which re-raises it
             offer(_Failed(err))
             return

@@ -16,8 +16,10 @@ TEST_FILE = "test_batch"
 ARCHIVE_DIR = "cifar-10-batches-py"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-# The only globals a CIFAR-10 batch pickle refers to: NumPy's array reconstruction.
+# The only globals a CIFAR-10 batch pickle refers to: NumPy's array reconstruction
+# (and, for arrays pickled with protocol 2 on Python 3, ``_codecs.encode`` of the buffer).
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),

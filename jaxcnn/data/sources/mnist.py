@@ -144,13 +144,12 @@ def mnist(
 
 def _resolve_folder(path: PathLike | None) -> Path:
     """The folder to read: ``path``, else ``$JAXCNN_MNIST_DIR``, else ``../shared/data/mnist``."""
-    if path is None:
-        path = os.environ.get(ENV_VAR) or DEFAULT_DIR
-    folder = Path(path)
+    origin = _origin(path)
+    folder = Path(path if path is not None else os.environ.get(ENV_VAR) or DEFAULT_DIR)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"MNIST folder {str(folder)!r} (resolved to {str(folder.absolute())!r}, from "
-            f"{_origin(path)}) does not exist or is not a folder; it should hold "
+            f"{origin}) does not exist or is not a folder; it should hold "
             f"{FILES['test_images']}[.gz] and {FILES['test_labels']}[.gz] (and optionally the "
             f"train-* files). Pass path=... or set {ENV_VAR}"
         )
