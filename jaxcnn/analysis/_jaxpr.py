@@ -1,0 +1,82 @@
+"""Small helpers for reading jaxprs: what a traced function asks XLA to compute.
+
+The analysis tools read the jaxpr of a model instead of the attributes of its
+modules, so they work for any function and any Flax module (``flax.linen.Conv``,
+``jaxcnn.nn.Conv`` or a module written yesterday): a convolution is whatever
+emits ``conv_general_dilated``, a matrix product whatever emits ``dot_general``,
+a pooling layer whatever emits ``reduce_window_*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from jax.extend import core as jcore
+
+# Primitives that call one sub-jaxpr with the same inputs and outputs as the
+# equation itself (jit, custom derivatives, remat, plain calls). Anything else
+# with a sub-jaxpr (scan, while, cond) changes the data flow and is special.
+CALL_LIKE = ("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat", "checkpoint", "custom_lin")
+
+
+def is_literal(v: Any) -> bool:
+    """True for a constant written into the jaxpr (no producing equation)."""
+    return isinstance(v, jcore.Literal)
+
+
+def sub_jaxprs(eqn: Any) -> list[Any]:
+    """The open jaxprs held in ``eqn``'s parameters (branches, bodies, called functions)."""
+    return list(jcore.jaxprs_in_params(eqn.params))
+
+
+def called_jaxpr(eqn: Any) -> Any | None:
+    """The jaxpr a call-like equation runs on its own inputs, or ``None``.
+
+    Returns a jaxpr only when it lines up one-to-one with the equation's inputs
+    and outputs, which is what every call-like primitive (``pjit``,
+    ``custom_jvp_call``, ``remat``, ...) does.
+    """
+    subs = sub_jaxprs(eqn)
+    if len(subs) != 1:
+        return None
+    sub = subs[0]
+    if len(sub.invars) == len(eqn.invars) and len(sub.outvars) == len(eqn.outvars):
+        return sub
+    return None
+
+
+def closed_called(eqn: Any) -> Any | None:
+    """Like :func:`called_jaxpr` but returns the ``ClosedJaxpr`` (with its constants) if there is one."""
+    for val in eqn.params.values():
+        vals = val if isinstance(val, tuple) else (val,)
+        for v in vals:
+            if isinstance(v, jcore.ClosedJaxpr) and len(v.jaxpr.invars) == len(eqn.invars):
+                return v
+    return None
+
+
+def scope_names(eqn: Any) -> list[str]:
+    """The entries of ``eqn``'s name stack (``jax.named_scope`` and Flax module names)."""
+    text = str(eqn.source_info.name_stack)
+    return [s for s in text.split("/") if s]
+
+
+def walk(jaxpr: Any, outer: tuple[str, ...] = (), multiplier: int = 1) -> Iterator[tuple[Any, tuple[str, ...], int]]:
+    """Yield ``(eqn, name_stack, multiplier)`` for every equation, sub-jaxprs included.
+
+    ``name_stack`` is the full scope path (the caller's scopes first: inside a
+    ``jit`` the inner equations only know their own scopes). ``multiplier`` is
+    how often the equation runs per call: a ``scan`` body runs ``length`` times;
+    a ``while`` body is counted once (its trip count is not static); each
+    ``cond`` branch is visited (callers take what they need).
+    """
+    for eqn in jaxpr.eqns:
+        names = outer + tuple(scope_names(eqn))
+        subs = sub_jaxprs(eqn)
+        if not subs:
+            yield eqn, names, multiplier
+            continue
+        times = multiplier * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else multiplier
+        for sub in subs:
+            yield from walk(sub, names, times)
