@@ -361,6 +361,32 @@ def test_every_model_under_jit_train_and_eval(name, rng):
         np.testing.assert_array_equal(np.asarray(y1), np.asarray(y1b))
 
 
+@pytest.mark.parametrize("name, kwargs, shape", [
+    ("mlp", {"widths": (16,), "batch_norm": True, "dropout_rate": 0.5}, (16, 4, 4, 1)),
+    ("cnn1d", {"features": (4, 4), "strides": (1, 2), "batch_norm": True, "dropout_rate": 0.5}, (16, 12)),
+    ("resnet_tiny", {"width": 4}, (16, 6, 6, 3)),
+])
+def test_data_parallel_axis_name_equals_single_device_on_the_global_batch(name, kwargs, shape, rng):
+    """Under pmap on 8 devices with ``axis_name``, a training forward pass (BatchNorm statistics,
+    their update, dropout masks) equals the single-device pass on the whole batch."""
+    n_dev = jax.device_count()
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    single = get_model(name, **kwargs)
+    parallel = get_model(name, axis_name="batch", **kwargs)
+    v = jax.jit(single.init)(KEY, x)
+    key = jax.random.key(5, impl="rbg")
+
+    def fwd(model, xb):
+        return model.apply(v, xb, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
+
+    y1, s1 = jax.jit(lambda x: fwd(single, x))(x)
+    yp, sp = jax.pmap(lambda xb: fwd(parallel, xb), axis_name="batch")(x.reshape(n_dev, -1, *shape[1:]))
+    np.testing.assert_allclose(np.asarray(yp).reshape(y1.shape), np.asarray(y1), rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(sp), jax.tree.leaves(s1)):
+        for d in range(n_dev):
+            np.testing.assert_allclose(np.asarray(a[d]), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
 def test_layers_are_named_submodules():
     params = abstract_init(get_model("vgg_tiny"), (1, 8, 8, 3))["params"]
     assert sorted(params) == ["bn1_1", "bn2_1", "conv1_1", "conv2_1", "dense1", "dense2", "head"]
@@ -441,14 +467,23 @@ def test_freezing_the_feature_extractor_with_multi_transform(rng):
     model = get_model("lwls_cnn")
     x = jnp.asarray(rng.standard_normal((4, 28, 28, 1)), jnp.float32)
     labels_y = jnp.arange(4) % 10
-    params = model.init(KEY, x)["params"]
+    params = jax.jit(model.init)(KEY, x)["params"]
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), labels_y).mean()  # noqa: E731
+    # labels for multi_transform: frozen params get set_to_zero (and no Adam state)
     tx = optax.multi_transform({"train": optax.adam(1e-2), "freeze": optax.set_to_zero()},
                                freeze_labels(params, trainable="dense2"))
-    opt_state = tx.init(params)
-    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), labels_y).mean()  # noqa: E731
-    grads = jax.grad(loss)(params)
-    updates, _ = tx.update(grads, opt_state, params)
-    new = optax.apply_updates(params, updates)
+    # the same with optax.masked over freeze_mask (True = frozen)
+    mask = freeze_mask(params, frozen=["conv1", "conv2", "conv3", "dense1"])
+    tx2 = optax.chain(optax.adam(1e-2), optax.masked(optax.set_to_zero(), mask))
+
+    @jax.jit
+    def steps(params):
+        grads = jax.grad(loss)(params)
+        new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
+        new2 = optax.apply_updates(params, tx2.update(grads, tx2.init(params), params)[0])
+        return grads, new, new2
+
+    grads, new, new2 = steps(params)
     for name in ("conv1", "conv2", "conv3", "dense1"):
         for k in ("kernel", "bias"):
             assert np.array_equal(np.asarray(new[name][k]), np.asarray(params[name][k])), name
@@ -456,10 +491,6 @@ def test_freezing_the_feature_extractor_with_multi_transform(rng):
     moved = np.asarray(new["dense2"]["kernel"]) != np.asarray(params["dense2"]["kernel"])
     np.testing.assert_array_equal(moved, np.asarray(grads["dense2"]["kernel"]) != 0)  # Adam moves every entry with a gradient
     assert moved.any() and np.all(np.asarray(new["dense2"]["bias"]) != np.asarray(params["dense2"]["bias"]))
-    # the same with optax.masked over freeze_mask (True = frozen)
-    mask = freeze_mask(params, frozen=["conv1", "conv2", "conv3", "dense1"])
-    tx2 = optax.chain(optax.adam(1e-2), optax.masked(optax.set_to_zero(), mask))
-    new2 = optax.apply_updates(params, tx2.update(grads, tx2.init(params), params)[0])
     assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), new, new2))
 
 

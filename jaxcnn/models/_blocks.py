@@ -27,10 +27,12 @@ def conv_block(
     use_bias: bool = True,
     activation: Callable[[Any], Any] | None = jax.nn.relu,
     dtype: Any = None,
+    axis_name: Any = None,
 ) -> jnp.ndarray:
     """``activation(BN(conv(x)))``: a :class:`~jaxcnn.nn.Conv` named ``name``, then (if
     ``batch_norm``) a :class:`~jaxcnn.nn.BatchNorm` named ``bn_name`` in training
-    mode when ``train``, then the activation (``None``: none).
+    mode when ``train`` (statistics synchronized over ``axis_name``), then the
+    activation (``None``: none).
 
     Call it inside a ``@nn.compact`` method: the layers become submodules of that
     module. Returns ``(N, *out_spatial, features)``.
@@ -40,7 +42,7 @@ def conv_block(
         use_bias=use_bias, dtype=dtype, name=name,
     )(x)
     if batch_norm:
-        x = BatchNorm(use_running_average=not train, dtype=dtype, name=bn_name)(x)
+        x = BatchNorm(use_running_average=not train, axis_name=axis_name, dtype=dtype, name=bn_name)(x)
     return x if activation is None else activation(x)
 
 

@@ -52,6 +52,10 @@ class AlexNet(nn.Module):
       small_inputs: the small-image stem above.
       pool_size: output of the adaptive pool (``None``: 6, or 3 with small_inputs).
       dtype: compute dtype.
+      axis_name: the pmap/shard_map batch axis name for data-parallel training:
+        BatchNorm averages its statistics and Dropout draws the global batch's
+        mask over it, so the step equals single-device training on the global
+        batch (give every device the same "dropout" key). ``None``: per device.
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 
@@ -67,11 +71,12 @@ class AlexNet(nn.Module):
     small_inputs: bool = False
     pool_size: Any = None
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "head"
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
-        kw = dict(batch_norm=self.batch_norm, train=train, dtype=self.dtype)
+        kw = dict(batch_norm=self.batch_norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         c = lambda n: scaled(n, self.width)  # noqa: E731
         if self.small_inputs:
             x = conv_block(x, c(96), 3, padding=1, name="conv1", bn_name="bn1", **kw)
@@ -88,6 +93,6 @@ class AlexNet(nn.Module):
         x = AdaptiveAvgPool(pool_size, name="avgpool")(x)
         x = Flatten(name="flatten")(x)
         for i in (1, 2):
-            x = Dropout(self.dropout_rate, name=f"dropout{i}")(x, deterministic=not train)
+            x = Dropout(self.dropout_rate, axis_name=self.axis_name, name=f"dropout{i}")(x, deterministic=not train)
             x = jax.nn.relu(nn.Dense(c(self.hidden), dtype=self.dtype, name=f"dense{i}")(x))
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)

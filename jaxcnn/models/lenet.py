@@ -68,9 +68,10 @@ class LeNet5(nn.Module):
         padding = self.conv1_padding
         if padding is None:
             padding = tuple(max(32 - n, 0) // 2 for n in x.shape[1:-1])
-        x = conv_block(x, 6, 5, padding=padding, name="conv1", bn_name="bn1", activation=self.activation, dtype=self.dtype)
+        act = dict(activation=self.activation, dtype=self.dtype)
+        x = conv_block(x, 6, 5, padding=padding, name="conv1", bn_name="bn1", **act)
         x = pool(2, name="pool1")(x)
-        x = conv_block(x, 16, 5, padding="VALID", name="conv2", bn_name="bn2", activation=self.activation, dtype=self.dtype)
+        x = conv_block(x, 16, 5, padding="VALID", name="conv2", bn_name="bn2", **act)
         x = pool(2, name="pool2")(x)
         x = Flatten(name="flatten")(x)
         x = self.activation(nn.Dense(120, dtype=self.dtype, name="dense1")(x))

@@ -39,6 +39,10 @@ class LWLSCNN(nn.Module):
       dropout_rate: dropout before dense2 (0: none, the book's network).
       batch_norm: BatchNorm after every conv (the convs then have no bias).
       dtype: compute dtype (``None``: float32 parameters decide).
+      axis_name: the pmap/shard_map batch axis name for data-parallel training:
+        BatchNorm averages its statistics and Dropout draws the global batch's
+        mask over it, so the step equals single-device training on the global
+        batch (give every device the same "dropout" key). ``None``: per device.
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 
@@ -52,6 +56,7 @@ class LWLSCNN(nn.Module):
     dropout_rate: float = 0.0
     batch_norm: bool = False
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "dense2"
 
     @nn.compact
@@ -59,9 +64,9 @@ class LWLSCNN(nn.Module):
         for i, (f, k, s) in enumerate(zip(self.filters, (5, 5, 4), (1, 2, 2)), start=1):
             x = conv_block(
                 x, f, k, strides=s, name=f"conv{i}", bn_name=f"bn{i}", batch_norm=self.batch_norm,
-                use_bias=not self.batch_norm, train=train, dtype=self.dtype,
+                use_bias=not self.batch_norm, train=train, dtype=self.dtype, axis_name=self.axis_name,
             )
         x = Flatten(name="flatten")(x)
         x = jax.nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense1")(x))
-        x = Dropout(self.dropout_rate, name="dropout")(x, deterministic=not train)
+        x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="dense2")(x)

@@ -25,6 +25,10 @@ class MLP(nn.Module):
       dropout_rate: dropout after every hidden layer (0: none).
       batch_norm: BatchNorm before every hidden ReLU.
       dtype: compute dtype.
+      axis_name: the pmap/shard_map batch axis name for data-parallel training:
+        BatchNorm averages its statistics and Dropout draws the global batch's
+        mask over it, so the step equals single-device training on the global
+        batch (give every device the same "dropout" key). ``None``: per device.
 
     Returns (``__call__(x, *, train=False)``): ``(N, ...) -> (N, num_classes)``.
     """
@@ -34,6 +38,7 @@ class MLP(nn.Module):
     dropout_rate: float = 0.0
     batch_norm: bool = False
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "head"
 
     @nn.compact
@@ -42,7 +47,8 @@ class MLP(nn.Module):
         for i, w in enumerate(self.widths, start=1):
             x = nn.Dense(w, dtype=self.dtype, name=f"dense{i}")(x)
             if self.batch_norm:
-                x = BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}")(x)
+                bn = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name=f"bn{i}")
+                x = bn(x)
             x = jax.nn.relu(x)
-            x = Dropout(self.dropout_rate, name=f"dropout{i}")(x, deterministic=not train)
+            x = Dropout(self.dropout_rate, axis_name=self.axis_name, name=f"dropout{i}")(x, deterministic=not train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)

@@ -24,18 +24,26 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "lenet5": LeNet5,
     "alexnet": AlexNet,
-    "alexnet_tiny": functools.partial(AlexNet, width=1 / 16, hidden=4096 // 16, small_inputs=True, num_classes=10),
+    "alexnet_tiny": functools.partial(
+        AlexNet, width=1 / 16, hidden=4096 // 16, small_inputs=True, num_classes=10
+    ),
     "vgg11": functools.partial(VGG, config=CONFIGS["A"]),
     "vgg11_bn": functools.partial(VGG, config=CONFIGS["A"], batch_norm=True),
     "vgg16": functools.partial(VGG, config=CONFIGS["D"]),
     "vgg16_bn": functools.partial(VGG, config=CONFIGS["D"], batch_norm=True),
-    "vgg_tiny": functools.partial(VGG, config=CONFIGS["tiny"], hidden=32, pool_size=1, batch_norm=True, num_classes=10),
+    "vgg_tiny": functools.partial(
+        VGG, config=CONFIGS["tiny"], hidden=32, pool_size=1, batch_norm=True, num_classes=10
+    ),
     "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic"),
     "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="basic"),
     "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck"),
-    "resnet_tiny": functools.partial(ResNet, stage_sizes=(1, 1), block="basic", width=8, stem="cifar", num_classes=10),
+    "resnet_tiny": functools.partial(
+        ResNet, stage_sizes=(1, 1), block="basic", width=8, stem="cifar", num_classes=10
+    ),
     "wavenet": WaveNet,
-    "wavenet_tiny": functools.partial(WaveNet, num_layers_per_stack=3, num_stacks=2, residual_channels=8, skip_channels=8),
+    "wavenet_tiny": functools.partial(
+        WaveNet, num_layers_per_stack=3, num_stacks=2, residual_channels=8, skip_channels=8
+    ),
     "cnn1d": CNN1D,
     "cnn3d": CNN3D,
 }

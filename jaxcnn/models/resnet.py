@@ -34,6 +34,7 @@ class ResidualBlock(nn.Module):
       zero_init_residual: initialize the last BN's scale to zero, so the block
         starts as the identity (Goyal et al. 2017).
       dtype: compute dtype.
+      axis_name: batch axis name for synchronized BatchNorm (see :class:`ResNet`).
 
     Returns (``__call__(x, *, train)``): ``(N, H / s, W / s, features * expansion)``.
     """
@@ -43,15 +44,18 @@ class ResidualBlock(nn.Module):
     kind: str = "basic"
     zero_init_residual: bool = False
     dtype: Any = None
+    axis_name: Any = None
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
         conv = lambda f, k, s, name: Conv(  # noqa: E731
             f, k, strides=s, padding=k // 2, use_bias=False, kernel_init=conv_init, dtype=self.dtype, name=name
         )
+        zero = nn.initializers.zeros_init()
         bn = lambda name, last=False: BatchNorm(  # noqa: E731
             use_running_average=not train,
-            scale_init=nn.initializers.zeros_init() if last and self.zero_init_residual else nn.initializers.ones_init(),
+            axis_name=self.axis_name,
+            scale_init=zero if last and self.zero_init_residual else nn.initializers.ones_init(),
             dtype=self.dtype,
             name=name,
         )
@@ -92,6 +96,9 @@ class ResNet(nn.Module):
       stem: "imagenet" or "cifar".
       zero_init_residual: zero-init the last BN scale of every block.
       dtype: compute dtype.
+      axis_name: the pmap/shard_map batch axis name for data-parallel training:
+        BatchNorm averages its statistics over it, so the step equals
+        single-device training on the global batch. ``None``: per device.
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 
@@ -106,6 +113,7 @@ class ResNet(nn.Module):
     stem: str = "imagenet"
     zero_init_residual: bool = False
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "head"
 
     @nn.compact
@@ -113,8 +121,11 @@ class ResNet(nn.Module):
         kind = _args.check_choice(self.block, "block", ("basic", "bottleneck"))
         stem = _args.check_choice(self.stem, "stem", ("imagenet", "cifar"))
         k, s = (7, 2) if stem == "imagenet" else (3, 1)
-        x = Conv(self.width, k, strides=s, padding=k // 2, use_bias=False, kernel_init=conv_init, dtype=self.dtype, name="conv1")(x)
-        x = jax.nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn1")(x))
+        stem_conv = Conv(self.width, k, strides=s, padding=k // 2, use_bias=False, kernel_init=conv_init,
+                         dtype=self.dtype, name="conv1")
+        x = stem_conv(x)
+        x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x)
+        x = jax.nn.relu(x)
         if stem == "imagenet":
             x = MaxPool(3, strides=2, padding=1, name="maxpool")(x)
         for i, n_blocks in enumerate(self.stage_sizes):
@@ -125,6 +136,7 @@ class ResNet(nn.Module):
                     kind=kind,
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
+                    axis_name=self.axis_name,
                     name=f"layer{i + 1}_block{j + 1}",
                 )(x, train=train)
         x = GlobalAvgPool(name="avgpool")(x)

@@ -27,6 +27,10 @@ class CNN1D(nn.Module):
       dropout_rate: dropout before the head (0).
       batch_norm: BatchNorm after every conv (the convs then have no bias).
       dtype: compute dtype.
+      axis_name: the pmap/shard_map batch axis name for data-parallel training:
+        BatchNorm averages its statistics and Dropout draws the global batch's
+        mask over it, so the step equals single-device training on the global
+        batch (give every device the same "dropout" key). ``None``: per device.
 
     Returns (``__call__(x, *, train=False)``): ``(N, L)`` or ``(N, L, C)`` ->
     logits ``(N, num_classes)``.
@@ -39,6 +43,7 @@ class CNN1D(nn.Module):
     dropout_rate: float = 0.0
     batch_norm: bool = False
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "head"
 
     @nn.compact
@@ -51,15 +56,17 @@ class CNN1D(nn.Module):
         for i, (f, s) in enumerate(zip(features, strides), start=1):
             x = conv_block(
                 x, f, self.kernel_size, strides=s, name=f"conv{i}", bn_name=f"bn{i}",
-                batch_norm=self.batch_norm, use_bias=not self.batch_norm, train=train, dtype=self.dtype,
+                batch_norm=self.batch_norm, use_bias=not self.batch_norm, train=train,
+                dtype=self.dtype, axis_name=self.axis_name,
             )
         x = Flatten(name="flatten")(x)
-        x = Dropout(self.dropout_rate, name="dropout")(x, deterministic=not train)
+        x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
 
 
 class CNN3D(nn.Module):
-    """A small 3D CNN for volumes: ``(conv{i} 3x3x3 ReLU, pool{i} 2x2x2)`` per entry of ``features``, global average, ``head``.
+    """A small 3D CNN for volumes: ``conv{i}`` (3x3x3, ReLU) and ``pool{i}`` (2x2x2) per entry of
+    ``features``, then global average pooling and ``head``.
 
     Attributes:
       num_classes: outputs (10).
@@ -68,6 +75,7 @@ class CNN3D(nn.Module):
       dropout_rate: dropout before the head (0).
       batch_norm: BatchNorm after every conv (the convs then have no bias).
       dtype: compute dtype.
+      axis_name: batch axis name for data-parallel BatchNorm and Dropout (see :class:`CNN1D`).
 
     Returns (``__call__(x, *, train=False)``): ``(N, D, H, W)`` or
     ``(N, D, H, W, C)`` -> logits ``(N, num_classes)``; every spatial size must
@@ -80,6 +88,7 @@ class CNN3D(nn.Module):
     dropout_rate: float = 0.0
     batch_norm: bool = False
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "head"
 
     @nn.compact
@@ -88,9 +97,10 @@ class CNN3D(nn.Module):
         for i, f in enumerate(positive_ints(self.features, "features"), start=1):
             x = conv_block(
                 x, f, self.kernel_size, name=f"conv{i}", bn_name=f"bn{i}",
-                batch_norm=self.batch_norm, use_bias=not self.batch_norm, train=train, dtype=self.dtype,
+                batch_norm=self.batch_norm, use_bias=not self.batch_norm, train=train,
+                dtype=self.dtype, axis_name=self.axis_name,
             )
             x = MaxPool(2, name=f"pool{i}")(x)
         x = GlobalAvgPool(name="avgpool")(x)
-        x = Dropout(self.dropout_rate, name="dropout")(x, deterministic=not train)
+        x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)

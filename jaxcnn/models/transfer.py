@@ -200,6 +200,8 @@ def transfer_params(pretrained_params: Any, new_params: Any, exclude: Pattern = 
             skipped[p] = f"shape {tuple(np.shape(old))} != {tuple(np.shape(leaf))}"
             return leaf
         kept.append(p)
+        if isinstance(leaf, np.ndarray):  # keep the new tree's array kind and dtype
+            return np.asarray(old, dtype=leaf.dtype)
         return jax.numpy.asarray(old, dtype=leaf.dtype) if hasattr(leaf, "dtype") else old
 
     out = jax.tree_util.tree_map_with_path(take, _copy_dicts(new_params))

@@ -38,6 +38,10 @@ class VGG(nn.Module):
       dropout_rate: dropout after dense1 and dense2 (0.5).
       pool_size: adaptive average pool output (7: 224x224 inputs give 7x7 maps).
       dtype: compute dtype.
+      axis_name: the pmap/shard_map batch axis name for data-parallel training:
+        BatchNorm averages its statistics and Dropout draws the global batch's
+        mask over it, so the step equals single-device training on the global
+        batch (give every device the same "dropout" key). ``None``: per device.
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 
@@ -52,6 +56,7 @@ class VGG(nn.Module):
     dropout_rate: float = 0.5
     pool_size: Any = 7
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "head"
 
     @nn.compact
@@ -64,12 +69,12 @@ class VGG(nn.Module):
                 continue
             x = conv_block(
                 x, item, 3, padding=1, name=f"conv{stage}_{i}", bn_name=f"bn{stage}_{i}",
-                batch_norm=self.batch_norm, train=train, dtype=self.dtype,
+                batch_norm=self.batch_norm, train=train, dtype=self.dtype, axis_name=self.axis_name,
             )
             i += 1
         x = AdaptiveAvgPool(self.pool_size, name="avgpool")(x)
         x = Flatten(name="flatten")(x)
         for j in (1, 2):
             x = jax.nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=f"dense{j}")(x))
-            x = Dropout(self.dropout_rate, name=f"dropout{j}")(x, deterministic=not train)
+            x = Dropout(self.dropout_rate, axis_name=self.axis_name, name=f"dropout{j}")(x, deterministic=not train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
