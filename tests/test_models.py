@@ -361,6 +361,21 @@ def test_every_model_under_jit_train_and_eval(name, rng):
         np.testing.assert_array_equal(np.asarray(y1), np.asarray(y1b))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(SMALL) - RUN))
+def test_full_size_models_really_run(name, rng):
+    """The models traced above, initialized and run for real (large: VGG holds 130M+ parameters)."""
+    kwargs, shape, out_shape = SMALL[name]
+    model = get_model(name, **kwargs)
+    train, evaluate = _steps(model)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    v = jax.jit(model.init)(KEY, x)
+    y, upd = train(v, x, jax.random.key(1, impl="rbg"))
+    assert y.shape == out_shape and np.all(np.isfinite(np.asarray(y)))
+    y_eval = evaluate(v, x)
+    assert y_eval.shape == out_shape and np.all(np.isfinite(np.asarray(y_eval)))
+
+
 @pytest.mark.parametrize("name, kwargs, shape", [
     ("mlp", {"widths": (16,), "batch_norm": True, "dropout_rate": 0.5}, (16, 4, 4, 1)),
     ("cnn1d", {"features": (4, 4), "strides": (1, 2), "batch_norm": True, "dropout_rate": 0.5}, (16, 12)),
