@@ -487,18 +487,20 @@ def test_freezing_the_feature_extractor_with_multi_transform(rng):
     # labels for multi_transform: frozen params get set_to_zero (and no Adam state)
     tx = optax.multi_transform({"train": optax.adam(1e-2), "freeze": optax.set_to_zero()},
                                freeze_labels(params, trainable="dense2"))
-    # the same with optax.masked over freeze_mask (True = frozen)
+    # the same with the bool mask (True = trains) as labels, and with optax.masked
     mask = freeze_mask(params, frozen=["conv1", "conv2", "conv3", "dense1"])
-    tx2 = optax.chain(optax.adam(1e-2), optax.masked(optax.set_to_zero(), mask))
+    tx2 = optax.multi_transform({True: optax.adam(1e-2), False: optax.set_to_zero()}, mask)
+    tx3 = optax.chain(optax.adam(1e-2), optax.masked(optax.set_to_zero(), jax.tree.map(lambda t: not t, mask)))
 
     @jax.jit
     def steps(params):
         grads = jax.grad(loss)(params)
         new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
         new2 = optax.apply_updates(params, tx2.update(grads, tx2.init(params), params)[0])
-        return grads, new, new2
+        new3 = optax.apply_updates(params, tx3.update(grads, tx3.init(params), params)[0])
+        return grads, new, new2, new3
 
-    grads, new, new2 = steps(params)
+    grads, new, new2, new3 = steps(params)
     for name in ("conv1", "conv2", "conv3", "dense1"):
         for k in ("kernel", "bias"):
             assert np.array_equal(np.asarray(new[name][k]), np.asarray(params[name][k])), name
@@ -506,19 +508,23 @@ def test_freezing_the_feature_extractor_with_multi_transform(rng):
     moved = np.asarray(new["dense2"]["kernel"]) != np.asarray(params["dense2"]["kernel"])
     np.testing.assert_array_equal(moved, np.asarray(grads["dense2"]["kernel"]) != 0)  # Adam moves every entry with a gradient
     assert moved.any() and np.all(np.asarray(new["dense2"]["bias"]) != np.asarray(params["dense2"]["bias"]))
-    assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), new, new2))
+    for other in (new2, new3):
+        assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), new, other))
 
 
 def test_freeze_mask_patterns():
     params = {"conv1": {"kernel": 0.0, "bias": 0.0}, "conv10": {"kernel": 0.0}, "head": {"kernel": 0.0}}
+    # True = trains
     assert freeze_mask(params, trainable="head") == {
-        "conv1": {"kernel": True, "bias": True}, "conv10": {"kernel": True}, "head": {"kernel": False}}
+        "conv1": {"kernel": False, "bias": False}, "conv10": {"kernel": False}, "head": {"kernel": True}}
     # a prefix matches whole path components: "conv1" is not "conv10"
     assert freeze_mask(params, frozen="conv1") == {
-        "conv1": {"kernel": True, "bias": True}, "conv10": {"kernel": False}, "head": {"kernel": False}}
+        "conv1": {"kernel": False, "bias": False}, "conv10": {"kernel": True}, "head": {"kernel": True}}
     assert freeze_mask(params, frozen=re.compile(r"^conv\d+/kernel$")) == {
-        "conv1": {"kernel": True, "bias": False}, "conv10": {"kernel": True}, "head": {"kernel": False}}
-    assert freeze_mask(params, frozen="conv1/bias")["conv1"] == {"kernel": False, "bias": True}
+        "conv1": {"kernel": False, "bias": True}, "conv10": {"kernel": False}, "head": {"kernel": True}}
+    assert freeze_mask(params, frozen="conv1/bias")["conv1"] == {"kernel": True, "bias": False}
+    assert freeze_labels(params, trainable=["head", "conv10"]) == {
+        "conv1": {"kernel": "freeze", "bias": "freeze"}, "conv10": {"kernel": "train"}, "head": {"kernel": "train"}}
     with pytest.raises(ValueError, match="'hed' matches no parameter; top-level names: conv1, conv10, head"):
         freeze_mask(params, trainable="hed")
     with pytest.raises(TypeError, match="exactly one"):

@@ -1,5 +1,5 @@
 """Transfer-learning helpers on parameter pytrees: swap or drop the head, copy matching
-weights, and freeze subtrees for ``optax.masked`` / ``optax.multi_transform``.
+weights, and freeze subtrees with ``optax.multi_transform`` (or ``optax.masked``).
 
 Paths are the dict keys from the root joined by "/", e.g. ``"layer1_block1/conv1/kernel"``
 in a ``params`` tree (or ``"params/head/bias"`` in a whole variables dict).
@@ -215,19 +215,22 @@ def _nonempty(pattern: Any) -> bool:
 
 
 def freeze_mask(params: Any, *, trainable: Pattern | None = None, frozen: Pattern | None = None) -> Any:
-    """A pytree of bools like ``params``: ``True`` where a parameter is frozen.
+    """A pytree of bools like ``params``: ``True`` where a parameter trains, ``False`` where it is frozen.
 
     Give exactly one of ``trainable`` (everything else is frozen -- the usual
-    fine-tuning of a head) or ``frozen`` (everything else trains).
+    fine-tuning of a head) or ``frozen`` (everything else trains). The
+    convention (True = train) is the one of
+    :func:`jaxcnn.train.make_optimizer`'s ``trainable=`` argument.
 
     Use with Optax:
 
-    * ``optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()},
-      freeze_labels(params, trainable="head"))`` -- frozen parameters get no
-      optimizer state at all (see :func:`freeze_labels`);
-    * ``optax.chain(opt, optax.masked(optax.set_to_zero(), freeze_mask(...)))``
-      -- zero the updates of the frozen ones (``optax.masked`` passes unmasked
-      updates through unchanged, so the mask must select the frozen ones).
+    * ``optax.multi_transform({True: opt, False: optax.set_to_zero()}, mask)``
+      -- the bools are the labels; frozen parameters get no optimizer state
+      (:func:`freeze_labels` gives string labels instead);
+    * ``optax.chain(opt, optax.masked(optax.set_to_zero(), jax.tree.map(operator.not_, mask)))``
+      -- zero the updates of the frozen ones. Note that ``optax.masked(opt,
+      mask)`` alone does *not* freeze anything: it passes the updates of
+      unselected parameters through unchanged (the raw gradients).
 
     Args:
       params: the parameter tree.
@@ -235,16 +238,20 @@ def freeze_mask(params: Any, *, trainable: Pattern | None = None, frozen: Patter
       frozen: pattern(s) of the parameters that are frozen.
 
     Returns:
-      A tree with ``params``' structure and ``bool`` leaves.
+      A tree with ``params``' structure and ``bool`` leaves, ``True`` = trains.
+
+    Example:
+      >>> freeze_mask({"conv1": {"kernel": 0.0}, "head": {"kernel": 0.0}}, trainable="head")
+      {'conv1': {'kernel': False}, 'head': {'kernel': True}}
     """
     if (trainable is None) == (frozen is None):
         raise TypeError(
             f"freeze_mask needs exactly one of trainable= or frozen=, got trainable={trainable!r}, "
             f"frozen={frozen!r}"
         )
-    chosen = select(params, trainable if frozen is None else frozen, "trainable" if frozen is None else "frozen")
-    invert = frozen is None
-    return jax.tree_util.tree_map_with_path(lambda p, _: chosen[path_string(p)] != invert, params)
+    name = "trainable" if frozen is None else "frozen"
+    chosen = select(params, trainable if frozen is None else frozen, name)
+    return jax.tree_util.tree_map_with_path(lambda p, _: chosen[path_string(p)] == (frozen is None), params)
 
 
 def freeze_labels(
@@ -263,4 +270,4 @@ def freeze_labels(
       ...     freeze_labels({"conv1": {"kernel": 0.0}, "head": {"kernel": 0.0}}, trainable="head"))
     """
     mask = freeze_mask(params, trainable=trainable, frozen=frozen)
-    return jax.tree.map(lambda f: labels[1] if f else labels[0], mask)
+    return jax.tree.map(lambda t: labels[0] if t else labels[1], mask)
