@@ -414,8 +414,9 @@ class _Tracer:
 
 
 def _relaxed(closed, fn: Callable) -> Callable:
-    """Evaluate a jaxpr with max/min pooling replaced by sum pooling of the same geometry.
+    """``fn(leaves, x)``, or, if it max-pools, its jaxpr evaluated with sum pooling instead.
 
+    Max/min pooling windows become sum windows of the same geometry.
     The gradient of a max reaches one input per window (the arg-max), so it
     depends on the data; a window sum's reaches every input in the window,
     which is the set that *can* influence the output.
@@ -438,7 +439,7 @@ def _relaxed(closed, fn: Callable) -> Callable:
             sub = _jaxpr.called_jaxpr(eqn)
             if name in ("reduce_window_max", "reduce_window_min"):
                 p = eqn.params
-                outs = [lax.reduce_window(vals[0], jnp.zeros((), vals[0].dtype), lax.add, p["window_dimensions"], p["window_strides"], p["padding"], p["base_dilation"], p["window_dilation"])]
+                outs = [lax.reduce_window(vals[0], np.zeros((), vals[0].dtype), lax.add, p["window_dimensions"], p["window_strides"], p["padding"], p["base_dilation"], p["window_dilation"])]
             elif sub is not None and has_max(sub):
                 closed_sub = _jaxpr.closed_called(eqn)
                 outs = evaluate(sub, closed_sub.consts if closed_sub is not None else (), *vals)
@@ -453,7 +454,7 @@ def _relaxed(closed, fn: Callable) -> Callable:
 
     if not has_max(closed.jaxpr):
         return fn
-    return lambda x: evaluate(closed.jaxpr, closed.consts, x)[0]
+    return lambda leaves, x: evaluate(closed.jaxpr, closed.consts, *leaves, x)[0]
 
 
 def positive_params(params: Any) -> Any:
@@ -502,8 +503,9 @@ class ReceptiveField:
       position: per input spatial dim, the probed unit's index along the output
         axis that carries that dim (``None`` where the output has no such axis).
       analytic: per input spatial dim, ``(lo, hi)`` of the unit's field, unclipped.
-      measured: per input spatial dim, ``(min, max)`` index with non-zero gradient,
-        or ``None`` if not measured.
+      measured: per input spatial dim, ``(min, max)`` index with non-zero gradient
+        (``None`` in a dim where no gradient reached the input), or ``None`` if
+        not measured.
       measured_mask: the input positions (spatial shape) with non-zero gradient.
     """
 
@@ -530,9 +532,9 @@ class ReceptiveField:
         if self.measured is None:
             raise ValueError("this receptive field was not measured (measure=False or no model/function given)")
         return [
-            f"spatial dim {d}: analytic (clipped) {a}, measured {m}"
+            f"spatial dim {d}: analytic (clipped) {a}, measured {m if m is not None else 'no input reached'}"
             for d, (a, m) in enumerate(zip(self.clipped, self.measured))
-            if tuple(a) != tuple(m)
+            if m is None or tuple(a) != tuple(m)
         ]
 
     @property
@@ -628,12 +630,15 @@ def receptive_field(
         from :func:`chain_receptive_field` (e.g. a paper's architecture table),
         ``position`` indexes the chain's last output, and the measurement (if a
         model is given) probes the model output at the same position.
-      variables: a Flax model's variables; default ``model.init`` with ``rngs``.
-        Their ``params`` are replaced by :func:`positive_params` for measuring.
+      variables: a Flax model's variables. Their ``params`` are replaced by
+        :func:`positive_params` for measuring, so by default none are
+        initialized: parameters start as ones (-> :func:`positive_params`), and
+        other collections (``batch_stats``) come from ``model.init`` with ``rngs``.
       x: the example to measure at, ``input_shape``; default uniform [0.5, 1.5].
       measure: compute the measured field.
       dtype: input dtype.
-      rngs: PRNG streams for a Flax model; default ``{"params": key(0), "dropout": key(1)}``.
+      rngs: PRNG streams for a Flax model; default ``{"params": key(0), "dropout": key(1)}``
+        with ``impl="rbg"`` keys (threefry initializers compile slowly on CPU).
       **call_kwargs: passed to the model's ``__call__`` (``train=False``, ...).
 
     Returns:
@@ -674,27 +679,47 @@ def receptive_field(
 
     if x is None:
         x = np.random.default_rng(0).uniform(0.5, 1.5, shape)
-    x = jnp.asarray(_args.check_array(x, "x"), dtype)
+    x = np.asarray(_args.check_array(x, "x"))
     if tuple(x.shape) != shape:
         raise ValueError(f"x must have the per-example shape input_shape={shape}, got shape {tuple(x.shape)}")
-    xb = x[None]
+    xb = jnp.asarray(x[None], dtype)  # host-side reshape: no op to compile
 
-    fn, strip = None, None
+    # g(v, x) is the output to probe; prepare(v, x) gives the variables to measure with.
+    g, v, strip, prepare = None, (), None, lambda v, x: v
     if isinstance(model_or_fn, nn.Module):
+        if rngs is None:  # "rbg" keys: XLA compiles threefry initializers very slowly on CPU
+            rngs = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
         model, rngs = model_or_fn, _default_rngs(rngs)
-        if variables is None:
-            variables = model.init(rngs, xb, **call_kwargs)
-        variables = dict(variables)
-        if "params" in variables:
-            variables["params"] = positive_params(variables["params"])
+        init = lambda x: model.init(rngs, x, **call_kwargs)  # noqa: E731
+        fresh = variables is None
+        v = jax.eval_shape(init, xb) if fresh else variables
+        # Parameters are replaced anyway: without other collections (batch_stats) skip init.
+        only_params = fresh and all(c == "params" for c in v)
+
+        def prepare(v, x):  # runs inside the one jitted measurement
+            if only_params:
+                v = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), v_shapes)
+            elif fresh:
+                v = init(x)
+            v = dict(v)
+            if "params" in v:
+                v["params"] = positive_params(v["params"])
+            return v
+
+        v_shapes = v
         strip = model.name or type(model).__name__
-        fn = lambda x: model.apply(variables, x, rngs=rngs, **call_kwargs)  # noqa: E731
+        g = lambda v, x: model.apply(v, x, rngs=rngs, **call_kwargs)  # noqa: E731
     elif model_or_fn is not None:
-        fn = model_or_fn
+        g = lambda v, x: model_or_fn(x)  # noqa: E731
+    leaves, treedef = jax.tree_util.tree_flatten(v)
+
+    def h(leaves, x):
+        return g(jax.tree_util.tree_unflatten(treedef, leaves), x)
 
     closed = out_field = out_shape = None
-    if fn is not None:
-        closed = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct(xb.shape, dtype))
+    if g is not None:
+        abstract = [jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in leaves]
+        closed = jax.make_jaxpr(h)(abstract, jax.ShapeDtypeStruct(xb.shape, dtype))
         if len(closed.jaxpr.outvars) != 1:
             raise ValueError(
                 f"the model/function must return one array, it returns {len(closed.jaxpr.outvars)}; "
@@ -720,7 +745,7 @@ def receptive_field(
         tracer = _Tracer(strip)
         in_field = tuple(_Dim(1 + d, 0, 0, 1) for d in range(nd))
         try:
-            (out_field,) = tracer.run(closed.jaxpr, [in_field])
+            (out_field,) = tracer.run(closed.jaxpr, [None] * (len(closed.jaxpr.invars) - 1) + [in_field])
         except _Unsupported as err:
             raise ValueError(str(err)) from None
         if out_field is None:
@@ -734,14 +759,20 @@ def receptive_field(
 
     measured = mask = None
     if measure and closed is not None:
-        f = _relaxed(closed, fn)
-        y, vjp = jax.vjp(f, xb)
-        index = [0] * y.ndim
+        f = _relaxed(closed, h)
+        index = [0] * len(out_shape)
         for d, p in zip(out_field, pos):
             if d.axis is not None:
                 index[d.axis] = p
-        (grad,) = vjp(jnp.zeros_like(y).at[tuple(index)].set(1))
-        grad = np.asarray(grad)
+
+        @jax.jit
+        def gradient(leaves, x):
+            ready = jax.tree_util.tree_leaves(prepare(jax.tree_util.tree_unflatten(treedef, leaves), x))
+            y, vjp = jax.vjp(lambda x: f(ready, x), x)
+            return vjp(jnp.zeros_like(y).at[tuple(index)].set(1))[0]
+
+        concrete = [None if isinstance(a, jax.ShapeDtypeStruct) else a for a in leaves]
+        grad = np.asarray(gradient(concrete, xb))
         if not np.all(np.isfinite(grad)):
             raise ValueError("the measured gradient is not finite (overflow); try a smaller input or model")
         mask = np.any(grad[0] != 0, axis=-1)
