@@ -102,7 +102,15 @@ def max_pool(x: Any, window: Any, strides: Any = None, padding: Any = "VALID", c
     x = _args.check_array(x, "x")
     g = pool_geometry(x, window, strides, padding, ceil_mode)
     w, s, p = _full(g)
-    return lax.reduce_window(x, jnp.asarray(_lowest(x.dtype), x.dtype), lax.max, w, s, p)
+    # The init value must be a concrete NumPy scalar, not a jnp array: under jit a jnp
+    # constant is a tracer, lax.reduce_window then falls back to its generic form,
+    # which has no derivative (jax.jit(jax.grad(max_pool)) would fail).
+    return lax.reduce_window(x, np.array(_lowest(x.dtype), x.dtype), lax.max, w, s, p)
+
+
+def _accumulation_dtype(dtype) -> Any:
+    """float32 for 16-bit floats (sums of bf16 lose digits fast), else ``dtype`` itself."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _window_counts(sizes, g: PoolGeometry, include_pad: bool) -> np.ndarray:
@@ -142,7 +150,8 @@ def avg_pool(
         The ``ceil_mode`` overhang is never counted.
 
     Returns:
-      ``(N, *out_spatial, C)``, same dtype as ``x``.
+      ``(N, *out_spatial, C)``, same dtype as ``x`` (16-bit floats are summed in
+      float32 and rounded once at the end).
 
     Example:
       >>> import jax.numpy as jnp, jaxcnn.functional as F
@@ -154,9 +163,10 @@ def avg_pool(
     count_include_pad = _args.check_bool(count_include_pad, "count_include_pad")
     g = pool_geometry(x, window, strides, padding, ceil_mode)
     w, s, p = _full(g)
-    sums = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, w, s, p)
+    acc = _accumulation_dtype(x.dtype)
+    sums = lax.reduce_window(x.astype(acc), np.array(0, acc), lax.add, w, s, p)  # concrete init: see max_pool
     counts = _window_counts(x.shape[1:-1], g, count_include_pad)
-    return sums / jnp.asarray(counts, x.dtype)
+    return (sums / jnp.asarray(counts, acc)).astype(x.dtype)
 
 
 def max_pool_with_indices(x: Any, window: Any, strides: Any = None, padding: Any = "VALID") -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -165,7 +175,9 @@ def max_pool_with_indices(x: Any, window: Any, strides: Any = None, padding: Any
     Indices are flat positions in the input's spatial plane for each ``(n, c)``
     (``h * W + w`` in 2D), the same numbers as PyTorch's
     ``max_pool2d(..., return_indices=True)``; ties go to the first position in
-    scan order. ``values`` is differentiable (the gradient reaches the arg-max).
+    scan order, and a window whose real entries all equal the padding value
+    (``-inf``, or the integer minimum) points at its first real element, never
+    into the padding. ``values`` is differentiable (the gradient reaches the arg-max).
 
     Args:
       x, window, strides, padding: as :func:`max_pool`.
@@ -207,6 +219,16 @@ def max_pool_with_indices(x: Any, window: Any, strides: Any = None, padding: Any
         shape[i] = o
         base = base + ((np.arange(o) * s - lo) * place[i]).reshape(shape)
     indices = tap_offset + jnp.asarray(base.reshape((1, *g.out, 1)))
+    # A window whose real entries all equal the padding value (-inf, or the integer
+    # minimum) may have picked a padding tap, i.e. a position outside the input.
+    # PyTorch reports the window's first real element then; so do we.
+    first_real = np.zeros(g.out, np.int32)
+    for i, (o, s, (lo, _)) in enumerate(zip(g.out, g.strides, g.pads)):
+        shape = [1] * nd
+        shape[i] = o
+        first_real = first_real + (np.maximum(np.arange(o) * s - lo, 0) * place[i]).reshape(shape)
+    lowest = jnp.asarray(_lowest(x.dtype), x.dtype)
+    indices = jnp.where(values == lowest, jnp.asarray(first_real.reshape((1, *g.out, 1))), indices)
     return values, indices.astype(jnp.int32)
 
 
@@ -242,7 +264,9 @@ def max_unpool(values: Any, indices: Any, output_size: Any) -> jnp.ndarray:
     rows = jnp.arange(n).reshape(n, 1, 1)
     cols = jnp.arange(c).reshape(1, 1, c)
     out = jnp.zeros((n, math.prod(output_size), c), values.dtype)
-    out = out.at[rows, flat_i, cols].set(flat_v, mode="drop")
+    # wrap_negative_indices=False: a negative index is out of range and dropped, not
+    # read Python-style from the end of the plane.
+    out = out.at[rows, flat_i, cols].set(flat_v, mode="drop", wrap_negative_indices=False)
     return out.reshape((n, *output_size, c))
 
 
@@ -284,19 +308,22 @@ def adaptive_avg_pool(x: Any, output_size: Any) -> jnp.ndarray:
       output_size: int or one per spatial dim (``None`` keeps that dim's size).
 
     Returns:
-      ``(N, *output_size, C)``.
+      ``(N, *output_size, C)``, same dtype as ``x`` (16-bit floats are averaged in
+      float32).
     """
     x = _args.check_array(x, "x")
     _args.check_floating(x, "x")
     nd, output_size = _adaptive_sizes(x, output_size)
+    dtype, acc = x.dtype, _accumulation_dtype(x.dtype)
+    x = x.astype(acc)
     for axis, o in zip(range(1, nd + 1), output_size):
         n = x.shape[axis]
-        m = np.zeros((o, n), np.float32)
+        m = np.zeros((o, n), np.float64)
         for i, (a, b) in enumerate(adaptive_bins(n, o)):
             m[i, a:b] = 1.0 / (b - a)
-        y = jnp.tensordot(jnp.asarray(m, x.dtype), x, axes=((1,), (axis,)), precision=lax.Precision.HIGHEST)
+        y = jnp.tensordot(jnp.asarray(m, acc), x, axes=((1,), (axis,)), precision=lax.Precision.HIGHEST)
         x = jnp.moveaxis(y, 0, axis)
-    return x
+    return x.astype(dtype)
 
 
 def adaptive_max_pool(x: Any, output_size: Any) -> jnp.ndarray:
