@@ -469,6 +469,8 @@ def test_registry_errors_and_listing():
         get_model("resnet18", num_clases=10)
     with pytest.raises(TypeError, match="colour, num_clases"):
         get_model("lwls_cnn", num_clases=10, colour=True)
+    for name in names:  # the data-parallel option is uniform across the zoo
+        assert "axis_name" in get_model(name).__dataclass_fields__, name
     model = get_model("resnet18", num_classes=10, stem="cifar")
     assert (model.num_classes, model.stem, model.stage_sizes) == (10, "cifar", (2, 2, 2, 2))
     with pytest.raises(ValueError, match="stem"):

@@ -47,6 +47,8 @@ class LeNet5(nn.Module):
       activation: ``jax.nn.relu`` (``jnp.tanh`` for the original).
       pool: "max" or "avg".
       dtype: compute dtype.
+      axis_name: accepted so every zoo model takes the same data-parallel
+        option; unused (no BatchNorm or Dropout here).
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 
@@ -59,6 +61,7 @@ class LeNet5(nn.Module):
     activation: Callable[[Any], Any] = jax.nn.relu
     pool: str = "max"
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "head"
 
     @nn.compact

@@ -80,6 +80,8 @@ class WaveNet(nn.Module):
       out_features: outputs per step for regression (1).
       num_classes: logits per step for classification (256).
       dtype: compute dtype.
+      axis_name: accepted so every zoo model takes the same data-parallel
+        option; unused (no BatchNorm or Dropout here).
 
     Returns (``__call__(x, *, train=False)``): ``(N, T) or (N, T, C)`` ->
     ``(N, T, out_features)`` or ``(N, T, num_classes)``. ``train`` changes nothing
@@ -98,6 +100,7 @@ class WaveNet(nn.Module):
     out_features: int = 1
     num_classes: int = 256
     dtype: Any = None
+    axis_name: Any = None
     head_name: ClassVar[str] = "head"
 
     @property
