@@ -21,6 +21,7 @@ and any split of the batch optimize the same number.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -309,22 +310,46 @@ def make_train_step(
       >>> state = step.place_state(state)                               # doctest: +SKIP
       >>> state, m = step(state, step.place_batch({"x": x, "y": y}))    # doctest: +SKIP
     """
-    loss_fn = get_loss(loss_fn)
     placement = _resolve(strategy, devices, steps_per_call)
+    fn = _cached(_compiled_train_step, model, get_loss(loss_fn), placement, donate, unroll, augment)
+    return CompiledStep(fn, placement)
+
+
+def _compiled_train_step(model, loss_fn, placement, donate, unroll, augment) -> Callable:
     multi = None
     if placement.steps_per_call > 1:
         def multi(body):
             return lambda state, batches: lax.scan(body, state, batches, unroll=unroll)
 
-    fn = _compile(lambda axis: train_step_body(model, loss_fn, axis, augment), placement, donate=donate, multi=multi)
-    return CompiledStep(fn, placement)
+    return _compile(lambda axis: train_step_body(model, loss_fn, axis, augment), placement, donate=donate, multi=multi)
+
+
+def _compiled_eval_step(model, loss_fn, placement) -> Callable:
+    return _compile(lambda axis: eval_step_body(model, loss_fn, axis), placement, donate=False, multi=None)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_call(builder: Callable, *key: Any) -> Callable:
+    return builder(*key)
+
+
+def _cached(builder: Callable, *key: Any) -> Callable:
+    """``builder(*key)``, memoized when the key is hashable.
+
+    Flax modules, loss functions and placements hash by value, so building the
+    same step twice (two ``fit`` calls on one model) returns the same jitted
+    function and JAX reuses its compilation instead of compiling again.
+    """
+    try:
+        hash(key)
+    except TypeError:
+        return builder(*key)
+    return _cached_call(builder, *key)
 
 
 def make_eval_step(
     model: nn.Module, loss_fn: str | LossFn = "cross_entropy", strategy: str | None = "jit", *, devices: Any = None
 ) -> CompiledStep:
     """Compile an evaluation step returning weighted sums (see :func:`eval_step_body`)."""
-    loss_fn = get_loss(loss_fn)
     placement = _resolve(strategy, devices, 1)
-    fn = _compile(lambda axis: eval_step_body(model, loss_fn, axis), placement, donate=False, multi=None)
-    return CompiledStep(fn, placement)
+    return CompiledStep(_cached(_compiled_eval_step, model, get_loss(loss_fn), placement), placement)
