@@ -14,11 +14,6 @@ from typing import Any
 
 from jax.extend import core as jcore
 
-# Primitives that call one sub-jaxpr with the same inputs and outputs as the
-# equation itself (jit, custom derivatives, remat, plain calls). Anything else
-# with a sub-jaxpr (scan, while, cond) changes the data flow and is special.
-CALL_LIKE = ("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat", "checkpoint", "custom_lin")
-
 
 def is_literal(v: Any) -> bool:
     """True for a constant written into the jaxpr (no producing equation)."""

@@ -169,7 +169,9 @@ class ConvMatrixStats:
     sharing_ratio: float
 
 
-def conv_matrix_stats(matrix: Any, kernel: Any, *, bias: bool = True, out_channels: int | None = None) -> ConvMatrixStats:
+def conv_matrix_stats(
+    matrix: Any, kernel: Any, *, bias: bool = True, out_channels: int | None = None
+) -> ConvMatrixStats:
     r"""Sparse connectivity and weight sharing of a convolution, read off its matrix.
 
     .. math::

@@ -13,6 +13,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -39,7 +42,9 @@ def _grid(n: int, ncols: int | None) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
-def plot_filters(kernel: Any, path: Any = None, *, ncols: int | None = None, title: str | None = None, dpi: int = 100) -> Figure:
+def plot_filters(
+    kernel: Any, path: Any = None, *, ncols: int | None = None, title: str | None = None, dpi: int = 100
+) -> Figure:
     r"""A grid of first-layer kernels, one tile per output channel.
 
     Each filter is scaled to [0, 1] on its own, ``(w - min w) / (max w - min w)``
@@ -98,8 +103,6 @@ def plot_filters(kernel: Any, path: Any = None, *, ncols: int | None = None, tit
 
 def _intermediates(tree: Mapping, prefix: tuple = ()) -> dict[str, Any]:
     """``{"a/b": first output array}`` from a Flax ``intermediates`` collection."""
-    import jax
-
     found = {}
     for key, value in tree.items():
         if key == "__call__":
@@ -159,9 +162,6 @@ def plot_feature_maps(
     Reference: Zeiler & Fergus, "Visualizing and Understanding Convolutional
     Networks", ECCV 2014.
     """
-    import flax.linen as nn
-    import jax.numpy as jnp
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a flax.linen.Module, got {_args.fmt(model)}")
     if not isinstance(layer, str):
@@ -170,10 +170,14 @@ def plot_feature_maps(
     if max_maps < 1:
         raise ValueError(f"max_maps must be >= 1, got {max_maps}")
     x = jnp.asarray(_args.check_array(x, "x"))
-    _, state = model.apply(variables, x[None], capture_intermediates=True, mutable=["intermediates"], **call_kwargs)
+    def forward(variables, x):
+        return model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"], **call_kwargs)
+
+    _, state = jax.jit(forward)(variables, x[None])
     outputs = _intermediates(state.get("intermediates", {}))
     if layer not in outputs:
-        raise ValueError(f"layer {layer!r} is not a module of this model; known layers: {', '.join(sorted(outputs)) or 'none'}")
+        known = ", ".join(sorted(outputs)) or "none"
+        raise ValueError(f"layer {layer!r} is not a module of this model; known layers: {known}")
     fmap = np.asarray(outputs[layer], np.float64)[0]
     if fmap.ndim not in (2, 3):
         raise ValueError(
@@ -209,7 +213,9 @@ def _records(metrics: Any) -> list[dict]:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {i}: not a JSON record ({err.msg}): {line.strip()[:60]!r}") from None
+                    raise ValueError(
+                        f"{path}, line {i}: not a JSON record ({err.msg}): {line.strip()[:60]!r}"
+                    ) from None
                 if not isinstance(rec, dict):
                     raise ValueError(f"{path}, line {i}: a record must be a JSON object, got {line.strip()[:60]!r}")
                 records.append(rec)
@@ -259,7 +265,8 @@ def plot_curves(metrics: Any, path: Any = None, *, x: str | None = None, dpi: in
 
     Example:
       >>> from jaxcnn.analysis import plot_curves
-      >>> recs = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "test_accuracy": 1 - 1 / e} for e in (1, 2, 3)]
+      >>> recs = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "test_accuracy": 1 - 1 / e}
+      ...         for e in (1, 2, 3)]
       >>> len(plot_curves(recs).axes)
       2
 
@@ -291,7 +298,11 @@ def plot_curves(metrics: Any, path: Any = None, *, x: str | None = None, dpi: in
     for i, (base, members) in enumerate(groups.items()):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         for k in members:
-            pts = [((r[x] if x is not None else j), r[k]) for j, r in enumerate(records) if _is_number(r.get(k)) and (x is None or _is_number(r.get(x)))]
+            pts = [
+                (j if x is None else r[x], r[k])
+                for j, r in enumerate(records)
+                if _is_number(r.get(k)) and (x is None or _is_number(r.get(x)))
+            ]
             if not pts:
                 continue
             xs, ys = zip(*pts)

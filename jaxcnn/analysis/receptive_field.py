@@ -196,7 +196,7 @@ def _unsupported(eqn, why: str = "") -> _Unsupported:
     )
 
 
-def _union(fields: list, shapes: list, out_shape: tuple, eqn) -> Field:
+def _union(fields: list, shapes: list, eqn) -> Field:
     """The field of an element that depends on all of ``fields`` (same-shaped operands)."""
     present = [(f, s) for f, s in zip(fields, shapes) if f is not None]
     if not present:
@@ -229,8 +229,14 @@ def _remap(field: Field, shape: tuple, axis_map: Callable[[int], int | None]) ->
 
 
 _ORDER_SENSITIVE = ("rev", "sort", "cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "argsort", "top_k")
-_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "reduce_xor", "argmax", "argmin")
-_WINDOW_KIND = {"reduce_window_max": "max_pool", "reduce_window_min": "min_pool", "reduce_window_sum": "avg_pool", "reduce_window": "pool"}
+_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "reduce_xor")
+_REDUCTIONS += ("argmax", "argmin")
+_WINDOW_KIND = {
+    "reduce_window_max": "max_pool",
+    "reduce_window_min": "min_pool",
+    "reduce_window_sum": "avg_pool",
+    "reduce_window": "pool",
+}
 
 
 class _Tracer:
@@ -279,9 +285,9 @@ class _Tracer:
             else:
                 dims.append(d)
         row_dims = [dims[i] for i, d in enumerate(field) if d.axis in axes] or dims
-        self.rows.append(
-            _layer_row(self.label(names, kind), kind, window, strides, dilation, pads, [out_shape[a] for a in axes], row_dims)
-        )
+        out_sizes = [out_shape[a] for a in axes]
+        name = self.label(names, kind)
+        self.rows.append(_layer_row(name, kind, window, strides, dilation, pads, out_sizes, row_dims))
         return tuple(dims)
 
     def eqn(self, eqn, ins, names) -> list:
@@ -298,8 +304,13 @@ class _Tracer:
             dn = p["dimension_numbers"]
             lhs_sp, out_sp = list(dn.lhs_spec[2:]), list(dn.out_spec[2:])
             window = [in_shapes[1][a] for a in dn.rhs_spec[2:]]
-            field = _remap(ins[0], in_shapes[0], lambda a: a if a in lhs_sp else (dn.out_spec[0] if a == dn.lhs_spec[0] else None))
-            field = self.window_op(eqn, field, names, "conv", window, p["window_strides"], p["rhs_dilation"], p["padding"], lhs_sp, out_shapes[0])
+            batch_in, batch_out = dn.lhs_spec[0], dn.out_spec[0]
+            # spatial axes keep their lhs index until the recurrence ran; features mix: collapse
+            field = _remap(ins[0], in_shapes[0], lambda a: a if a in lhs_sp else (batch_out if a == batch_in else None))
+            field = self.window_op(
+                eqn, field, names, "conv", window, p["window_strides"], p["rhs_dilation"], p["padding"], lhs_sp,
+                out_shapes[0],
+            )
             return [tuple(d._replace(axis=out_sp[lhs_sp.index(d.axis)]) if d.axis in lhs_sp else d for d in field)]
 
         if prim in _WINDOW_KIND:
@@ -313,10 +324,11 @@ class _Tracer:
                 if f is None:
                     outs.append(None)
                     continue
-                axes = [d.axis for d in f if d.axis is not None]
-                axes = sorted(set(axes))
-                sel = lambda key: [p[key][a] for a in axes]  # noqa: E731
-                outs.append(self.window_op(eqn, f, names, _WINDOW_KIND[prim], sel("window_dimensions"), sel("window_strides"), sel("window_dilation"), sel("padding"), axes, shape))
+                axes = sorted({d.axis for d in f if d.axis is not None})
+                keys = ("window_dimensions", "window_strides", "window_dilation", "padding")
+                window, strides, dilation, pads = ([p[key][a] for a in axes] for key in keys)
+                kind = _WINDOW_KIND[prim]
+                outs.append(self.window_op(eqn, f, names, kind, window, strides, dilation, pads, axes, shape))
             return outs
 
         if prim == "dot_general":
@@ -331,11 +343,12 @@ class _Tracer:
                 return None if a in rc else (rb.index(a) if a in rb else len(lb) + len(lhs_free) + rhs_free.index(a))
 
             fields = [_remap(ins[0], in_shapes[0], lhs_map), _remap(ins[1], in_shapes[1], rhs_map)]
-            return [_union(fields, [out_shapes[0]] * 2, out_shapes[0], eqn)]
+            return [_union(fields, [out_shapes[0]] * 2, eqn)]
 
         if prim == "broadcast_in_dim":
             bd, shape = p["broadcast_dimensions"], out_shapes[0]
-            return [_remap(ins[0], in_shapes[0], lambda a: bd[a] if not (in_shapes[0][a] == 1 and shape[bd[a]] != 1) else None)]
+            # a size-1 axis broadcast to n: every copy sees the same field (constant along it)
+            return [_remap(ins[0], in_shapes[0], lambda a: None if in_shapes[0][a] == 1 < shape[bd[a]] else bd[a])]
 
         if prim == "reshape":
             src, dst = in_shapes[0], out_shapes[0]
@@ -378,12 +391,18 @@ class _Tracer:
 
         if prim == "slice":
             starts, steps = p["start_indices"], p["strides"] or (1,) * len(in_shapes[0])
-            return [tuple(d if d.axis is None else _Dim(d.axis, d.lo + starts[d.axis] * d.jump, d.hi + starts[d.axis] * d.jump, d.jump * steps[d.axis]) for d in ins[0])]
+
+            def cut(d):
+                offset = starts[d.axis] * d.jump
+                return _Dim(d.axis, d.lo + offset, d.hi + offset, d.jump * steps[d.axis])
+
+            return [tuple(d if d.axis is None else cut(d) for d in ins[0])]
 
         if prim == "split":
             axis, outs, offset = p["axis"], [], 0
             for size in p["sizes"]:
-                outs.append(tuple(_Dim(d.axis, d.lo + offset * d.jump, d.hi + offset * d.jump, d.jump) if d.axis == axis else d for d in ins[0]))
+                shift = lambda d: _Dim(d.axis, d.lo + offset * d.jump, d.hi + offset * d.jump, d.jump)  # noqa: E731
+                outs.append(tuple(shift(d) if d.axis == axis else d for d in ins[0]))
                 offset += size
             return outs
 
@@ -391,7 +410,7 @@ class _Tracer:
             axis = p["dimension"]
             if any(f is not None and any(d.axis == axis for d in f) for f in ins):
                 raise _unsupported(eqn, "concatenation along a spatial axis")
-            return [_union(ins, in_shapes, out_shapes[0], eqn)]
+            return [_union(ins, in_shapes, eqn)]
 
         if prim in ("device_put", "optimization_barrier"):
             return list(ins)
@@ -409,7 +428,7 @@ class _Tracer:
         shape = out_shapes[0]
         if any(f is not None and tuple(s) != tuple(shape) for f, s in zip(ins, in_shapes)):
             raise _unsupported(eqn, "it changes the shape")
-        field = _union(ins, in_shapes, shape, eqn)  # elementwise: every input at the same position
+        field = _union(ins, in_shapes, eqn)  # elementwise: every input at the same position
         return [field] * len(eqn.outvars)
 
 
@@ -439,7 +458,10 @@ def _relaxed(closed, fn: Callable) -> Callable:
             sub = _jaxpr.called_jaxpr(eqn)
             if name in ("reduce_window_max", "reduce_window_min"):
                 p = eqn.params
-                outs = [lax.reduce_window(vals[0], np.zeros((), vals[0].dtype), lax.add, p["window_dimensions"], p["window_strides"], p["padding"], p["base_dilation"], p["window_dilation"])]
+                zero = np.zeros((), vals[0].dtype)  # a concrete init value: lax then emits a differentiable window sum
+                keys = ("window_dimensions", "window_strides", "padding", "base_dilation", "window_dilation")
+                geometry = [p[k] for k in keys]
+                outs = [lax.reduce_window(vals[0], zero, lax.add, *geometry)]
             elif sub is not None and has_max(sub):
                 closed_sub = _jaxpr.closed_called(eqn)
                 outs = evaluate(sub, closed_sub.consts if closed_sub is not None else (), *vals)
@@ -544,11 +566,16 @@ class ReceptiveField:
 
     def to_markdown(self) -> str:
         """The analytic table as markdown: layer, kind, window, stride, dilation, padding, r, j, start."""
-        lines = ["| Layer | Kind | Window | Stride | Dilation | Padding | Output | r | j | start |", "|---|---|---|---|---|---|---|---:|---:|---:|"]
+        lines = [
+            "| Layer | Kind | Window | Stride | Dilation | Padding | Output | r | j | start |",
+            "|---|---|---|---|---|---|---|---:|---:|---:|",
+        ]
         fmt = lambda t: "x".join(map(str, t))  # noqa: E731
         for r in self.layers:
             start = ", ".join(f"{s:g}" for s in r.start)
-            lines.append(f"| {r.name} | {r.kind} | {fmt(r.window)} | {fmt(r.strides)} | {fmt(r.dilation)} | {r.padding} | {fmt(r.output_shape)} | {fmt(r.size)} | {fmt(r.jump)} | {start} |")
+            cells = [r.name, r.kind, fmt(r.window), fmt(r.strides), fmt(r.dilation), str(r.padding)]
+            cells += [fmt(r.output_shape), fmt(r.size), fmt(r.jump), start]
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
 
@@ -556,7 +583,10 @@ def _positions(position: Any, field: Field, out_shape: tuple) -> tuple:
     nd = len(field)
     if position is not None:
         if isinstance(position, (str, bytes)) or not isinstance(position, Sequence) or len(position) != nd:
-            raise TypeError(f"position must be None or a sequence of {nd} ints (one per input spatial dim), got {_args.fmt(position)}")
+            raise TypeError(
+                f"position must be None or a sequence of {nd} ints (one per input spatial dim), "
+                f"got {_args.fmt(position)}"
+            )
     result = []
     for d, dim in enumerate(field):
         given = None if position is None else position[d]
@@ -781,10 +811,13 @@ def receptive_field(
             hit = np.nonzero(np.any(mask, axis=tuple(a for a in range(nd) if a != d)))[0]
             measured.append((int(hit.min()), int(hit.max())) if hit.size else None)
         measured = tuple(measured)
-    return ReceptiveField(list(rows), shape, None if out_shape is None else out_shape[1:], pos, analytic, measured, mask)
+    out_example = None if out_shape is None else out_shape[1:]
+    return ReceptiveField(list(rows), shape, out_example, pos, analytic, measured, mask)
 
 
-def check_receptive_field(model_or_fn: Any, input_shape: Sequence[int], position: Any = None, **kwargs: Any) -> ReceptiveField:
+def check_receptive_field(
+    model_or_fn: Any, input_shape: Sequence[int], position: Any = None, **kwargs: Any
+) -> ReceptiveField:
     """:func:`receptive_field`, raising ``ValueError`` unless analytic (clipped) == measured.
 
     Args:

@@ -97,7 +97,8 @@ class Summary:
             return "  ".join(cells).rstrip()
 
         rule = "-" * len(line(head))
-        return "\n".join([f"Input: {_shape_str(self.input_shape)}", line(head), rule, *map(line, body[:-1]), rule, line(body[-1])])
+        rows = [line(head), rule, *map(line, body[:-1]), rule, line(body[-1])]
+        return "\n".join([f"Input: {_shape_str(self.input_shape)}", *rows])
 
     def __str__(self) -> str:
         return self.to_text()
@@ -175,7 +176,9 @@ def _own_params(tree: Any, path: tuple) -> int:
     return sum(int(np.prod(v.shape)) for v in node.values() if not isinstance(v, Mapping) and hasattr(v, "shape"))
 
 
-def summary(model: nn.Module, input_shape: Sequence[int], *, dtype: Any = jnp.float32, rngs: Any = None, **call_kwargs: Any) -> Summary:
+def summary(
+    model: nn.Module, input_shape: Sequence[int], *, dtype: Any = jnp.float32, rngs: Any = None, **call_kwargs: Any
+) -> Summary:
     r"""Per-layer table of a Flax model: output shape, parameters, multiply-accumulates.
 
     Works for any ``flax.linen.Module``: the model is initialized under
@@ -277,14 +280,18 @@ def summary(model: nn.Module, input_shape: Sequence[int], *, dtype: Any = jnp.fl
         closed = jax.make_jaxpr(apply)(variables, x)
 
     total_macs = 0
+    emitted = set()  # calls with at least one equation in the final jaxpr
     for eqn, names, times in _jaxpr.walk(closed.jaxpr):
+        owners = [int(n[len(_MARK) :]) for n in names if n.startswith(_MARK)]
+        emitted.update(owners)
         macs = eqn_macs(eqn) * times
-        if not macs:
-            continue
         total_macs += macs
-        owners = [int(n[len(_MARK):]) for n in names if n.startswith(_MARK)]
         if owners:
             calls[owners[-1]].macs += macs
+    # Lifted transforms (nn.scan) may trace a module once more just for shapes: such a
+    # call emits nothing while another call of the same path does; drop it.
+    live_paths = {calls[i].path for i in emitted}
+    calls = [c for i, c in enumerate(calls) if i in emitted or c.path not in live_paths]
 
     params = nn.meta.unbox(variables.get("params", {}))
     seen: set[tuple] = set()
