@@ -229,12 +229,13 @@ class PoolNet(nn.Module):
 def test_receptive_field_pooling_and_residual_branch(position):
     rf = check_receptive_field(PoolNet(), (20, 20, 1), position)
     rows = {r.name: r for r in rf.layers}
-    # stem r 3, j 1; max pool 2/2: r 3+1 = 4, j 2; a: 3x3/2 -> r 4+2*2 = 8, j 4; b: 8+2*4 = 16;
-    # proj (1x1/2) on the pooled map: r 4, j 4. The sum sees the union: r 16.
+    # (lo, hi) of the first output, j:  stem 3x3 SAME: (-1, 1), 1;  max pool 2/2: (-1, 2), 2;
+    # a 3x3/2 SAME on 10 (pads (0, 1)): (-1, 2 + 2*2) = (-1, 6), 4;  b 3x3 SAME: (-1 - 4, 6 + 4) = (-5, 10), 4;
+    # proj 1x1/2 on the pooled map: (-1, 2), 4. The sum sees the union (-5, 10): r = 16, unit p at 4p + (-5, 10).
     assert rows["stem"].size == (3, 3) and rows["max_pool0"].size == (4, 4) and rows["max_pool0"].jump == (2, 2)
     assert (rows["a"].size, rows["b"].size, rows["proj"].size) == ((8, 8), (16, 16), (4, 4))
     assert rf.size == (16, 16)
-    p, q = position  # b's start: a's start (0.5 + ((3-1)/2 - 0)*2 = 2.5) + (1 - 1)*4; field lo = start - 7.5
+    p, q = position
     assert rf.analytic == ((4 * p - 5, 4 * p + 10), (4 * q - 5, 4 * q + 10))
 
 

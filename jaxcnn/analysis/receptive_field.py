@@ -498,6 +498,16 @@ def positive_params(params: Any) -> Any:
 
     Returns:
       The same pytree with the weights above.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxcnn.analysis import positive_params
+      >>> positive_params({"bias": np.array([0.0, -2.0])})["bias"]
+      Array([1., 2.], dtype=float32)
+
+    Reference: Luo, Li, Urtasun & Zemel, "Understanding the Effective Receptive
+    Field in Deep Convolutional Neural Networks", NeurIPS 2016 (fields measured by
+    gradients; they set weights to one for the same reason).
     """
 
     def one(w):
