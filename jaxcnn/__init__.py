@@ -3,9 +3,16 @@
 Layers of the package, each importing only the ones above it::
 
     jaxcnn.functional   pure math: conv, pooling, normalization, dropout
+    jaxcnn.nn           Flax linen modules, one thin class per functional op
+    jaxcnn.models       model zoo by name: get_model("lwls_cnn"), list_models()
+    jaxcnn.data         data sets (embedded digits first), batching, sharding, augmentation
+    jaxcnn.train        TrainState, optimizers, compiled jit/pmap/sharded steps, fit, checkpoints
+    jaxcnn.analysis     parameter/MAC summary, receptive fields, conv as a matrix, plots
+    jaxcnn.cli          the ``jaxcnn`` command: train | eval | summary | bench | visualize
 """
 
-from jaxcnn import functional
+from jaxcnn import analysis, data, functional, models, nn, train
+from jaxcnn.models import get_model, list_models
 
 __version__ = "0.1.0"
-__all__ = ["functional", "__version__"]
+__all__ = ["__version__", "analysis", "data", "functional", "get_model", "list_models", "models", "nn", "train"]

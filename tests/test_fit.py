@@ -41,7 +41,7 @@ def _leaves(state):
 
 def test_interrupted_and_resumed_run_is_bit_identical(small_digits, tmp_path):
     whole = _fit(small_digits, tmp_path / "whole")  # 3 epochs of 10 steps
-    part = _fit(small_digits, tmp_path / "part", max_steps=14, checkpoint_every=6)  # stops inside epoch 2
+    _fit(small_digits, tmp_path / "part", max_steps=14, checkpoint_every=6)  # stops inside epoch 2
     assert Checkpointer(tmp_path / "part" / "checkpoints").steps() == [6, 12, 14]
     # a crash right after step 12's checkpoint: the step-14 checkpoint never got written
     shutil.copytree(tmp_path / "part", tmp_path / "crash")

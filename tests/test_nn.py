@@ -89,7 +89,7 @@ def test_module_calls_its_functional_op(module, shape, functional, rng):
 def test_batch_norm_wiring(rng):
     x = jnp.asarray(rng.standard_normal((4, 3, 2)), jnp.float32)
     bn = jnn.BatchNorm(momentum=0.8, epsilon=1e-3)
-    v = bn.init(KEY, x, use_running_average=True)
+    bn.init(KEY, x, use_running_average=True)
     stats = {"mean": jnp.asarray(rng.standard_normal(2), jnp.float32), "var": jnp.asarray(rng.uniform(1, 2, 2), jnp.float32)}
     params = {"scale": jnp.asarray([2.0, 3.0]), "bias": jnp.asarray([1.0, -1.0])}
     y, upd = bn.apply({"params": params, "batch_stats": stats}, x, use_running_average=False, mutable=["batch_stats"])

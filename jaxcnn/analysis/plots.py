@@ -1,4 +1,4 @@
-"""Figures: first-layer filters, feature maps of a named layer, training curves.
+"""Figures: first-layer filters and feature maps of a named layer (training curves: jaxcnn.train.curves).
 
 Figures are built with ``matplotlib.figure.Figure`` directly, never through
 ``pyplot``: no display, no backend choice, no global list of open figures. Each
@@ -7,10 +7,7 @@ function returns the ``Figure`` and, given ``path``, writes a PNG there.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -19,28 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
+from jaxcnn._figures import grid, save
 from jaxcnn.functional import _args
-
-_PREFIXES = ("train_", "training_", "test_", "val_", "valid_", "validation_", "eval_")
-_INDEX_KEYS = ("step", "epoch")
-
-
-def _save(fig: Figure, path: Any, dpi: int) -> None:
-    if path is not None:
-        path = os.fspath(path)
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        fig.savefig(path, dpi=dpi, format="png")
-
-
-def _grid(n: int, ncols: int | None) -> tuple[int, int]:
-    ncols = max(1, math.ceil(math.sqrt(n))) if ncols is None else _args.as_int(ncols, "ncols")
-    if ncols < 1:
-        raise ValueError(f"ncols must be >= 1, got {ncols}")
-    ncols = min(ncols, n)
-    return math.ceil(n / ncols), ncols
-
+from jaxcnn.train.curves import plot_curves  # noqa: F401  (re-exported: one implementation)
 
 def plot_filters(
     kernel: Any, path: Any = None, *, ncols: int | None = None, title: str | None = None, dpi: int = 100
@@ -83,7 +61,7 @@ def plot_filters(
             f"kernel must have C_in = 1 (grey) or 3 (RGB) input channels, got shape {kernel.shape}; "
             f"select channels first, e.g. kernel[..., :1, :]"
         )
-    nrows, ncols = _grid(c_out, ncols)
+    nrows, ncols = grid(c_out, ncols)
     fig = Figure(figsize=(max(2.0, 0.9 * ncols), max(2.0, 0.9 * nrows + (0.4 if title else 0))))
     for o in range(c_out):
         tile = kernel[..., o]
@@ -97,7 +75,7 @@ def plot_filters(
         ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig
 
 
@@ -184,7 +162,7 @@ def plot_feature_maps(
             f"layer {layer!r} outputs shape {fmap.shape} per example; feature maps need (L, C) or (H, W, C)"
         )
     n = min(fmap.shape[-1], max_maps)
-    nrows, ncols = _grid(n, ncols)
+    nrows, ncols = grid(n, ncols)
     fig = Figure(figsize=(max(2.0, 1.2 * ncols), max(2.0, 1.2 * nrows + 0.4)))
     for c in range(n):
         ax = fig.add_subplot(nrows, ncols, c + 1)
@@ -196,122 +174,5 @@ def plot_feature_maps(
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(f"{layer}: {'x'.join(map(str, fmap.shape))}")
-    _save(fig, path, dpi)
-    return fig
-
-
-def _records(metrics: Any) -> list[dict]:
-    if isinstance(metrics, (str, os.PathLike)):
-        path = os.fspath(metrics)
-        if not os.path.isfile(path):
-            raise ValueError(f"metrics file {path!r} does not exist")
-        records = []
-        with open(path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f"{path}, line {i}: not a JSON record ({err.msg}): {line.strip()[:60]!r}"
-                    ) from None
-                if not isinstance(rec, dict):
-                    raise ValueError(f"{path}, line {i}: a record must be a JSON object, got {line.strip()[:60]!r}")
-                records.append(rec)
-        return records
-    if isinstance(metrics, Sequence) and not isinstance(metrics, (bytes, str)):
-        for i, rec in enumerate(metrics):
-            if not isinstance(rec, Mapping):
-                raise TypeError(f"metrics[{i}] must be a dict record, got {_args.fmt(rec)}")
-        return [dict(r) for r in metrics]
-    raise TypeError(f"metrics must be a path to a JSONL file or a list of dict records, got {_args.fmt(metrics)}")
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _split(key: str) -> tuple[str, str]:
-    """``"test_loss"`` -> ``("loss", "test")``; ``"lr"`` -> ``("lr", "lr")``."""
-    for prefix in _PREFIXES:
-        if key.startswith(prefix) and len(key) > len(prefix):
-            return key[len(prefix) :], prefix[:-1]
-    return key, key
-
-
-def plot_curves(metrics: Any, path: Any = None, *, x: str | None = None, dpi: int = 100) -> Figure:
-    """Training curves from a metrics log: every numeric series against step or epoch.
-
-    Series that differ only by a ``train_``/``test_``/``val_``/``eval_`` prefix
-    share one axes (``train_loss`` and ``test_loss`` -> the "loss" axes, two
-    lines); every other numeric key (``lr``, ``time``) gets its own. A series is
-    drawn from the records that have both it and the x key, so per-step training
-    records and per-epoch evaluation records can share one log.
-
-    Args:
-      metrics: a path to a JSONL file (one JSON object per line) or a list of
-        dicts, e.g. ``{"step": 100, "epoch": 1, "train_loss": 0.3, "test_accuracy": 0.9}``.
-      path: where to write the PNG; ``None``: don't.
-      x: the key for the x axis; default "step" if any record has it, else
-        "epoch", else the record's index.
-      dpi: resolution of the PNG.
-
-    Returns:
-      The ``Figure``, one axes per metric group.
-
-    Raises:
-      ValueError: a line that is not a JSON object, or no numeric series.
-
-    Example:
-      >>> from jaxcnn.analysis import plot_curves
-      >>> recs = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "test_accuracy": 1 - 1 / e}
-      ...         for e in (1, 2, 3)]
-      >>> len(plot_curves(recs).axes)
-      2
-
-    Reference: Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 7.8
-    (learning curves and early stopping).
-    """
-    records = _records(metrics)
-    if x is None:
-        x = next((k for k in _INDEX_KEYS if any(k in r for r in records)), None)
-    elif not isinstance(x, str):
-        raise TypeError(f"x must be a record key such as 'step' or 'epoch', got {_args.fmt(x)}")
-    elif not any(x in r for r in records):
-        raise ValueError(f"x={x!r} is not a key of any record")
-    keys: list[str] = []
-    for r in records:
-        for k, v in r.items():
-            if k != x and k not in _INDEX_KEYS and _is_number(v) and k not in keys:
-                keys.append(k)
-    if not keys:
-        raise ValueError(
-            f"no numeric series to plot in {len(records)} records (keys seen: "
-            f"{sorted({k for r in records for k in r}) or 'none'})"
-        )
-    groups: dict[str, list[str]] = {}
-    for k in keys:
-        groups.setdefault(_split(k)[0], []).append(k)
-    nrows, ncols = _grid(len(groups), min(2, len(groups)))
-    fig = Figure(figsize=(5.0 * ncols, 3.2 * nrows))
-    for i, (base, members) in enumerate(groups.items()):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        for k in members:
-            pts = [
-                (j if x is None else r[x], r[k])
-                for j, r in enumerate(records)
-                if _is_number(r.get(k)) and (x is None or _is_number(r.get(x)))
-            ]
-            if not pts:
-                continue
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, markersize=3, label=_split(k)[1])
-        ax.set_title(base)
-        ax.set_xlabel(x or "record")
-        if len(members) > 1:
-            ax.legend()
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    _save(fig, path, dpi)
+    save(fig, path, dpi)
     return fig

@@ -1,6 +1,19 @@
-"""Training: state, optimizers, losses, compiled steps (jit / pmap / sharded)."""
+"""Training: state, optimizers, losses, compiled steps (jit / pmap / sharded), the fit loop.
 
-from jaxcnn.train.checkpoint import Checkpointer, CheckpointError
+==========================  ==============================================================
+:class:`TrainState`         params, batch_stats, opt_state, rng, step (one pytree)
+:func:`create_train_state`  init a model and its optimizer state from a seed
+:func:`make_optimizer`      optax optimizers by name, clipping, weight decay, freezing
+:func:`make_schedule`       constant / cosine / warmup-cosine / step learning rates
+:func:`cross_entropy`, ...  per-example losses and metrics over optax
+:func:`make_train_step`     the compiled step for "jit", "pmap" or "sharded"
+:func:`make_eval_step`      weighted loss/accuracy sums under the same placements
+:func:`fit`, :func:`evaluate`  epochs, progress bar, metrics.jsonl, curves, checkpoints
+:class:`Checkpointer`       orbax checkpoints: keep last k, never overwrite, clear errors
+==========================  ==============================================================
+"""
+
+from jaxcnn.train.checkpoint import CheckpointError, Checkpointer
 from jaxcnn.train.curves import plot_curves, read_records
 from jaxcnn.train.fit import FitResult, MetricsLog, evaluate, fit
 from jaxcnn.train.losses import accuracy, cross_entropy, get_loss, mse, top_k_accuracy
@@ -16,3 +29,31 @@ from jaxcnn.train.step import (
     make_train_step,
     train_step_body,
 )
+
+__all__ = [
+    "STRATEGIES",
+    "CheckpointError",
+    "Checkpointer",
+    "CompiledStep",
+    "FitResult",
+    "MetricsLog",
+    "Placement",
+    "TrainState",
+    "accuracy",
+    "create_train_state",
+    "cross_entropy",
+    "default_strategy",
+    "eval_step_body",
+    "evaluate",
+    "fit",
+    "get_loss",
+    "make_eval_step",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "mse",
+    "plot_curves",
+    "read_records",
+    "top_k_accuracy",
+    "train_step_body",
+]

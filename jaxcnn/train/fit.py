@@ -19,6 +19,7 @@ from flax import linen as nn
 from jaxcnn import data as data_lib
 from jaxcnn.functional import _args
 from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.curves import plot_curves
 from jaxcnn.train.losses import LossFn, get_loss
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.step import CompiledStep, make_eval_step, make_train_step
@@ -38,11 +39,6 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record, default=_json_default) + "\n")
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
 def _json_default(value: Any) -> Any:
@@ -297,9 +293,7 @@ def fit(
     if ckpt is not None:
         if ckpt.latest_step() != int(final.step):
             ckpt.save(final, {"epoch": len(history), "step": int(final.step)})
-        from jaxcnn.train.curves import plot_curves
-
-        plot_curves(log.read(), out / "curves.png")
+        plot_curves(log.path, out / "curves.png")
     return FitResult(final, history, stopped, out)
 
 

@@ -56,14 +56,21 @@ def create_train_state(
       model: a Flax linen module.
       tx: an optax optimizer (e.g. from :func:`jaxcnn.train.make_optimizer`).
       sample_x: an example batch (or ``jax.ShapeDtypeStruct``), ``(B, *input_shape)``.
-      seed: an int; derives the init key and the training key (``rng``).
+      seed: an int; derives the init key and the training key (``rng``). The
+        same seed gives the same initial weights on the same backend (they are
+        drawn with XLA's "rbg" generator, which is fast to compile but not
+        bit-identical across CPU/GPU/TPU).
       params, batch_stats: start from these instead of a fresh init (fine-tuning).
 
     Returns:
       A :class:`TrainState` at step 0.
     """
     seed = _args.as_int(seed, "seed")
-    init_key, train_key = jax.random.split(jax.random.key(seed))
+    # Initial weights come from an "rbg" key: XLA:CPU compiles threefry-based
+    # initializers ~10x slower (lwls_cnn: 5.3 s vs 0.6 s). The training key stays
+    # threefry, whose partitionable bits make sharded dropout equal single-device.
+    init_key = jax.random.key(seed, impl="rbg")
+    train_key = jax.random.fold_in(jax.random.key(seed), 1)
     if params is None:
         variables = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))(
             init_key, jnp.zeros(sample_x.shape, sample_x.dtype)
