@@ -261,7 +261,7 @@ def fit(
                             rec["accuracy"] = float(accs[i])
                         log.write(rec)
                 bar.update(k)
-                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.4f}", acc=f"{accs[-1]:.3f}", img_s=f"{rate:,.0f}")
+                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.4f}", acc=f"{accs[-1]:.3f}", img_s=f"{rate:,.0f}", refresh=False)
                 if checkpoint_every and step_no // checkpoint_every > prev // checkpoint_every:
                     ckpt.save(train_step.fetch_state(placed), {"epoch": epoch, "step": step_no})
             if step_no < (epoch + 1) * per_epoch:  # stopped inside the epoch (max_steps)
@@ -313,4 +313,5 @@ def _take(it: Iterator, n: int) -> Iterator:
 def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, leave=False)
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, leave=False,
+                mininterval=0.5)
