@@ -816,3 +816,15 @@ def test_property_adaptive_vs_torch(nd, data, seed):
     y_avg, y_max = jax.jit(lambda v: (F.adaptive_avg_pool(v, out), F.adaptive_max_pool(v, out)))(x)
     np.testing.assert_allclose(y_avg, from_torch(TORCH_ADAPTIVE_AVG[nd](to_torch(x), out)), rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(y_max, from_torch(TORCH_ADAPTIVE_MAX[nd](to_torch(x), out)), rtol=RTOL)
+
+
+def test_max_unpool_accepts_the_full_output_shape_like_torch():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    v, i = F.max_pool_with_indices(x, 2)
+    xt = torch.tensor(np.moveaxis(x, -1, 1).copy())
+    vt, it = torch.nn.functional.max_pool2d(xt, 2, return_indices=True)
+    ref = torch.nn.functional.max_unpool2d(vt, it, 2, output_size=(2, 3, 7, 6))  # torch's full-shape form
+    np.testing.assert_array_equal(F.max_unpool(v, i, (2, 7, 6, 3)), np.moveaxis(ref.numpy(), 1, -1))
+    with pytest.raises(ValueError, match=r"output_size \(3, 7, 6, 3\) as a full shape must start with N=2"):
+        F.max_unpool(v, i, (3, 7, 6, 3))

@@ -244,7 +244,8 @@ def max_unpool(values: Any, indices: Any, output_size: Any) -> jnp.ndarray:
       values: ``(N, *spatial, C)``.
       indices: integer array of the same shape, from :func:`max_pool_with_indices`.
       output_size: the spatial size of the unpooled output, an int or one per
-        spatial dim (the input size of the pooling that made the indices).
+        spatial dim (the input size of the pooling that made the indices), or
+        the whole output shape ``(N, *spatial, C)`` (as PyTorch also accepts).
 
     Returns:
       ``(N, *output_size, C)``.
@@ -257,8 +258,15 @@ def max_unpool(values: Any, indices: Any, output_size: Any) -> jnp.ndarray:
         raise ValueError(
             f"indices must have the shape of values {tuple(values.shape)}, got {tuple(indices.shape)}"
         )
-    output_size = _args.tuple_arg(output_size, nd, "output_size")
     n, c = values.shape[0], values.shape[-1]
+    if isinstance(output_size, (tuple, list)) and len(output_size) == nd + 2:
+        if (output_size[0], output_size[-1]) != (n, c):
+            raise ValueError(
+                f"output_size {tuple(output_size)} as a full shape must start with N={n} and end "
+                f"with C={c} (values has shape {tuple(values.shape)})"
+            )
+        output_size = output_size[1:-1]
+    output_size = _args.tuple_arg(output_size, nd, "output_size")
     flat_v = values.reshape(n, -1, c)
     flat_i = indices.reshape(n, -1, c)
     rows = jnp.arange(n).reshape(n, 1, 1)
