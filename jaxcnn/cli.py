@@ -49,6 +49,23 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of init, data order and dropout (default 0)")
 
 
+def _distributed_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "several processes (jax.distributed)",
+        "Run the same command once per process (host); every process joins process 0's coordinator, "
+        "reads its own rows of each global batch, and process 0 writes logs and checkpoints to --out, "
+        "which all processes must share. Each flag may also come from an environment variable "
+        "(JAXCNN_COORDINATOR, JAXCNN_NUM_PROCESSES, JAXCNN_PROCESS_ID, JAXCNN_DISTRIBUTED=1; "
+        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID are read too).",
+    )
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0's coordination service")
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes in the run")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index, 0 .. num-processes - 1")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize even without the three values above "
+                        "(JAX detects them on TPU pods and SLURM/MPI/Kubernetes clusters)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxcnn", description="Convolutional networks in JAX: train, evaluate, inspect, benchmark.")
     sub = p.add_subparsers(dest="command", metavar="{train,eval,summary,bench,visualize}")
@@ -67,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip-norm", type=float, default=None)
     t.add_argument("--loss", default="cross_entropy", help="cross_entropy | mse")
     t.add_argument("--label-smoothing", type=float, default=0.0)
-    t.add_argument("--strategy", default=None, help="jit | pmap | sharded (default: sharded on several devices, else jit)")
+    t.add_argument("--strategy", default=None, help="jit | pmap | sharded | shard_map (default: sharded on several devices, else jit)")
     t.add_argument("--steps-per-call", type=int, default=1, help="training steps per compiled dispatch")
     t.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: bfloat16 compute, float32 params and optimizer")
     t.add_argument("--augment", action="store_true", help="random crop (pad 2) and horizontal flip while training")
@@ -78,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
     t.add_argument("--quick", action="store_true", help="a smoke run: 1 epoch on at most 512 training examples")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all (smoke tests); the schedule still spans --epochs")
+    _distributed_args(t)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on its test set")
     e.add_argument("--checkpoint", required=True, help="run directory (or its checkpoints/ folder)")
@@ -132,7 +151,7 @@ def model_kwargs(name: str, args: argparse.Namespace, num_classes: int | None, s
             if option not in accepted:
                 raise CLIError(f"model {name!r} has no {option} option (it accepts: {', '.join(sorted(accepted))})")
             kw[option] = flag
-    if strategy == "pmap" and "axis_name" in accepted:
+    if strategy in ("pmap", "shard_map") and "axis_name" in accepted:
         from jaxcnn.train.step import DATA_AXIS
 
         kw["axis_name"] = DATA_AXIS
@@ -238,8 +257,27 @@ def _restore(cfg: dict[str, Any], step: int | None = None):
 # ----------------------------------------------------------------------------- commands
 
 
+def _join_processes(args: argparse.Namespace) -> bool:
+    """``jax.distributed.initialize`` from the flags/environment, before any other JAX call.
+
+    Returns whether this is a multi-process run.
+    """
+    from jaxcnn.train import distributed
+
+    if not distributed.initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed):
+        return False
+    import jax
+
+    if jax.process_count() > 1 and not args.out:
+        raise CLIError("a multi-process run needs --out: the same run directory for every process, on a file "
+                       "system they all share (process 0 writes it)")
+    return True
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    multi = _join_processes(args)
     from jaxcnn.train import default_strategy, fit
+    from jaxcnn.train.distributed import barrier, is_primary
 
     ds = load_data(args.data, args.data_dir, args.image_size)
     if args.quick:
@@ -272,17 +310,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed:
             raise CLIError(f"--resume with settings that differ from the run's {CONFIG}: {changed}")
     tx = build_optimizer(config, ds.num_train)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    print(f"jaxcnn train: {args.model} on {ds.name} ({ds.num_train} train / {ds.num_test} test), "
-          f"{strategy} on {_device_summary()}; run directory {out}")
-    print(f"  data: {ds.description}")
+    if multi:
+        barrier("jaxcnn-train-config-checked")  # every process has checked --out before process 0 writes it
+    if is_primary():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        print(f"jaxcnn train: {args.model} on {ds.name} ({ds.num_train} train / {ds.num_test} test), "
+              f"{strategy} on {_device_summary()}; run directory {out}")
+        print(f"  data: {ds.description}")
     t0 = time.perf_counter()
     result = fit(
         model, ds, tx, loss=loss, epochs=args.epochs, batch_size=args.batch_size, strategy=strategy, seed=args.seed,
         out_dir=out, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, resume=args.resume,
         early_stopping=args.early_stopping, steps_per_call=args.steps_per_call,
-        augment=_augmenter(ds) if args.augment else None, progress=not args.no_progress,
+        augment=_augmenter(ds) if args.augment else None, progress=not args.no_progress, max_steps=args.max_steps,
     )
     final = result.final
     if not result.history:  # a resumed run that had already finished: evaluate its checkpoint
@@ -292,6 +333,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         final = {"test_accuracy": res.get("accuracy"), "test_loss": res["loss"]}
     acc = final.get("test_accuracy")
     acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
+    if not is_primary():
+        return 0
     print(f"final test accuracy: {acc_text} (test loss {final.get('test_loss', float('nan')):.4f}, "
           f"{int(result.state.step)} steps, {time.perf_counter() - t0:.1f} s)")
     print(f"  logs: {out / 'metrics.jsonl'}, curves: {out / 'curves.png'}, checkpoints: {out / 'checkpoints'}")
@@ -302,7 +345,10 @@ def _device_summary() -> str:
     import jax
 
     devs = jax.devices()
-    return f"{len(devs)} {devs[0].platform.upper()} device{'s' if len(devs) > 1 else ''}"
+    text = f"{len(devs)} {devs[0].platform.upper()} device{'s' if len(devs) > 1 else ''}"
+    if jax.process_count() > 1:
+        text += f" in {jax.process_count()} processes"
+    return text
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -28,6 +28,59 @@ def moments(x: Any, axes: tuple[int, ...], axis_name: Any = None) -> tuple[jnp.n
     return mean, var
 
 
+def masked_moments(x: Any, mask: Any, axis_name: Any = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    r"""Per-channel mean and biased variance of the positions of ``x`` where ``mask`` is true.
+
+    .. math::
+
+        n = \sum_i m_i, \qquad \mu = \frac{1}{n}\sum_i m_i x_i, \qquad
+        \sigma^2 = \frac{1}{n}\sum_i m_i (x_i - \mu)^2
+
+    over the batch and all spatial axes (``i`` runs over them), in float32 and
+    in two passes like :func:`moments`. With ``axis_name`` the sums and the
+    count ``n`` are ``psum``-ed over that pmap/shard_map axis *before* dividing,
+    so the result is exact whatever the number of masked rows on each device
+    (averaging per-device means, as :func:`moments` does, would weight them
+    wrongly). ``n = 0`` gives mean 0 and variance 0 instead of NaN.
+
+    Args:
+      x: ``(N, *spatial, C)``.
+      mask: ``(N, *spatial, 1)`` float32, 1 where a position counts, else 0.
+      axis_name: optional pmap/shard_map axis.
+
+    Returns:
+      ``(mean, var)``, float32, shaped ``(1, ..., 1, C)``.
+    """
+    axes = tuple(range(x.ndim - 1))
+    x32 = x.astype(jnp.float32)
+
+    def total(v):
+        s = jnp.sum(v, axis=axes, keepdims=True)
+        return s if axis_name is None else lax.psum(s, axis_name)
+
+    count = jnp.maximum(total(mask), 1.0)
+    mean = total(mask * x32) / count
+    var = total(mask * jnp.square(x32 - mean)) / count
+    return mean, var
+
+
+def _mask_weights(mask: Any, x: Any) -> jnp.ndarray:
+    """A ``(N,)`` or ``x.shape[:-1]`` mask as float32 0/1 weights ``(N, *spatial, 1)``."""
+    mask = _args.check_array(mask, "mask")
+    n_lead = x.ndim - 1
+    shape = tuple(mask.shape)
+    if shape == tuple(x.shape[:1]):
+        mask = jnp.reshape(mask, shape + (1,) * n_lead)
+    elif shape == tuple(x.shape[:-1]):
+        mask = jnp.reshape(mask, shape + (1,))
+    else:
+        raise ValueError(
+            f"mask must have shape (N,) = {tuple(x.shape[:1])} (one flag per example) or x.shape[:-1] = "
+            f"{tuple(x.shape[:-1])} (one per position), got shape {shape}"
+        )
+    return (mask != 0).astype(jnp.float32)
+
+
 def standardize(x, mean, var, epsilon: float) -> jnp.ndarray:
     """``(x - mean) / sqrt(var + epsilon)`` in float32; ``mean``/``var`` broadcast against ``x``."""
     return (x.astype(jnp.float32) - mean) * lax.rsqrt(var + epsilon)
@@ -57,6 +110,7 @@ def batch_norm(
     momentum: float = 0.9,
     epsilon: float = 1e-5,
     axis_name: Any = None,
+    mask: Any = None,
 ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
     r"""Batch normalization with explicit running statistics.
 
@@ -89,6 +143,15 @@ def batch_norm(
       epsilon: added to the variance.
       axis_name: a pmap/shard_map axis name to average the batch statistics
         over (synchronized batch norm): equal to batch norm on the global batch.
+      mask: optional, ``(N,)`` (one flag per example) or ``x.shape[:-1]`` (one
+        per position), boolean or 0/1 (nonzero counts). While training, the
+        batch statistics are those of the positions where ``mask`` is true only
+        (:func:`masked_moments`): a batch padded with rows masked out
+        normalizes, and updates the running statistics, exactly as the real
+        rows alone would. With ``axis_name`` the masked sums and counts are
+        summed across devices, so each device may hold any number of masked
+        rows. Every row is still normalized (masked rows get some output,
+        which should carry zero loss weight). Ignored when ``training=False``.
 
     Returns:
       ``(y, (new_mean, new_var))``; ``y`` has ``x``'s shape and dtype, the
@@ -115,6 +178,8 @@ def batch_norm(
     scale = _args.check_vector(scale, c, "scale")
     bias = _args.check_vector(bias, c, "bias")
     training = _args.check_bool(training, "training")
+    if mask is not None:
+        _mask_weights(mask, x)  # validate the shape even when it will not be used
     momentum = _args.check_unit_interval(momentum, "momentum")
     epsilon = _args.check_nonnegative(epsilon, "epsilon")
     scale_b = None if scale is None else _args.channel_vector(scale, x.ndim)
@@ -123,7 +188,10 @@ def batch_norm(
         m = _args.channel_vector(mean.astype(jnp.float32), x.ndim)
         v = _args.channel_vector(var.astype(jnp.float32), x.ndim)
         return affine(standardize(x, m, v, epsilon), scale_b, bias_b, x.dtype), (mean, var)
-    batch_mean, batch_var = moments(x, tuple(range(x.ndim - 1)), axis_name)
+    if mask is None:
+        batch_mean, batch_var = moments(x, tuple(range(x.ndim - 1)), axis_name)
+    else:
+        batch_mean, batch_var = masked_moments(x, _mask_weights(mask, x), axis_name)
     y = affine(standardize(x, batch_mean, batch_var, epsilon), scale_b, bias_b, x.dtype)
     new_mean = momentum * mean.astype(jnp.float32) + (1 - momentum) * batch_mean.reshape(c)
     new_var = momentum * var.astype(jnp.float32) + (1 - momentum) * batch_var.reshape(c)

@@ -58,6 +58,13 @@ class BatchNorm(nn.Module):
         parameters); statistics are float32 regardless.
       param_dtype: dtype of ``scale``/``bias``.
 
+    ``__call__(x, use_running_average=None, *, mask=None)``: ``mask``, ``(N,)``
+    or ``x.shape[:-1]``, restricts the training statistics to the positions
+    where it is true (as ``flax.linen.BatchNorm``'s ``mask``; see
+    :func:`jaxcnn.functional.batch_norm`). :func:`jaxcnn.train.make_train_step`
+    passes the batch's ``weight > 0`` here for every BatchNorm of any model, so
+    padded rows never enter the statistics.
+
     Returns (``__call__``):
       ``x``'s shape, ``(N, *spatial, C)`` or ``(N, C)``.
 
@@ -85,7 +92,7 @@ class BatchNorm(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Any, use_running_average: bool | None = None) -> jnp.ndarray:
+    def __call__(self, x: Any, use_running_average: bool | None = None, *, mask: Any = None) -> jnp.ndarray:
         use_running_average = _args.check_bool(
             nn.merge_param("use_running_average", self.use_running_average, use_running_average),
             "use_running_average",
@@ -107,6 +114,7 @@ class BatchNorm(nn.Module):
             momentum=self.momentum,
             epsilon=self.epsilon,
             axis_name=None if initializing else self.axis_name,
+            mask=mask,
         )
         if not use_running_average and not initializing:
             ra_mean.value, ra_var.value = new_mean, new_var

@@ -20,7 +20,9 @@ from jaxcnn import data as data_lib
 from jaxcnn.functional import _args
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.curves import plot_curves
+from jaxcnn.train.distributed import is_primary
 from jaxcnn.train.losses import LossFn, get_loss
+from jaxcnn.train.partition import DEFAULT_MIN_SIZE
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.step import CompiledStep, make_eval_step, make_train_step
 
@@ -109,19 +111,61 @@ class FitResult:
         return self.history[-1] if self.history else {}
 
 
-def _grouped(it: Iterator[dict], k: int) -> Iterator[tuple[int, dict]]:
-    """Stack ``k`` consecutive batches into one ``(k, B, ...)`` batch; a short tail stays single."""
+def _grouped(it: Iterator[tuple[dict, int]], k: int) -> Iterator[tuple[int, dict, int]]:
+    """Stack ``k`` consecutive batches into one ``(k, B, ...)`` batch; a short tail stays single.
+
+    Items are ``(batch, real_rows)``; yields ``(k, batch, real_rows summed)``.
+    """
     if k == 1:
-        yield from ((1, b) for b in it)
+        yield from ((1, b, n) for b, n in it)
         return
-    buf: list[dict] = []
-    for b in it:
-        buf.append(b)
+    buf: list[tuple[dict, int]] = []
+    for item in it:
+        buf.append(item)
         if len(buf) == k:
-            yield k, {name: np.stack([x[name] for x in buf]) for name in buf[0]}
+            yield k, {name: np.stack([b[name] for b, _ in buf]) for name in buf[0][0]}, sum(n for _, n in buf)
             buf = []
-    for b in buf:
-        yield 1, b
+    for b, n in buf:
+        yield 1, b, n
+
+
+def process_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, rows: slice, *, remainder: str = "drop", **order: Any
+) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """One epoch of training batches, each cut to this process's ``rows`` of the global batch.
+
+    The order is exactly :func:`jaxcnn.data.batches`'s (it is computed by
+    ``batches`` over the example *indices*), so every process agrees on the
+    global batch; each process then gathers only its own rows of ``x`` and
+    ``y``. With ``remainder="pad"`` the last partial batch is padded with zero
+    rows and every batch carries ``"weight"`` (1 real, 0 padding), as
+    ``batches(..., pad_remainder=True)``.
+
+    Args:
+      x, y: the training set, ``(N, ...)``.
+      batch_size: the global batch size ``B``.
+      rows: this process's rows, ``slice(0, B)`` in a one-process run (see
+        :meth:`jaxcnn.train.Placement.process_rows`).
+      remainder: "drop" the last partial batch or "pad" it.
+      **order: ``shuffle``, ``seed``, ``epoch``, ``start`` for ``batches``.
+
+    Yields:
+      ``(batch, real_rows)``: the process-local batch and the number of real
+      (unpadded) rows of the *global* batch.
+    """
+    pad = remainder == "pad"
+    index = np.arange(len(x))
+    for b in data_lib.batches(index, index, batch_size, drop_remainder=not pad, pad_remainder=pad, **order):
+        i = b["x"][rows]
+        out = {"x": x[i], "y": y[i]}
+        if pad:
+            w = b["weight"][rows]
+            out["x"][w == 0] = 0
+            out["y"][w == 0] = 0
+            out["weight"] = w
+            yield out, int(b["weight"].sum())
+        else:
+            yield out, batch_size
 
 
 def fit(
@@ -146,13 +190,25 @@ def fit(
     devices: Any = None,
     progress: bool = True,
     max_steps: int | None = None,
+    remainder: str = "drop",
+    model_parallel: int = 1,
+    min_shard_size: int = DEFAULT_MIN_SIZE,
 ) -> FitResult:
     """Train ``model`` on ``dataset`` with the optimizer ``tx``, evaluating after every epoch.
 
     Every epoch visits the training set in the order ``batches(seed=seed,
-    epoch=epoch)`` (full batches only). Randomness depends only on ``seed`` and
-    the step number, so a run resumed from a checkpoint continues exactly as if
-    it had never stopped: its final parameters are bit-identical.
+    epoch=epoch)`` (full batches only, unless ``remainder="pad"``). Randomness
+    depends only on ``seed`` and the step number, so a run resumed from a
+    checkpoint continues exactly as if it had never stopped: its final
+    parameters are bit-identical.
+
+    Several processes (after :func:`jaxcnn.train.distributed.initialize`):
+    every process calls ``fit`` with the same arguments; each reads only its
+    rows of every global batch (:func:`process_batches`), so the run equals
+    the one-process run with the same global batch. Process 0 alone writes
+    ``metrics.jsonl``, ``curves.png`` and the progress bar; all processes take
+    part in saving each checkpoint (Orbax writes it once, from process 0) and
+    all read it back on resume, so ``out_dir`` must be a file system they share.
 
     Args:
       model: a Flax module taking ``train`` as keyword.
@@ -160,8 +216,11 @@ def fit(
       tx: an optax optimizer (see :func:`jaxcnn.train.make_optimizer`).
       loss: per-example loss name or function.
       epochs: number of passes over the training set.
-      batch_size: global batch size (split over devices for "pmap"/"sharded").
-      strategy: "jit", "pmap", "sharded" or ``None`` (sharded on several devices).
+      batch_size: global batch size (split over devices for "pmap",
+        "sharded" and "shard_map").
+      strategy: "jit", "pmap", "sharded", "shard_map" or ``None`` (sharded on
+        several devices). "pmap"/"shard_map" need the model built with
+        ``axis_name="data"``.
       seed: initializes the model, orders the batches and seeds dropout.
       out_dir: if given, writes ``metrics.jsonl``, ``curves.png`` and
         ``checkpoints/`` there.
@@ -181,6 +240,16 @@ def fit(
       progress: show a tqdm progress bar.
       max_steps: stop after this many steps in total (for smoke tests and
         interrupted-run tests); the epoch in progress is not evaluated.
+      remainder: what to do with the last ``N mod batch_size`` examples of an
+        epoch: "drop" them (default; every step sees a full batch), or "pad"
+        the last batch to ``batch_size`` with rows of weight 0. Padding is
+        exact: the loss is the weighted mean over real rows, BatchNorm
+        statistics skip the padded rows (:func:`jaxcnn.train.train_step_body`)
+        and dropout masks of the real rows do not depend on the padding, so
+        the step equals one on the real rows alone. One compiled shape serves
+        every batch.
+      model_parallel, min_shard_size: split large kernels over a "model" mesh
+        axis of this size (strategy "sharded"; see :func:`make_train_step`).
 
     Returns:
       A :class:`FitResult`.
@@ -192,19 +261,24 @@ def fit(
     n_train = len(dataset.x_train)
     if batch_size > n_train:
         raise ValueError(f"batch_size={batch_size} is larger than the training set ({n_train} examples)")
+    remainder = _args.check_choice(remainder, "remainder", ("drop", "pad"))
     loss_fn = get_loss(loss)
-    train_step = make_train_step(model, loss_fn, strategy, steps_per_call=steps_per_call, devices=devices, augment=augment)
+    shard = {"model_parallel": model_parallel, "min_shard_size": min_shard_size}
+    train_step = make_train_step(model, loss_fn, strategy, steps_per_call=steps_per_call, devices=devices,
+                                 augment=augment, **shard)
     single_step = train_step
     if steps_per_call > 1:
-        single_step = make_train_step(model, loss_fn, train_step.strategy, devices=devices, augment=augment)
-    eval_step = make_eval_step(model, loss_fn, train_step.strategy, devices=devices)
-    if eval_batch_size % train_step.num_devices:
-        eval_batch_size += train_step.num_devices - eval_batch_size % train_step.num_devices
+        single_step = make_train_step(model, loss_fn, train_step.strategy, devices=devices, augment=augment, **shard)
+    eval_step = make_eval_step(model, loss_fn, train_step.strategy, devices=devices, **shard)
+    rows = train_step.process_rows(batch_size)
+    per_device = train_step.data_parallel
+    if eval_batch_size % per_device:
+        eval_batch_size += per_device - eval_batch_size % per_device
 
     if state is None:
         state = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *dataset.x_train.shape[1:]), jnp.float32), seed=seed)
     out = Path(out_dir) if out_dir is not None else None
-    log = MetricsLog(out / "metrics.jsonl") if out else None
+    log = MetricsLog(out / "metrics.jsonl") if out and is_primary() else None
     ckpt = Checkpointer(out / "checkpoints", keep=keep_checkpoints) if out else None
     if checkpoint_every is not None and ckpt is None:
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
@@ -212,17 +286,19 @@ def fit(
         latest = ckpt.latest_step()
         if resume and latest is not None:
             state, _ = ckpt.restore(state)
-            log.write({"kind": "event", "event": "resume", "step": int(state.step)})
+            if log:
+                log.write({"kind": "event", "event": "resume", "step": int(state.step)})
         elif latest is not None:
             raise ValueError(
                 f"{str(out)!r} already holds checkpoints (latest step {latest}); pass resume=True "
                 f"(--resume) to continue that run, or choose another out_dir"
             )
-        else:
+        elif log:
             log.write({"kind": "event", "event": "start", "step": int(state.step), "devices": train_step.num_devices,
-                       "strategy": train_step.strategy, "dataset": dataset.name, "batch_size": batch_size})
+                       "processes": jax.process_count(), "strategy": train_step.strategy, "dataset": dataset.name,
+                       "batch_size": batch_size, "remainder": remainder})
 
-    per_epoch = data_lib.num_batches(n_train, batch_size, drop_remainder=True)
+    per_epoch = data_lib.num_batches(n_train, batch_size, drop_remainder=remainder == "drop")
     total_steps = per_epoch * epochs if max_steps is None else min(per_epoch * epochs, max_steps)
     step_no = int(state.step)
     history: list[dict[str, Any]] = []
@@ -230,27 +306,27 @@ def fit(
     placed = train_step.place_state(state)
 
     def _placer(item):  # runs in the prefetch thread: host-to-device copies overlap the step
-        k, batch = item
-        return k, (train_step if k == steps_per_call else single_step).place_batch(batch)
+        k, batch, real = item
+        return k, (train_step if k == steps_per_call else single_step).place_batch(batch, global_size=batch_size), real
 
-    bar = _progress_bar(total_steps, step_no, progress)
+    bar = _progress_bar(total_steps, step_no, progress and is_primary())
     try:
         for epoch in range(step_no // per_epoch, epochs):
             if step_no >= total_steps:
                 break
             skip = step_no - epoch * per_epoch
             epoch_losses, epoch_accs, t0, seen = [], [], time.perf_counter(), 0
-            it = data_lib.batches(dataset.x_train, dataset.y_train, batch_size, shuffle=True, seed=seed, epoch=epoch,
-                                  drop_remainder=True, start=skip)
+            it = process_batches(dataset.x_train, dataset.y_train, batch_size, rows, remainder=remainder, shuffle=True,
+                                 seed=seed, epoch=epoch, start=skip)
             it = data_lib.prefetch(_grouped(_take(it, total_steps - step_no), steps_per_call), size=2, put=_placer)
-            for k, batch in it:
+            for k, batch, real in it:
                 step = train_step if k == steps_per_call else single_step
                 placed, metrics = step(placed, batch)
                 m = step.fetch_metrics(metrics)
                 losses = np.atleast_1d(m["loss"])
                 accs = np.atleast_1d(m.get("accuracy", np.full(k, np.nan)))
                 prev, step_no = step_no, step_no + k
-                seen += k * batch_size
+                seen += real
                 epoch_losses.extend(losses.tolist())
                 epoch_accs.extend(accs.tolist())
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
@@ -276,7 +352,8 @@ def fit(
             history.append(record)
             if log:
                 log.write(record)
-            bar.write(_epoch_line(record))
+            if is_primary():
+                bar.write(_epoch_line(record))
             if early_stopping is not None:
                 if test["loss"] < best - 1e-6:
                     best, since_best = test["loss"], 0
@@ -293,7 +370,8 @@ def fit(
     if ckpt is not None:
         if ckpt.latest_step() != int(final.step):
             ckpt.save(final, {"epoch": len(history), "step": int(final.step)})
-        plot_curves(log.path, out / "curves.png")
+        if log:
+            plot_curves(log.path, out / "curves.png")
     return FitResult(final, history, stopped, out)
 
 
