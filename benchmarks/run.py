@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cores", type=int, default=None, help="pin the process to the first N CPUs (sched_setaffinity) and use N torch threads")
     p.add_argument("--torch-compile", action="store_true", help="add a torch.compile column to training (needs a C++ compiler; minutes)")
     p.add_argument("--profile", default=None, metavar="DIR", help="also write a jax.profiler trace of 3 jaxcnn steps per training configuration")
+    p.add_argument("--render", default=None, metavar="JSON", help="only re-write the .md of an existing result .json (no measuring)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results, quick: benchmarks/results/quick)")
     return p
 
@@ -75,6 +76,11 @@ def output_stem(slug: str, only: str | None, select: str | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    if args.render:
+        src = Path(args.render)
+        md, _ = write(json.loads(src.read_text()), src.parent, src.stem)
+        print(f"wrote {md}")
+        return 0
     if args.cores is not None:
         cpus = sorted(os.sched_getaffinity(0))
         if not 1 <= args.cores <= len(cpus):

@@ -298,3 +298,10 @@ def test_quick_run_end_to_end_in_a_subprocess(tmp_path):
     assert set(data["primitives"][0]["stats"]) >= {"jaxcnn", "lax", "torch"}
     assert data["matmul"]["n"] == 256 and data["machine"]["versions"]["jax"] == jax.__version__
     assert "## Primitives" in md.read_text()
+
+
+def test_render_rewrites_markdown_from_json(tmp_path):
+    src = tmp_path / "fake-cpu.json"
+    src.write_text(json.dumps(fake_results()))
+    assert run.main(["--render", str(src)]) == 0
+    assert "## Training throughput" in (tmp_path / "fake-cpu.md").read_text()
