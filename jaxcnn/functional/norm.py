@@ -78,7 +78,7 @@ def _mask_weights(mask: Any, x: Any) -> jnp.ndarray:
             f"mask must have shape (N,) = {tuple(x.shape[:1])} (one flag per example) or x.shape[:-1] = "
             f"{tuple(x.shape[:-1])} (one per position), got shape {shape}"
         )
-    return (mask != 0).astype(jnp.float32)
+    return jnp.broadcast_to((mask != 0).astype(jnp.float32), tuple(x.shape[:-1]) + (1,))
 
 
 def standardize(x, mean, var, epsilon: float) -> jnp.ndarray:
