@@ -38,7 +38,7 @@ def is_toeplitz(m: np.ndarray) -> bool:
 def is_doubly_block_toeplitz(m: np.ndarray, out_hw: tuple[int, int], in_hw: tuple[int, int]) -> bool:
     """Blocks ``(out_w, in_w)`` are Toeplitz and block ``(a, b)`` depends only on ``b - a``."""
     (oh, ow), (ih, iw) = out_hw, in_hw
-    block = lambda a, b: m[a * ow : (a + 1) * ow, b * iw : (b + 1) * iw]  # noqa: E731
+    block = lambda a, b: m[a * ow : (a + 1) * ow, b * iw : (b + 1) * iw]
     blocks_toeplitz = all(is_toeplitz(block(a, b)) for a in range(oh) for b in range(ih))
     shared = all(np.array_equal(block(a, b), block(a + 1, b + 1)) for a in range(oh - 1) for b in range(ih - 1))
     return blocks_toeplitz and shared

@@ -28,7 +28,13 @@ import jaxcnn.functional as F
 import jaxcnn.nn as jnn
 from experiments._common import Context, main
 from jaxcnn.data import batches, digits
-from jaxcnn.train import create_train_state, evaluate, make_optimizer, make_schedule, make_train_step
+from jaxcnn.train import (
+    create_train_state,
+    evaluate,
+    make_optimizer,
+    make_schedule,
+    make_train_step,
+)
 
 MODES = ("full", "same", "valid")
 
@@ -119,7 +125,7 @@ def run(ctx: Context) -> None:
     epochs = 3 if ctx.quick else 12
     model_conv, model_corr = SmallCNN(flip=True), SmallCNN(flip=False)
     init = jax.jit(lambda k, x: model_conv.init(k, x))
-    params_for = lambda seed: jax.device_get(init(jax.random.key(seed, impl="rbg"), jnp.zeros((1, 16, 16, 1)))["params"])  # noqa: E731
+    params_for = lambda seed: jax.device_get(init(jax.random.key(seed, impl="rbg"), jnp.zeros((1, 16, 16, 1)))["params"])
     params = params_for(ctx.seed)
     loss_a, acc_a, ker_a = train(model_conv, params, ds, epochs, ctx.seed)
     loss_b, acc_b, _ = train(model_corr, params, ds, epochs, ctx.seed)
@@ -171,7 +177,7 @@ def run(ctx: Context) -> None:
     ax_k.set_xticks([4 * i + 1 for i in range(8)], [f"filter {i + 1}" for i in range(8)], fontsize=8)
     ax_k.set_title("learned 3x3 conv1 kernels: C's are A's rotated by 180 degrees", fontsize=10)
     fig.colorbar(im, ax=ax_k, fraction=0.02, pad=0.01)
-    smooth = lambda v: np.convolve(v, np.ones(10) / 10, mode="valid")  # noqa: E731
+    smooth = lambda v: np.convolve(v, np.ones(10) / 10, mode="valid")
     ax.plot(smooth(loss_a), label=f"A convolution ({acc_a[-1]:.1%} test)", lw=4, alpha=0.4)
     ax.plot(smooth(loss_b), label=f"B correlation, same W0 ({acc_b[-1]:.1%})", lw=1)
     ax.plot(smooth(loss_c), "k--", label=f"C correlation, flipped W0 ({acc_c[-1]:.1%})", lw=1)

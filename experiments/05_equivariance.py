@@ -55,7 +55,7 @@ def run(ctx: Context) -> None:
     w = jnp.asarray(np.random.default_rng(ctx.seed).standard_normal((K, K, 1, 8)) / K, jnp.float32)
     # one compiled function: the feature maps and every pooled representation of them
     reps = jax.jit(lambda x: {name: rep(jax.nn.relu(F.conv(x, w, padding="SAME"))) for name, rep in REPS.items()})
-    run_reps = lambda x: {k: np.asarray(v) for k, v in reps(x).items()}  # noqa: E731
+    run_reps = lambda x: {k: np.asarray(v) for k, v in reps(x).items()}
     base = run_reps(x)
     f0 = base["no pooling"]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -70,14 +71,16 @@ def torch_length(mode, n: int, k: int, s: int, d: int) -> int | None:
     elif mode == "SAME":
         if s != 1:
             return None  # torch refuses padding="same" with strides
-        y = torch.nn.functional.conv1d(x, w, dilation=d, padding="same")
+        with warnings.catch_warnings():  # torch notes it copies the input for even kernels; irrelevant here
+            warnings.simplefilter("ignore", UserWarning)
+            y = torch.nn.functional.conv1d(x, w, dilation=d, padding="same")
     else:
         y = torch.nn.functional.conv1d(x, w, stride=s, dilation=d, padding=mode)
     return y.shape[-1]
 
 
 def run(ctx: Context) -> None:
-    sizes = (5, 7, 8, 28)
+    sizes = (7, 28) if ctx.quick else (5, 7, 8, 28)
     kernels = (1, 2, 3, 5)
     strides = (1, 2, 3)
     dilations = (1,) if ctx.quick else (1, 2)
@@ -132,7 +135,7 @@ def run(ctx: Context) -> None:
     axes = fig.subplots(2, 4)
     span_ok = True
     for (r, s), (c, mode) in itertools.product(enumerate((1, 2)), enumerate(MODES)):
-        f = lambda x: F.conv(x.reshape(1, n, 1), w, padding=mode, strides=s)[0, :, 0]  # noqa: E731,B023
+        f = lambda x, mode=mode, s=s: F.conv(x.reshape(1, n, 1), w, padding=mode, strides=s)[0, :, 0]
         jac = np.asarray(jax.jacfwd(f)(jnp.asarray(signal)))  # (outputs, inputs): 1 where output o reads input i
         y = np.asarray(f(jnp.asarray(signal)))
         same_total = max((math.ceil(n / s) - 1) * s + k - n, 0)  # by hand: what SAME needs for ceil(n/s) outputs

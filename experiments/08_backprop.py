@@ -74,7 +74,7 @@ def run(ctx: Context) -> None:
     rng = np.random.default_rng(ctx.seed)
     with jax.enable_x64(True):
         dtype_ok = jnp.asarray(rng.standard_normal(3)).dtype == jnp.float64
-        rows, fd_errs = [], []
+        fd_errs = []
 
         # --- pooling
         x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)))
@@ -92,7 +92,7 @@ def run(ctx: Context) -> None:
         for name, op, shape, k, s in pool_cases:
             x = jnp.asarray(rng.standard_normal(shape))
             g = jnp.asarray(rng.standard_normal(op(x).shape))
-            loss = lambda x, op=op, g=g: jnp.sum(g * op(x))  # noqa: E731
+            loss = lambda x, op=op, g=g: jnp.sum(g * op(x))
             ad = np.asarray(jax.grad(loss)(x))
             if name.startswith("max"):
                 ref = numpy_max_pool_grad(np.asarray(x), np.asarray(g), k, s)
@@ -132,8 +132,8 @@ def run(ctx: Context) -> None:
             xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
             corr = F.conv(jnp.transpose(xp, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)), padding="VALID", dilation=s)
             corr = jnp.transpose(corr, (1, 2, 0, 3))[:k, :k]  # (kh, kw, C_in, C_out)
-            loss_x = lambda x, w=w, g=g, s=s, pad=pad: jnp.sum(g * F.conv(x, w, strides=s, padding=pad))  # noqa: E731
-            loss_w = lambda w, x=x, g=g, s=s, pad=pad: jnp.sum(g * F.conv(x, w, strides=s, padding=pad))  # noqa: E731
+            loss_x = lambda x, w=w, g=g, s=s, pad=pad: jnp.sum(g * F.conv(x, w, strides=s, padding=pad))
+            loss_w = lambda w, x=x, g=g, s=s, pad=pad: jnp.sum(g * F.conv(x, w, strides=s, padding=pad))
             fx, fw = rel_err(finite_differences(loss_x, x), dx), rel_err(finite_differences(loss_w, w), dw)
             transpose_err.append(float(np.max(np.abs(np.asarray(tr) - np.asarray(dx)))))
             numpy_err.append(max(float(np.max(np.abs(ref_dx - dx))), float(np.max(np.abs(ref_dw - dw)))))

@@ -49,7 +49,7 @@ def probe(model, variables, path: tuple):
     """``x -> `` the output of the submodule at ``path`` (its ``__call__``), in inference mode."""
 
     def f(x):
-        keep = lambda m, method: method == "__call__" and tuple(m.path) == path  # noqa: E731
+        keep = lambda m, method: method == "__call__" and tuple(m.path) == path
         _, state = model.apply(variables, x, train=False, capture_intermediates=keep, mutable=["intermediates"])
         node = state["intermediates"]
         for name in path:
@@ -75,8 +75,8 @@ def fields(model, input_shape, layers, row_name, positions=("centre",)):
             consistent.append(all(
                 (lo, hi) == (s + p * j - (r - 1) / 2, s + p * j + (r - 1) / 2)
                 for (lo, hi), s, p, j, r in zip(rf.analytic, row.start, rf.position, row.jump, row.size)))
-            fmt = lambda t: "x".join(map(str, t))  # noqa: E731
-            span = lambda f: ", ".join(f"{lo}..{hi}" for lo, hi in f)  # noqa: E731
+            fmt = lambda t: "x".join(map(str, t))
+            span = lambda f: ", ".join(f"{lo}..{hi}" for lo, hi in f)
             rows.append((layer, fmt(rf.output_shape[:-1]), fmt(row.size), fmt(row.jump),
                          ", ".join(f"{v:g}" for v in row.start), str(rf.position), span(rf.analytic), span(rf.clipped),
                          span(rf.measured), "yes" if rf.agrees else "**NO**"))
