@@ -157,8 +157,8 @@ def run(ctx: Context) -> None:
         "detector; a CNN's first layer learns many such kernels."
     )
     ctx.set_headline(
-        f"[0,0,1,1,1] * [-1,1] = [0,1,0,0]; on {names[0]} [-1,1] responds {vx / vy:.1f}x more at vertical than "
-        f"its transpose, {hy / hx:.1f}x less at horizontal edges"
+        f"[0,0,1,1,1] * [-1,1] = [0,1,0,0]; on {names[0]} [-1,1] responds {vx / vy:.1f}x more than [-1,1]^T at "
+        f"vertical edges, {hy / hx:.1f}x less at horizontal ones"
     )
 
 
