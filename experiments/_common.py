@@ -133,6 +133,7 @@ def main(name: str, run: Callable[[Context], None], doc: str | None, argv: Seque
     parser.add_argument("--out-dir", default=None, help="where to write (default experiments/results[/quick])")
     args = parser.parse_args(argv)
     out = Path(args.out_dir) if args.out_dir else (RESULTS / "quick" if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)  # before run(): experiments save figures into it
     ctx = Context(name=name, quick=args.quick, seed=args.seed, out_dir=out)
     t0 = time.perf_counter()
     error = None
