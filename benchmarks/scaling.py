@@ -236,12 +236,12 @@ def to_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"`{meta['command']}`",
         "",
         f"- date: {meta['date']}; jax {meta['jax']}; Python {meta['python']}",
-        f"- machine: {meta['machine']}, {meta['cpus']} CPU cores visible; load average (1, 5, 15 min) "
-        f"{meta['load_before']} before, {meta['load_after']} after",
+        (f"- machine: {meta['machine']}, {meta['cpus']} CPU cores visible; load average (1, 5, 15 min) "
+         f"{meta['load_before']} before, {meta['load_after']} after"),
         f"- devices: {'forced CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=n)' if forced else 'real devices'}",
-        f"- method: {meta['steps']} steps per timed repeat, median of {meta['repeats']} repeats after compile + 3 warm-up "
-        f"steps, the repeats of all device counts interleaved, batches already on the devices; "
-        f"efficiency = img/s(n) / (n x img/s(1))",
+        (f"- method: {meta['steps']} steps per timed repeat, median of {meta['repeats']} repeats after compile + 3 "
+         f"warm-up steps, the repeats of all device counts interleaved, batches already on the devices; "
+         f"efficiency = img/s(n) / (n x img/s(1))"),
         "",
         "| devices | per-device batch | img/s (median) | range | speed-up | parallel efficiency | first step (compile) s |",
         "|---:|---:|---:|---|---:|---:|---:|",

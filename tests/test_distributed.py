@@ -52,8 +52,8 @@ def test_auto_lets_jax_detect_the_rest():
 
 
 @pytest.mark.parametrize("kwargs, env, message", [
-    ({"coordinator": "127.0.0.1:1234"}, {}, r"missing: num_processes \(--num-processes or \$JAXCNN_NUM_PROCESSES\), "
-                                            r"process_id \(--process-id or \$JAXCNN_PROCESS_ID\)"),
+    ({"coordinator": "127.0.0.1:1234"}, {}, (r"missing: num_processes \(--num-processes or \$JAXCNN_NUM_PROCESSES\), "
+                                             r"process_id \(--process-id or \$JAXCNN_PROCESS_ID\)")),
     ({"coordinator": "localhost"}, {}, r"coordinator must look like HOST:PORT .* got 'localhost'"),
     ({"coordinator": "h:1", "num_processes": 2, "process_id": 2}, {}, r"process_id must be in \[0, num_processes\) = \[0, 2\), got 2"),
     ({"coordinator": "h:1", "num_processes": 0, "process_id": 0}, {}, r"num_processes must be >= 1, got 0"),
@@ -71,8 +71,8 @@ def test_cli_flags_parse():
 
 
 def test_process_rows_of_one_process_is_the_whole_batch():
-    from jaxcnn.train import make_train_step
     from jaxcnn.models import get_model
+    from jaxcnn.train import make_train_step
 
     step = make_train_step(get_model("lwls_cnn"), "cross_entropy", "sharded")
     assert step.process_rows(64) == slice(0, 64)
@@ -134,7 +134,7 @@ def _two_process_train(out: Path, args: list[str]) -> None:
 
 
 def _params(run: Path):
-    model, ds, state, meta = cli._restore(cli._read_config(run))
+    _, _, state, _ = cli._restore(cli._read_config(run))
     return jax.device_get(state)
 
 

@@ -67,6 +67,7 @@ def test_inference_ignores_the_mask(rng):
     y, (m, v) = F.batch_norm(x, np.ones(2), np.full(2, 4.0), training=False, epsilon=0.0, mask=np.array([1, 0, 0, 0]))
     np.testing.assert_allclose(np.asarray(y), (x - 1.0) / 2.0, rtol=1e-6)
     np.testing.assert_array_equal(m, np.ones(2))
+    np.testing.assert_array_equal(v, np.full(2, 4.0))
 
 
 def test_gradient_of_real_rows_is_torch_gradient_and_padding_gets_none(rng):

@@ -177,7 +177,7 @@ ZOO = {"lwls_cnn": (28, {"dropout_rate": 0.3}), "resnet_tiny": (8, {})}
 TX = optax.sgd(0.02, momentum=0.9)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits(size):
     ds = jaxcnn.data.digits(size=size)
     n = STEPS * 32
@@ -199,7 +199,7 @@ def _zoo_run(name, strategy, n_devices=1, **step_kw):
     return jax.device_get(step.fetch_state(placed)), np.asarray(losses), placed
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zoo_reference(name):
     state, losses, _ = _zoo_run(name, "jit")
     size, model_kw = ZOO[name]
