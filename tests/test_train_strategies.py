@@ -302,3 +302,26 @@ def test_padded_final_batch_trains_exactly_like_its_real_rows():
         losses.append(float(step.fetch_metrics(m)["loss"]))
     assert _max_diff(jax.device_get(placed), res.state) <= 1e-5
     assert res.history[0]["train_loss"] == pytest.approx(np.mean(losses), abs=1e-6)  # the mean of the 4 step losses
+
+
+class FlaxBNNet(nn.Module):
+    """A model built on flax.linen.BatchNorm: the step masks it too (its ``mask`` argument)."""
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        x = nn.Conv(4, (3, 3))(x)
+        x = jax.nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.8)(x))
+        return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def test_padding_is_exact_for_flax_batch_norm_too():
+    model = FlaxBNNet()
+    x, y = _data(1, batch=24)
+    state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32))
+    step = make_train_step(model, "cross_entropy", "jit", donate=False)
+    real, _ = step(step.place_state(state), step.place_batch({"x": x[0][:20], "y": y[0][:20]}))
+    xp = np.concatenate([x[0][:20], np.full((4, 8, 8, 1), 9.0, np.float32)])
+    w = np.concatenate([np.ones(20), np.zeros(4)]).astype(np.float32)
+    padded, _ = step(step.place_state(state), step.place_batch({"x": xp, "y": y[0], "weight": w}))
+    _assert_states_close(jax.device_get(real), jax.device_get(padded), 1e-6)
+    assert not np.allclose(jax.device_get(padded).batch_stats["BatchNorm_0"]["mean"], 0.0)
