@@ -20,7 +20,8 @@ them and the first training steps compared (``tests/test_benchmarks.py``).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -157,7 +158,7 @@ def _vjp_all(f: Callable) -> Callable:
     """``(g, *args) -> grads of <f(*args), g> w.r.t. every arg``, forward included (one jit)."""
 
     def fb(g, *args):
-        y, pull = jax.vjp(f, *args)
+        _, pull = jax.vjp(f, *args)
         return pull(g)
 
     return jax.jit(fb)
@@ -242,13 +243,13 @@ def op_cases(spec: OpSpec, seed: int = 0) -> dict[str, dict[str, Case]]:
         out_shape = (spec.x_shape[0], spec.x_shape[1] // k, spec.x_shape[2] // k, c)
         win = (1, k, k, 1)
         if spec.kind == "max_pool":
-            jx = lambda x: F.max_pool(x, k)  # noqa: E731
-            lx = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, win, win, "VALID")  # noqa: E731
-            tf = lambda x: TF.max_pool2d(x, k, k)  # noqa: E731
+            jx = lambda x: F.max_pool(x, k)
+            lx = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, win, win, "VALID")
+            tf = lambda x: TF.max_pool2d(x, k, k)
         else:
-            jx = lambda x: F.avg_pool(x, k)  # noqa: E731
-            lx = lambda x: lax.reduce_window(x, 0.0, lax.add, win, win, "VALID") / (k * k)  # noqa: E731
-            tf = lambda x: TF.avg_pool2d(x, k, k)  # noqa: E731
+            jx = lambda x: F.avg_pool(x, k)
+            lx = lambda x: lax.reduce_window(x, 0.0, lax.add, win, win, "VALID") / (k * k)
+            tf = lambda x: TF.avg_pool2d(x, k, k)
         args = (jnp.asarray(x),)
         targs_fwd = (tx,)
         targs_grad = (tx.clone().requires_grad_(True),)

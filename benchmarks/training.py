@@ -28,7 +28,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -251,9 +252,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     import jax  # noqa: F401 - imported before the baseline on purpose
     import torch
 
-    from benchmarks import peers  # noqa: F401 - imports torch, flax, optax
-
     import jaxcnn  # noqa: F401
+    from benchmarks import peers  # noqa: F401 - imports torch, flax, optax
 
     torch.set_num_threads(_timing.core_count())
     cfg = TrainConfig(**spec["config"])
@@ -296,7 +296,7 @@ def memory(*, quick: bool, select: str | None = None, torch_compile: bool = Fals
             log(f"memory: {cfg.name} {peer} (subprocess)")
             spec = {"config": dataclasses.asdict(cfg), "peer": peer, "steps": 2}
             proc = subprocess.run([sys.executable, "-m", "benchmarks.training", "--child", json.dumps(spec)],
-                                  cwd=_timing.ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+                                  check=False, cwd=_timing.ROOT, env=env, capture_output=True, text=True, timeout=timeout)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not line:
                 rec["peers"][peer] = {"error": (proc.stderr or proc.stdout)[-800:]}
