@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
     t.add_argument("--quick", action="store_true", help="a smoke run: 1 epoch on at most 512 training examples")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--remainder", default="drop", choices=("drop", "pad"),
+                   help="the last partial batch of an epoch: drop it, or pad it and mask the padding (exact, BatchNorm too)")
+    t.add_argument("--model-parallel", type=int, default=1, metavar="K",
+                   help="strategy sharded: split large kernels' output channels over K devices (a data x model mesh)")
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all (smoke tests); the schedule still spans --epochs")
     _distributed_args(t)
 
@@ -324,6 +328,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out_dir=out, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, resume=args.resume,
         early_stopping=args.early_stopping, steps_per_call=args.steps_per_call,
         augment=_augmenter(ds) if args.augment else None, progress=not args.no_progress, max_steps=args.max_steps,
+        remainder=args.remainder, model_parallel=args.model_parallel,
     )
     final = result.final
     if not result.history:  # a resumed run that had already finished: evaluate its checkpoint

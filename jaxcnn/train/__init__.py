@@ -6,20 +6,25 @@
 :func:`make_optimizer`      optax optimizers by name, clipping, weight decay, freezing
 :func:`make_schedule`       constant / cosine / warmup-cosine / step learning rates
 :func:`cross_entropy`, ...  per-example losses and metrics over optax
-:func:`make_train_step`     the compiled step for "jit", "pmap" or "sharded"
+:func:`make_train_step`     the compiled step for "jit", "sharded", "pmap" or "shard_map"
+:func:`param_sharding`      model parallelism: large kernels split over a "model" mesh axis
+:mod:`distributed`          several processes over ``jax.distributed`` (gloo on CPU)
 :func:`make_eval_step`      weighted loss/accuracy sums under the same placements
 :func:`fit`, :func:`evaluate`  epochs, progress bar, metrics.jsonl, curves, checkpoints
 :class:`Checkpointer`       orbax checkpoints: keep last k, never overwrite, clear errors
 ==========================  ==============================================================
 """
 
+from jaxcnn.train import distributed, partition
 from jaxcnn.train.checkpoint import CheckpointError, Checkpointer
 from jaxcnn.train.curves import plot_curves, read_records
-from jaxcnn.train.fit import FitResult, MetricsLog, evaluate, fit
+from jaxcnn.train.fit import FitResult, MetricsLog, evaluate, fit, process_batches
 from jaxcnn.train.losses import accuracy, cross_entropy, get_loss, mse, top_k_accuracy
 from jaxcnn.train.optim import make_optimizer, make_schedule
+from jaxcnn.train.partition import make_mesh, param_sharding
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.step import (
+    PER_DEVICE,
     STRATEGIES,
     CompiledStep,
     Placement,
@@ -31,6 +36,7 @@ from jaxcnn.train.step import (
 )
 
 __all__ = [
+    "PER_DEVICE",
     "STRATEGIES",
     "CheckpointError",
     "Checkpointer",
@@ -43,16 +49,21 @@ __all__ = [
     "create_train_state",
     "cross_entropy",
     "default_strategy",
+    "distributed",
     "eval_step_body",
     "evaluate",
     "fit",
     "get_loss",
     "make_eval_step",
+    "make_mesh",
     "make_optimizer",
     "make_schedule",
     "make_train_step",
     "mse",
+    "param_sharding",
+    "partition",
     "plot_curves",
+    "process_batches",
     "read_records",
     "top_k_accuracy",
     "train_step_body",
