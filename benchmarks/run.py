@@ -3,7 +3,8 @@
     python -m benchmarks.run                 # everything (~20-30 min on 2 busy cores)
     python -m benchmarks.run --quick         # a small version, < ~2 min, into results/quick/
     python -m benchmarks.run --only training --select lwls_cnn_b128
-    jaxcnn bench --quick                     # the same, through the CLI
+    jaxcnn bench -- --quick                  # the same through the CLI (`--` needed while the CLI's
+                                             # argparse.REMAINDER rejects a leading option)
 
 Sections (``--only``, comma-separated; the matmul peak always runs first):
 
@@ -76,7 +77,10 @@ def output_stem(slug: str, only: str | None, select: str | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `jaxcnn bench -- --quick`: argparse.REMAINDER keeps the separator
+        argv = argv[1:]
+    args = build_parser().parse_args(argv)
     if args.render:
         src = Path(args.render)
         md, _ = write(json.loads(src.read_text()), src.parent, src.stem)
@@ -109,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = output_stem(info["slug"], args.only, args.select)
     results: dict[str, Any] = {
         "machine": info,
-        "settings": {"command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {"command": " ".join(["python -m benchmarks.run", *argv]),
                      "quick": args.quick, "sections": sections, "select": args.select, "repeats": repeats,
                      "min_time_s": min_time, "training_min_time_s": max(min_time, 0.5 if not args.quick else min_time),
                      "cores": threads, "torch_compile": args.torch_compile},

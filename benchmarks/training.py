@@ -230,6 +230,7 @@ def _profile(cfg: TrainConfig, case: Case, extras: dict[str, Any], profile_dir: 
     import jax
 
     path = os.path.join(profile_dir, cfg.name)
+    os.makedirs(path, exist_ok=True)
     with jax.profiler.trace(path):
         case.body(3)
     log(f"  profile of jaxcnn k=1 written under {path}")
