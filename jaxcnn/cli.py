@@ -394,7 +394,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(root))
     from benchmarks import run as bench_run
 
-    return int(bench_run.main(args.bench_args) or 0)
+    bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
+    return int(bench_run.main(bench_args) or 0)
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
@@ -431,6 +432,9 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "summary": cmd_summary, "bench
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxcnn`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after "bench" belongs to benchmarks.run, options included
+        argv = ["bench", "--", *argv[1:]] if len(argv) > 1 and argv[1] != "--" else argv
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -106,3 +106,14 @@ def test_existing_run_is_not_overwritten(quick_run, capsys):
     assert main(["train", "--quick", "--out", str(quick_run)]) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert (quick_run / "metrics.jsonl").read_bytes() == before
+
+
+def test_bench_passes_its_options_through(monkeypatch):
+    """`jaxcnn bench --quick` reaches benchmarks.run.main(["--quick"]) (argparse alone would reject it)."""
+    import benchmarks.run as bench_run
+
+    seen = []
+    monkeypatch.setattr(bench_run, "main", lambda argv: seen.append(list(argv)) or 0)
+    assert main(["bench", "--quick", "--only", "primitives"]) == 0
+    assert main(["bench", "--", "--quick"]) == 0
+    assert seen == [["--quick", "--only", "primitives"], ["--quick"]]

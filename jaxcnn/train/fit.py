@@ -319,27 +319,37 @@ def fit(
             it = process_batches(dataset.x_train, dataset.y_train, batch_size, rows, remainder=remainder, shuffle=True,
                                  seed=seed, epoch=epoch, start=skip)
             it = data_lib.prefetch(_grouped(_take(it, total_steps - step_no), steps_per_call), size=2, put=_placer)
-            for k, batch, real in it:
-                step = train_step if k == steps_per_call else single_step
-                placed, metrics = step(placed, batch)
+            def record(step, metrics, k, first):
                 m = step.fetch_metrics(metrics)
                 losses = np.atleast_1d(m["loss"])
                 accs = np.atleast_1d(m.get("accuracy", np.full(k, np.nan)))
-                prev, step_no = step_no, step_no + k
-                seen += real
                 epoch_losses.extend(losses.tolist())
                 epoch_accs.extend(accs.tolist())
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
                 if log:
                     for i in range(k):
-                        rec = {"kind": "train", "step": prev + i + 1, "epoch": epoch, "loss": float(losses[i])}
+                        rec = {"kind": "train", "step": first + i + 1, "epoch": epoch, "loss": float(losses[i])}
                         if "accuracy" in m:
                             rec["accuracy"] = float(accs[i])
                         log.write(rec)
-                bar.update(k)
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.4f}", acc=f"{accs[-1]:.3f}", img_s=f"{rate:,.0f}", refresh=False)
+
+            # Metrics are read one step late: reading them waits for the step, and the
+            # next step is already dispatched by then, so the device never idles on Python.
+            pending = None
+            for k, batch, real in it:
+                step = train_step if k == steps_per_call else single_step
+                placed, metrics = step(placed, batch)
+                if pending is not None:
+                    record(*pending)
+                pending = (step, metrics, k, step_no)
+                prev, step_no = step_no, step_no + k
+                seen += real
+                bar.update(k)
                 if checkpoint_every and step_no // checkpoint_every > prev // checkpoint_every:
                     ckpt.save(train_step.fetch_state(placed), {"epoch": epoch, "step": step_no})
+            if pending is not None:
+                record(*pending)
             if step_no < (epoch + 1) * per_epoch:  # stopped inside the epoch (max_steps)
                 break
             seconds = time.perf_counter() - t0
