@@ -646,3 +646,33 @@ def test_layer_norm_needs_a_feature_axis():
         F.layer_norm(jnp.ones(4))
     with pytest.raises(TypeError, match="x"):
         F.layer_norm(jnp.ones((2, 4), jnp.int32))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_batch_norm_gradient_through_the_returned_statistics(rng, masked):
+    """The hand-written VJP also carries cotangents of new_mean/new_var: compare with autodiff of
+    the textbook formulas written here in plain jnp (weighted by the mask)."""
+    x = jnp.asarray(rng.normal(2.0, 3.0, size=(6, 5, 4, 3)), jnp.float32)
+    scale = jnp.asarray(rng.uniform(0.5, 2, 3), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=3), jnp.float32)
+    mask = jnp.asarray([1, 1, 0, 1, 0, 1] if masked else [1] * 6, jnp.float32)
+    cy = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    cm, cv = jnp.asarray(rng.normal(size=3), jnp.float32), jnp.asarray(rng.normal(size=3), jnp.float32)
+
+    def ours(x, scale, bias):
+        y, (m, v) = F.batch_norm(x, jnp.zeros(3), jnp.ones(3), scale, bias, training=True, momentum=0.5,
+                                 mask=mask if masked else None)
+        return jnp.sum(y * cy) + jnp.sum(m * cm) + jnp.sum(v * cv)
+
+    def reference(x, scale, bias):
+        w = mask.reshape(6, 1, 1, 1)
+        n = jnp.sum(w) * 5 * 4
+        mu = jnp.sum(w * x, axis=(0, 1, 2), keepdims=True) / n
+        var = jnp.sum(w * (x - mu) ** 2, axis=(0, 1, 2), keepdims=True) / n
+        y = (x - mu) / jnp.sqrt(var + 1e-5) * scale.reshape(1, 1, 1, 3) + bias.reshape(1, 1, 1, 3)
+        return jnp.sum(y * cy) + jnp.sum(0.5 * mu.ravel() * cm) + jnp.sum((0.5 + 0.5 * var.ravel()) * cv)
+
+    got = jax.grad(ours, argnums=(0, 1, 2))(x, scale, bias)
+    want = jax.grad(reference, argnums=(0, 1, 2))(x, scale, bias)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=2e-4, atol=2e-4)
