@@ -142,3 +142,15 @@ def test_fit_argument_errors(small_digits):
         fit(Net(), small_digits, make_optimizer("sgd", 0.1), batch_size=999, progress=False)
     with pytest.raises(ValueError, match="checkpoint_every needs out_dir"):
         fit(Net(), small_digits, make_optimizer("sgd", 0.1), checkpoint_every=5, progress=False)
+
+
+def test_evaluate_does_not_retrace_for_another_optimizer(small_digits):
+    from jaxcnn.train import create_train_state, make_eval_step
+
+    step = make_eval_step(Net(), "cross_entropy", "jit")  # shared with other tests (compiled steps are cached)
+    sizes = []
+    for tx in (make_optimizer("adam", 1e-3), make_optimizer("sgd", 0.1), make_optimizer("rmsprop", 1e-3)):
+        state = create_train_state(Net(), tx, jax.ShapeDtypeStruct((1, 8, 8, 1), np.float32))
+        evaluate(Net(), state, small_digits.x_test, small_digits.y_test, batch_size=50, step=step)
+        sizes.append(step.fn._cache_size())
+    assert sizes[0] == sizes[1] == sizes[2]  # no new trace for another optimizer

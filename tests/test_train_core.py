@@ -156,3 +156,27 @@ def test_schedules_by_hand():
 def test_optimizer_errors(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+def test_learning_rate_can_be_injected_without_recompiling(rng):
+    """make_optimizer accepts an array learning rate, so optax.inject_hyperparams can wrap it;
+    the updates equal the plain optimizer's (optax as the oracle)."""
+    params = {"w": jnp.asarray(rng.standard_normal(4), jnp.float32)}
+    grads = {"w": jnp.asarray(rng.standard_normal(4), jnp.float32)}
+    tx = optax.inject_hyperparams(lambda learning_rate: make_optimizer("adam", learning_rate))(learning_rate=0.01)
+    state = tx.init(params)
+    updates, _ = tx.update(grads, state, params)
+    ref, _ = optax.adam(0.01).update(grads, optax.adam(0.01).init(params), params)
+    np.testing.assert_allclose(updates["w"], ref["w"], rtol=1e-6)
+    state.hyperparams["learning_rate"] = jnp.asarray(0.001)
+    updates, _ = tx.update(grads, state, params)
+    ref, _ = optax.adam(0.001).update(grads, optax.adam(0.001).init(params), params)
+    np.testing.assert_allclose(updates["w"], ref["w"], rtol=1e-6)
+
+
+def test_model_init_is_compiled_once_per_model():
+    import jaxcnn
+    from jaxcnn.train.state import _init_fn
+
+    assert _init_fn(jaxcnn.get_model("lwls_cnn")) is _init_fn(jaxcnn.get_model("lwls_cnn"))
+    assert _init_fn(jaxcnn.get_model("lwls_cnn")) is not _init_fn(jaxcnn.get_model("lwls_cnn", hidden=100))

@@ -76,7 +76,9 @@ def evaluate(
       ``{"loss": ..., "accuracy": ..., "count": N}`` (no accuracy for float targets).
     """
     step = step or make_eval_step(model, loss, "jit")
-    placed = step.place_state(state)
+    # Only the variables travel: the optimizer (static in a TrainState) must not
+    # make evaluation retrace for every optimizer a user tries.
+    placed = step.place_state(state.variables() if isinstance(state, TrainState) else state)
     totals: dict[str, float] = {}
     for batch in data_lib.batches(x, y, batch_size, shuffle=False, drop_remainder=False, pad_remainder=True):
         sums = step.fetch_metrics(step(placed, step.place_batch(batch)))
@@ -189,6 +191,7 @@ def fit(
     state: TrainState | None = None,
     devices: Any = None,
     progress: bool = True,
+    verbose: bool | None = None,
     max_steps: int | None = None,
     remainder: str = "drop",
     model_parallel: int = 1,
@@ -238,6 +241,7 @@ def fit(
       state: start from this state instead of a fresh one (fine-tuning).
       devices: devices to use (default all).
       progress: show a tqdm progress bar.
+      verbose: print a line per epoch (default: as ``progress``).
       max_steps: stop after this many steps in total (for smoke tests and
         interrupted-run tests); the epoch in progress is not evaluated.
       remainder: what to do with the last ``N mod batch_size`` examples of an
@@ -362,7 +366,7 @@ def fit(
             history.append(record)
             if log:
                 log.write(record)
-            if is_primary():
+            if is_primary() and (progress if verbose is None else verbose):
                 bar.write(_epoch_line(record))
             if early_stopping is not None:
                 if test["loss"] < best - 1e-6:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import numpy as np
 import optax
 
 from jaxcnn.functional import _args
@@ -82,6 +83,10 @@ def _positive(value: Any, name: str) -> float:
     return float(value)
 
 
+def _is_scalar_array(v: Any) -> bool:
+    return isinstance(v, (jax.Array, np.ndarray, jax.core.Tracer)) and np.ndim(v) == 0
+
+
 def make_optimizer(
     name: str,
     learning_rate: float | optax.Schedule,
@@ -110,7 +115,9 @@ def make_optimizer(
 
     Args:
       name: one of the above.
-      learning_rate: a float or an ``optax.Schedule`` (see :func:`make_schedule`).
+      learning_rate: a float, an ``optax.Schedule`` (see :func:`make_schedule`),
+        or a scalar array (so ``optax.inject_hyperparams(make_optimizer)`` can
+        change it without recompiling; arrays are not range-checked).
       momentum: for "momentum" and "nesterov".
       weight_decay: see above; >= 0.
       clip_norm: clip the global gradient norm to this value first.
@@ -126,7 +133,10 @@ def make_optimizer(
       >>> tx = make_optimizer("adam", make_schedule("cosine", 1e-3, total_steps=1000), clip_norm=1.0)
     """
     name = _args.check_choice(name, "optimizer", OPTIMIZERS)
-    lr = learning_rate if callable(learning_rate) else _positive(learning_rate, "learning_rate")
+    if callable(learning_rate) or _is_scalar_array(learning_rate):
+        lr = learning_rate  # a schedule, or an array (e.g. under optax.inject_hyperparams)
+    else:
+        lr = _positive(learning_rate, "learning_rate")
     momentum = _args.check_unit_interval(momentum, "momentum")
     weight_decay = _args.check_nonnegative(weight_decay, "weight_decay")
     constructors: dict[str, Callable[..., optax.GradientTransformation]] = {

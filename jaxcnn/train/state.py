@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -72,9 +73,7 @@ def create_train_state(
     init_key = jax.random.key(seed, impl="rbg")
     train_key = jax.random.fold_in(jax.random.key(seed), 1)
     if params is None:
-        variables = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))(
-            init_key, jnp.zeros(sample_x.shape, sample_x.dtype)
-        )
+        variables = _init_fn(model)(init_key, jnp.zeros(sample_x.shape, sample_x.dtype))
         params = variables["params"]
         if batch_stats is None:
             batch_stats = variables.get("batch_stats", {})
@@ -85,3 +84,19 @@ def create_train_state(
         batch_stats={} if batch_stats is None else batch_stats,
         rng=jax.random.key_data(train_key),
     )
+
+
+def _init_fn(model: nn.Module):
+    """The jitted ``model.init``, one per model (Flax modules hash by value), so creating
+    a second state for the same model reuses the compilation."""
+    try:
+        return _cached_init(model)
+    except TypeError:  # an unhashable module: compile afresh
+        return _make_init(model)
+
+
+def _make_init(model: nn.Module):
+    return jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))
+
+
+_cached_init = functools.lru_cache(maxsize=32)(_make_init)

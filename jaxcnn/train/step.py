@@ -183,16 +183,17 @@ def train_step_body(
 
 
 def eval_step_body(model: nn.Module, loss_fn: LossFn, axis_name: str | None = None) -> Callable:
-    """``(state, batch) -> sums``: weighted sums of loss and accuracy and the weight total.
+    """``(state or variables, batch) -> sums``: weighted sums of loss and accuracy and the weight total.
 
     Sums (not means) so that :func:`jaxcnn.train.evaluate` can add batches of any
     size, padded ones included, and divide once at the end.
     """
 
-    def body(state: TrainState, batch: Batch):
+    def body(state: TrainState | dict, batch: Batch):
         x, y = batch["x"], batch["y"]
         w = _weights(batch)
-        logits = model.apply(state.variables(), x, train=False)
+        variables = state.variables() if isinstance(state, TrainState) else state
+        logits = model.apply(variables, x, train=False)
         sums = {"count": _psum(jnp.sum(w), axis_name), "loss": _psum(jnp.sum(w * loss_fn(logits, y)), axis_name)}
         if jnp.issubdtype(y.dtype, jnp.integer) and logits.ndim == y.ndim + 1:
             sums["accuracy"] = _psum(jnp.sum(w * accuracy(logits, y)), axis_name)
