@@ -230,7 +230,7 @@ def run(ctx: Context) -> None:
     )
     ctx.set_headline(f"32 conv1 filters 11x11x3 after {steps} steps on photo crops: smoothness {tr[:, 0].mean():.2f} "
                      f"(init {init[:, 0].mean():.2f}), orientation selectivity {tr[:, 2].mean():.2f} (init "
-                     f"{init[:, 2].mean():.2f}); {int(oriented.sum())} oriented, {blobs} colour blobs")
+                     f"{init[:, 2].mean():.2f}); {int(oriented.sum())} oriented, {blobs} colour blob{'' if blobs == 1 else 's'}")
 
 
 if __name__ == "__main__":
