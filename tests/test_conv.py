@@ -231,7 +231,7 @@ def test_random_shapes_match_numpy_loops(nd, n, k, s, d, padding, groups):
     pads = [padding_from_spec(padding, n, k_eff, s) if isinstance(padding, str) else (padding, padding)] * nd
     if n + sum(pads[0]) < k_eff:
         with pytest.raises(ValueError, match="larger than the padded input"):
-            F.conv(jnp.zeros((1, *(n,) * nd, 2)), jnp.zeros((*(k,) * nd, 2 // groups, 2)), padding=padding, dilation=d)
+            F.conv(jnp.zeros((1, *(n,) * nd, 2)), jnp.zeros((*(k,) * nd, 2 // groups, 2)), padding=padding, dilation=d, groups=groups)
         return
     rng = np.random.default_rng(n * 100 + k * 10 + s)
     x, w, _ = _data(rng, nd, n, 2, 4, k, groups)
@@ -326,5 +326,77 @@ def test_precision_argument_is_passed(rng):
     x, w, _ = _data(rng, 2, 6, 2, 3, 3)
     hi = F.conv(x, w, precision=jax.lax.Precision.HIGHEST)
     np.testing.assert_allclose(hi, conv_loops(x, w, (1, 1), [(1, 1), (1, 1)], (1, 1)), rtol=1e-5, atol=1e-5)
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(ValueError, match="precision must be None, a jax.lax.Precision.*'not-a-precision'"):
         F.conv(x, w, precision="not-a-precision")
+    np.testing.assert_allclose(F.conv(x, w, precision="highest"), hi, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- algorithms
+
+
+@pytest.mark.parametrize("algorithm", ["taps", "chunked"])
+@pytest.mark.parametrize(
+    "nd, strides, padding, dilation, k, n",
+    [(1, 1, "SAME", 1, 3, 6), (2, 2, 1, 1, 3, 6), (2, 3, "VALID", 2, 3, 5), (3, 2, "CAUSAL", 1, 2, 4),
+     (2, 2, "SAME", 1, 4, 256), (1, 1, 0, 1, 2, 320), (2, 3, "FULL", 1, 2, 3)],
+)
+def test_algorithms_agree_with_xla_in_value_grad_and_jvp(rng, algorithm, nd, strides, padding, dilation, k, n):
+    """The CPU paths (taps forward; XLA derivatives in batch chunks, n=256/320 chunked) compute the same
+    function as lax.conv_general_dilated, with the same reverse- and forward-mode derivatives."""
+    x = jnp.asarray(rng.standard_normal((n,) + (7,) * nd + (2,)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k,) * nd + (2, 4)), jnp.float32)
+
+    def f(alg):
+        return lambda x, w: jnp.sum(jnp.sin(F.conv(x, w, strides=strides, padding=padding, dilation=dilation, algorithm=alg)))
+
+    ref_val, ref_grad = jax.value_and_grad(f("xla"), argnums=(0, 1))(x, w)
+    val, grad = jax.value_and_grad(f(algorithm), argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(val, ref_val, rtol=1e-5, atol=1e-4)
+    for g, r in zip(grad, ref_grad):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4)
+    tangents = (0.3 * x, 0.2 * w)
+    np.testing.assert_allclose(
+        jax.jvp(f(algorithm), (x, w), tangents)[1], jax.jvp(f("xla"), (x, w), tangents)[1], rtol=1e-5, atol=1e-4
+    )
+
+
+def test_default_algorithm_rule_on_cpu():
+    from jaxcnn.functional.conv import choose_algorithm
+
+    assert choose_algorithm((8, 28, 28, 1), (5, 5, 1, 4), (1, 1), 1) == "taps"      # 4 channel pairs
+    assert choose_algorithm((8, 28, 28, 4), (5, 5, 4, 8), (2, 2), 1) == "taps"      # 32
+    assert choose_algorithm((8, 14, 14, 8), (4, 4, 8, 12), (2, 2), 1) == "chunked"  # 96
+    assert choose_algorithm((8, 14, 14, 8), (3, 3, 1, 8), (1, 1), 8) == "xla"       # grouped
+
+
+def test_algorithm_errors():
+    x, w = jnp.zeros((2, 6, 6, 4)), jnp.zeros((3, 3, 2, 4))
+    with pytest.raises(ValueError, match="algorithm must be one of 'xla', 'taps', 'chunked', got 'winograd'"):
+        F.conv(x, jnp.zeros((3, 3, 4, 4)), algorithm="winograd")
+    with pytest.raises(ValueError, match="algorithm='taps' supports groups=1 only, got groups=2"):
+        F.conv(x, w, groups=2, algorithm="taps")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_taps_with_non_finite_weights_equals_the_convolution(bad):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 5, 1)), jnp.float32)
+    w = jnp.ones((3, 3, 1, 2)).at[0, 0, 0, 0].set(bad)
+    np.testing.assert_array_equal(F.conv(x, w, algorithm="taps"), F.conv(x, w, algorithm="xla"))
+
+
+def test_default_conv_algorithm_scopes_the_rule():
+    x, w = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4))
+
+    def primitives():  # a fresh function each time: the context acts when a function is traced
+        return {e.primitive.name for e in jax.make_jaxpr(lambda x, w: F.conv(x, w))(x, w).jaxpr.eqns}
+
+    assert "conv_general_dilated" not in primitives()  # CPU, 1 x 4 channels: the taps loop
+    with F.default_conv_algorithm("xla"):
+        assert "conv_general_dilated" in primitives()
+        with F.default_conv_algorithm(None):
+            assert "conv_general_dilated" not in primitives()
+        assert "conv_general_dilated" in primitives()
+    assert "conv_general_dilated" not in primitives()
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        with F.default_conv_algorithm("fast"):
+            pass

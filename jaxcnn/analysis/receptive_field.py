@@ -32,6 +32,7 @@ from jax import lax
 from jaxcnn.analysis import _jaxpr
 from jaxcnn.analysis.summary import _default_rngs, _per_example_shape
 from jaxcnn.functional import _args
+from jaxcnn.functional.conv import default_conv_algorithm
 
 
 class _Dim(NamedTuple):
@@ -759,7 +760,8 @@ def receptive_field(
     closed = out_field = out_shape = None
     if g is not None:
         abstract = [jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in leaves]
-        closed = jax.make_jaxpr(h)(abstract, jax.ShapeDtypeStruct(xb.shape, dtype))
+        with default_conv_algorithm("xla"):  # convolutions as conv_general_dilated, with their geometry
+            closed = jax.make_jaxpr(h)(abstract, jax.ShapeDtypeStruct(xb.shape, dtype))
         if len(closed.jaxpr.outvars) != 1:
             raise ValueError(
                 f"the model/function must return one array, it returns {len(closed.jaxpr.outvars)}; "

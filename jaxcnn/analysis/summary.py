@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxcnn.analysis import _jaxpr
 from jaxcnn.functional import _args
+from jaxcnn.functional.conv import default_conv_algorithm
 
 _MARK = "jaxcnn_summary_call_"
 
@@ -276,7 +277,8 @@ def summary(
     def apply(variables, x):
         return model.apply(variables, x, rngs=rngs, mutable=mutable, **call_kwargs)
 
-    with nn.intercept_methods(interceptor):
+    # "xla": every convolution appears as one conv_general_dilated (with its geometry) in the jaxpr
+    with nn.intercept_methods(interceptor), default_conv_algorithm("xla"):
         closed = jax.make_jaxpr(apply)(variables, x)
 
     total_macs = 0

@@ -37,7 +37,7 @@ from optax import (  # losses, as optax defines them
     squared_error,
 )
 
-from jaxcnn.functional.conv import conv, conv_transpose
+from jaxcnn.functional.conv import conv, conv_transpose, default_conv_algorithm
 from jaxcnn.functional.dropout import dropout
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
 from jaxcnn.functional.pool import (
@@ -59,6 +59,7 @@ __all__ = [
     "celu",
     "conv",
     "conv_transpose",
+    "default_conv_algorithm",
     "dropout",
     "elu",
     "gelu",

@@ -334,3 +334,22 @@ def axes_arg(axes: Any, ndim: int, name: str) -> tuple[int, ...]:
     if len(set(out)) != len(out):
         raise ValueError(f"{name} has repeated axes: {fmt(axes)}")
     return tuple(sorted(out))
+
+
+def check_precision(precision: Any, name: str = "precision") -> Any:
+    """``None``, a ``lax.Precision`` (or its name, e.g. "highest"), or a pair of them, as ``lax`` accepts."""
+    from jax import lax
+
+    if precision is None or isinstance(precision, lax.Precision):
+        return precision
+    if isinstance(precision, (tuple, list)) and len(precision) == 2:
+        return tuple(check_precision(p, f"{name}[{i}]") for i, p in enumerate(precision))
+    if isinstance(precision, str):
+        try:
+            return lax.Precision(precision)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"{name} must be None, a jax.lax.Precision, one of "
+        f"{', '.join(repr(m.lower()) for m in lax.Precision.__members__)}, or a pair of them, got {fmt(precision)}"
+    )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import threading
+from typing import Any, Iterator
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn.functional import _args
+from jaxcnn.functional._conv_cpu import conv_cpu
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+ALGORITHMS = ("xla", "taps", "chunked")
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
@@ -85,6 +90,7 @@ def conv(
     flip: bool = False,
     padding_mode: str = "zeros",
     precision: Any = None,
+    algorithm: str | None = None,
 ) -> jnp.ndarray:
     r"""N-d convolution (cross-correlation by default), channels-last.
 
@@ -119,7 +125,17 @@ def conv(
       padding_mode: what the padding holds: "zeros", "reflect" (mirror without
         repeating the edge), "replicate" (repeat the edge) or "circular" (wrap
         around), as PyTorch's ``padding_mode``.
-      precision: passed to :func:`jax.lax.conv_general_dilated`.
+      precision: passed to :func:`jax.lax.conv_general_dilated` (the "taps"
+        forward computes in float32 for float32 and narrower inputs, i.e. at
+        the highest precision, whatever this says).
+      algorithm: how to compute it: "xla" (``lax.conv_general_dilated`` and
+        JAX's derivatives of it), "taps" (a fused sum over kernel taps; XLA's
+        derivatives, in batch chunks), "chunked" (XLA's forward; its
+        derivatives in batch chunks) -- the last two ``groups=1`` only, see
+        :mod:`jaxcnn.functional._conv_cpu` -- or ``None`` (default):
+        :func:`choose_algorithm`'s measured rule. All give the same numbers up
+        to float rounding, and all work with ``grad``, ``jvp`` and ``vmap``;
+        only the speed differs.
 
     Returns:
       ``(N, *out_spatial, C_out)``, in the promoted dtype of ``x`` and ``kernel``.
@@ -140,6 +156,7 @@ def conv(
     strides = _args.tuple_arg(strides, nd, "strides")
     dilation = _args.tuple_arg(dilation, nd, "dilation")
     flip = _args.check_bool(flip, "flip")
+    precision = _args.check_precision(precision)
     padding_mode = _args.check_choice(padding_mode, "padding_mode", PADDING_MODES)
     window = tuple(kernel.shape[:nd])
     k_eff = _args.effective_size(window, dilation)
@@ -153,6 +170,14 @@ def conv(
     if padding_mode != "zeros":
         x = pad_input(x, pads, padding_mode)
         pads = ((0, 0),) * nd
+    algorithm = _args.check_choice(algorithm, "algorithm", ALGORITHMS) if algorithm is not None else None
+    if algorithm in ("taps", "chunked") and groups != 1:
+        raise ValueError(f"algorithm={algorithm!r} supports groups=1 only, got groups={groups}")
+    if algorithm is None:
+        algorithm = choose_algorithm(x.shape, kernel.shape, strides, groups)
+    if algorithm != "xla":
+        forward = "taps" if algorithm == "taps" else "xla"
+        return _add_bias(conv_cpu(x, kernel, strides, pads, dilation, precision, forward), bias)
     y = lax.conv_general_dilated(
         x,
         kernel,
@@ -164,6 +189,60 @@ def conv(
         precision=precision,
     )
     return _add_bias(y, bias)
+
+
+_DEFAULT = threading.local()
+
+
+@contextlib.contextmanager
+def default_conv_algorithm(algorithm: str | None) -> Iterator[None]:
+    """Within the block, trace ``conv(..., algorithm=None)`` with ``algorithm`` instead of the rule.
+
+    Like ``jax.default_matmul_precision``: scoped and thread-local. It acts
+    while a function is *traced*; a function already compiled outside the block
+    keeps the algorithm it was traced with. ``None`` restores the measured rule.
+    Grouped convolutions always use "xla". :mod:`jaxcnn.analysis` traces under
+    ``default_conv_algorithm("xla")`` so every convolution shows up as one
+    ``conv_general_dilated`` with its geometry.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxcnn.functional as F
+      >>> with F.default_conv_algorithm("xla"):
+      ...     y = F.conv(jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 4)))
+    """
+    if algorithm is not None:
+        algorithm = _args.check_choice(algorithm, "algorithm", ALGORITHMS)
+    previous = getattr(_DEFAULT, "algorithm", None)
+    _DEFAULT.algorithm = algorithm
+    try:
+        yield
+    finally:
+        _DEFAULT.algorithm = previous
+
+
+def choose_algorithm(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: tuple[int, ...], groups: int) -> str:
+    """The algorithm :func:`conv` uses when ``algorithm=None``: "xla", "taps" or "chunked".
+
+    Grouped convolutions: "xla". Inside :func:`default_conv_algorithm`, the
+    algorithm it names. Otherwise on GPU and TPU "xla": the vendor libraries
+    are fast there. On CPU (see :mod:`jaxcnn.functional._conv_cpu`), "taps"
+    for ``C_in * C_out <= 32``, where XLA:CPU's library convolution is weakest,
+    and "chunked" (XLA's forward, derivatives in batch chunks) otherwise. The
+    threshold is measured with ``benchmarks/`` on the LWLS layers at batch
+    32-512: the taps forward was 2-10x faster for 1->4 and 4->8 channels and
+    2-3x slower for 8->12.
+    """
+    if groups != 1:
+        return "xla"
+    scoped = getattr(_DEFAULT, "algorithm", None)
+    if scoped is not None:
+        return scoped
+    if jax.default_backend() != "cpu":
+        return "xla"
+    return "taps" if kernel_shape[-2] * kernel_shape[-1] <= TAPS_MAX_CHANNEL_PAIRS else "chunked"
+
+
+TAPS_MAX_CHANNEL_PAIRS = 32
 
 
 def pad_input(x: Any, pads: tuple[tuple[int, int], ...], mode: str) -> jnp.ndarray:

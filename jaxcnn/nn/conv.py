@@ -70,7 +70,7 @@ class Conv(nn.Module):
     Attributes:
       features: output channels ``C_out``.
       kernel_size: int or one int per spatial dim.
-      strides, padding, dilation, groups, padding_mode, flip, precision: as
+      strides, padding, dilation, groups, padding_mode, flip, precision, algorithm: as
         :func:`jaxcnn.functional.conv` (padding default "SAME").
       use_bias: add a learned bias.
       kernel_init, bias_init: initializers (LeCun normal, zeros).
@@ -103,6 +103,7 @@ class Conv(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     precision: Any = None
+    algorithm: str | None = None
 
     @nn.compact
     def __call__(self, x: Any) -> jnp.ndarray:
@@ -122,6 +123,7 @@ class Conv(nn.Module):
             flip=self.flip,
             padding_mode=self.padding_mode,
             precision=self.precision,
+            algorithm=self.algorithm,
         )
 
 
