@@ -22,6 +22,7 @@ def dropout(
     mode: str = "inverted",
     broadcast_axes: Any = (),
     axis_name: Any = None,
+    batch_part: tuple[int, int] | None = None,
 ) -> jnp.ndarray:
     r"""Dropout: zero each unit with probability ``rate``, keep it with ``p = 1 - rate``.
 
@@ -64,6 +65,12 @@ def dropout(
         exactly the units single-device training would (as ``batch_norm``'s
         ``axis_name`` makes its statistics global). ``x`` is this device's
         shard, axis 0 its batch; all shards must have the same size.
+      batch_part: ``(index, count)``: ``x`` is part ``index`` of ``count``
+        equal consecutive parts of the batch (axis 0). The mask of the whole
+        batch is drawn from ``key`` and this part's rows are kept, so computing
+        a batch in parts (as :func:`jaxcnn.train.make_train_step` does on CPU,
+        ``batch_split``) drops exactly the units of the whole batch. With
+        ``axis_name`` too, the parts are those of this device's shard.
 
     Returns:
       ``x``'s shape and dtype.
@@ -83,6 +90,7 @@ def dropout(
     training = _args.check_bool(training, "training")
     mode = _args.check_choice(mode, "mode", MODES)
     axes = _args.axes_arg(broadcast_axes, x.ndim, "broadcast_axes")
+    index, count = _args.batch_part_arg(batch_part, "batch_part")
     if key is not None:  # a malformed key is an error even where it is not used
         key = _args.check_key(key, "key")
     keep = 1.0 - rate
@@ -98,15 +106,15 @@ def dropout(
     if rate == 1.0:
         return jnp.zeros_like(x)
     mask_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
-    if axis_name is None or 0 in axes:
+    if axis_name is not None and 0 not in axes:
+        index, count = lax.axis_index(axis_name) * count + index, lax.axis_size(axis_name) * count
+    if count == 1 or 0 in axes:
         mask = jax.random.bernoulli(key, keep, mask_shape)
     else:
         if x.ndim == 0:
-            raise ValueError("dropout with axis_name needs x with a batch axis 0, got a scalar")
-        shards = lax.axis_size(axis_name)
-        global_mask = jax.random.bernoulli(key, keep, (shards * mask_shape[0],) + mask_shape[1:])
-        start = lax.axis_index(axis_name) * mask_shape[0]
-        mask = lax.dynamic_slice_in_dim(global_mask, start, mask_shape[0], axis=0)
+            raise ValueError("dropout with axis_name or batch_part needs x with a batch axis 0, got a scalar")
+        whole = jax.random.bernoulli(key, keep, (count * mask_shape[0],) + mask_shape[1:])
+        mask = lax.dynamic_slice_in_dim(whole, index * mask_shape[0], mask_shape[0], axis=0)
     mask = jnp.broadcast_to(mask, x.shape)
     kept = scale_by(x, 1.0 / keep) if mode == "inverted" else x
     return jnp.where(mask, kept, jnp.zeros((), x.dtype))

@@ -42,6 +42,11 @@ class Dropout(nn.Module):
         dropout drops what single-device dropout would (give every device the
         same ``"dropout"`` key). See :func:`jaxcnn.functional.dropout`.
 
+    ``__call__(x, deterministic=None, *, batch_part=None)``: ``batch_part``
+    ``(index, count)`` says ``x`` is one of ``count`` equal parts of the batch
+    (the train step's ``batch_split`` passes it), see
+    :func:`jaxcnn.functional.dropout`.
+
     Returns (``__call__``): ``x``'s shape and dtype.
 
     Reference: Srivastava et al., "Dropout", JMLR 15, 2014.
@@ -55,7 +60,7 @@ class Dropout(nn.Module):
     axis_name: Any = None
 
     @nn.compact
-    def __call__(self, x: Any, deterministic: bool | None = None) -> jnp.ndarray:
+    def __call__(self, x: Any, deterministic: bool | None = None, *, batch_part: tuple[int, int] | None = None) -> jnp.ndarray:
         deterministic = _args.check_bool(
             nn.merge_param("deterministic", self.deterministic, deterministic), "deterministic"
         )
@@ -70,4 +75,5 @@ class Dropout(nn.Module):
             mode=self.mode,
             broadcast_axes=self.broadcast_axes,
             axis_name=self.axis_name,
+            batch_part=batch_part,
         )

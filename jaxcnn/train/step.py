@@ -53,6 +53,7 @@ from jaxcnn.nn.norm import BatchNorm as _BatchNorm
 from jaxcnn.train.distributed import host_copy
 from jaxcnn.train.losses import LossFn, accuracy, get_loss
 from jaxcnn.train.partition import DATA_AXIS, DEFAULT_MIN_SIZE, make_mesh, param_sharding
+from jaxcnn.train.split import auto_parts, check_batch_split, mixing_layers, split_grad
 from jaxcnn.train.state import TrainState
 
 STRATEGIES = ("jit", "pmap", "sharded", "shard_map")
@@ -134,7 +135,11 @@ def _layer_interceptor(axis_name: str | None, mask: jnp.ndarray | None) -> Calla
 
 
 def train_step_body(
-    model: nn.Module, loss_fn: LossFn, axis_name: str | None = None, augment: Callable | None = None
+    model: nn.Module,
+    loss_fn: LossFn,
+    axis_name: str | None = None,
+    augment: Callable | None = None,
+    batch_split: int | str = 1,
 ) -> Callable:
     """The pure single-step function ``(state, batch) -> (state, metrics)``.
 
@@ -147,6 +152,8 @@ def train_step_body(
     Dropout draws from ``state.step_key()``; ``augment(key, x)``, if given,
     transforms the inputs first with ``fold_in(step_key, 1)`` (under pmap also
     folded with the device index, so devices augment differently).
+    ``batch_split``: compute the gradient as a sum over that many parts of the
+    (per-device) batch, or ``"auto"`` (:mod:`jaxcnn.train.split`).
     """
 
     def body(state: TrainState, batch: Batch):
@@ -158,21 +165,30 @@ def train_step_body(
             x = augment(key, x)
         w = _weights(batch)
         count = jnp.maximum(_psum(jnp.sum(w), axis_name), 1e-12)
+        mutable = ["batch_stats"] if state.batch_stats else False
+        dropout_key = state.step_key()
 
-        def objective(params):
+        def apply(params, inputs):
             variables = {**state.variables(), "params": params}
-            mutable = ["batch_stats"] if state.batch_stats else False
-            out = model.apply(variables, x, train=True, rngs={"dropout": state.step_key()}, mutable=mutable)
-            logits, updates = out if mutable else (out, {})
-            per_example = loss_fn(logits, y)
-            return jnp.sum(w * per_example) / count, (logits, per_example, updates)
+            out = model.apply(variables, inputs, train=True, rngs={"dropout": dropout_key}, mutable=mutable)
+            return out if mutable else (out, {})
 
+        def objective(params, part, index=0):
+            logits, updates = apply(params, part["x"])
+            per_example = loss_fn(logits, part["y"])
+            return jnp.sum(part["w"] * per_example) / count, (logits, per_example, updates)
+
+        data = {"x": x, "y": y, "w": w}
+        parts = _split_parts(batch_split, x.shape[0], bool(state.batch_stats), lambda: apply(state.params, x))
         mask = batch["weight"] > 0 if "weight" in batch else None
-        if axis_name is None and mask is None:
-            grads, aux = jax.grad(objective, has_aux=True)(state.params)
+        if parts > 1:
+            with nn.intercept_methods(_layer_interceptor(axis_name, None)):
+                grads, aux = split_grad(objective, state.params, data, parts)
+        elif axis_name is None and mask is None:
+            grads, aux = jax.grad(objective, has_aux=True)(state.params, data)
         else:
             with nn.intercept_methods(_layer_interceptor(axis_name, mask)):
-                grads, aux = jax.grad(objective, has_aux=True)(state.params)
+                grads, aux = jax.grad(objective, has_aux=True)(state.params, data)
         if axis_name is not None:
             grads = lax.psum(grads, axis_name)
         logits, per_example, updates = aux
@@ -180,6 +196,32 @@ def train_step_body(
         return new_state, _weighted_metrics(logits, y, per_example, w, count, axis_name)
 
     return body
+
+
+def _split_parts(batch_split: int | str, batch_size: int, has_batch_stats: bool, apply: Callable) -> int:
+    """How many parts :func:`train_step_body` splits a batch into (:mod:`jaxcnn.train.split`).
+
+    ``"auto"``: :func:`~jaxcnn.train.split.auto_parts`, or 1 when the model has
+    BatchNorm statistics or a layer that mixes examples. An explicit ``k > 1``
+    must divide the batch, and such a model is an error.
+    """
+    if batch_split == 1:
+        return 1
+    if batch_split == "auto":
+        parts = auto_parts(batch_size)
+        if parts == 1 or has_batch_stats or mixing_layers(apply):
+            return 1
+        return parts
+    if batch_size % batch_split:
+        raise ValueError(f"batch_split={batch_split} must divide the (per-device) batch size {batch_size}")
+    found = mixing_layers(apply)
+    if has_batch_stats or found:
+        raise ValueError(
+            f"batch_split={batch_split} would change this model's step: layers {found or ['with batch_stats']} "
+            f"mix the examples of a batch (BatchNorm statistics would become per part; only jaxcnn.nn.Dropout "
+            f"can draw the whole batch's mask); use batch_split=1 or 'auto'"
+        )
+    return batch_split
 
 
 def eval_step_body(model: nn.Module, loss_fn: LossFn, axis_name: str | None = None) -> Callable:
@@ -458,6 +500,7 @@ def make_train_step(
     augment: Callable | None = None,
     model_parallel: int = 1,
     min_shard_size: int = DEFAULT_MIN_SIZE,
+    batch_split: int | str = "auto",
 ) -> CompiledStep:
     """Compile a training step for one device, data-parallel pmap/shard_map, or a sharded mesh.
 
@@ -486,6 +529,14 @@ def make_train_step(
         (:func:`jaxcnn.train.partition.param_sharding`), the batch over "data".
         The numbers are those of the replicated run.
       min_shard_size: see ``model_parallel``.
+      batch_split: compute each step's gradient as the sum over ``k`` equal
+        parts of the batch, which XLA:CPU runs concurrently
+        (:mod:`jaxcnn.train.split`); the result is the unsplit step's up to
+        float summation order, dropout masks included. ``"auto"`` (default):
+        strategy "jit" on a CPU device, for models without BatchNorm, in parts
+        of about 32 examples (:func:`jaxcnn.train.split.auto_parts`);
+        otherwise 1. Models whose layers mix examples other than through
+        BatchNorm need ``batch_split=1``.
 
     Returns:
       A :class:`CompiledStep`: ``state, metrics = step(state, batch)`` on
@@ -499,17 +550,21 @@ def make_train_step(
       >>> state, m = step(state, step.place_batch({"x": x, "y": y}))    # doctest: +SKIP
     """
     placement = _resolve(strategy, devices, steps_per_call, model_parallel, min_shard_size)
-    fn = _cached(_compiled_train_step, model, get_loss(loss_fn), placement, donate, unroll, augment)
+    batch_split = check_batch_split(batch_split)
+    if batch_split == "auto" and not (placement.strategy == "jit" and placement.devices[0].platform == "cpu"):
+        batch_split = 1
+    fn = _cached(_compiled_train_step, model, get_loss(loss_fn), placement, donate, unroll, augment, batch_split)
     return CompiledStep(fn, placement)
 
 
-def _compiled_train_step(model, loss_fn, placement, donate, unroll, augment) -> Callable:
+def _compiled_train_step(model, loss_fn, placement, donate, unroll, augment, batch_split) -> Callable:
     multi = None
     if placement.steps_per_call > 1:
         def multi(body):
             return lambda state, batches: lax.scan(body, state, batches, unroll=unroll)
 
-    return _compile(lambda axis: train_step_body(model, loss_fn, axis, augment), placement, donate=donate, multi=multi)
+    return _compile(lambda axis: train_step_body(model, loss_fn, axis, augment, batch_split), placement, donate=donate,
+                    multi=multi)
 
 
 def _compiled_eval_step(model, loss_fn, placement) -> Callable:
