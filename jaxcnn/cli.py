@@ -21,6 +21,16 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+def _batch_split(text: str) -> int | str:
+    """``--batch-split``: "auto" or a positive int (checked again by make_train_step)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive int, got {text!r}") from None
+
+
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, KeyError)
 CONFIG = "config.json"
 
@@ -86,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--strategy", default=None, help="jit | pmap | sharded | shard_map (default: sharded on several devices, else jit)")
     t.add_argument("--steps-per-call", type=int, default=1, help="training steps per compiled dispatch")
+    t.add_argument("--batch-split", type=_batch_split, default="auto",
+                   help="each step's gradient summed over this many parts of the batch, which XLA:CPU runs "
+                        "concurrently; 'auto' (default): parts of ~32 examples on CPU for models without BatchNorm")
     t.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: bfloat16 compute, float32 params and optimizer")
     t.add_argument("--augment", action="store_true", help="random crop (pad 2) and horizontal flip while training")
     t.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
@@ -328,7 +341,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out_dir=out, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, resume=args.resume,
         early_stopping=args.early_stopping, steps_per_call=args.steps_per_call,
         augment=_augmenter(ds) if args.augment else None, progress=not args.no_progress, max_steps=args.max_steps,
-        remainder=args.remainder, model_parallel=args.model_parallel,
+        remainder=args.remainder, model_parallel=args.model_parallel, batch_split=args.batch_split,
     )
     final = result.final
     if not result.history:  # a resumed run that had already finished: evaluate its checkpoint

@@ -169,3 +169,17 @@ class _FlaxDropoutNet(nn.Module):
 def test_batch_split_errors(model, kw, err, match):
     with pytest.raises(err, match=match):
         _run(model, **kw)
+
+
+def test_fit_and_cli_pass_batch_split_through(tmp_path, capsys):
+    from jaxcnn.cli import main
+    from jaxcnn.train import fit
+
+    ds = jaxcnn.data.digits(size=28)
+    with pytest.raises(ValueError, match="flax.linen"):
+        fit(_FlaxDropoutNet(), ds, optax.sgd(0.1), epochs=1, batch_size=64, progress=False, batch_split=2)
+    with pytest.raises(SystemExit):
+        main(["train", "--batch-split", "many", "--out", str(tmp_path / "r")])
+    assert "--batch-split" in capsys.readouterr().err
+    assert main(["train", "--batch-split", "3", "--batch-size", "64", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "batch_split=3 must divide" in capsys.readouterr().err

@@ -196,6 +196,7 @@ def fit(
     remainder: str = "drop",
     model_parallel: int = 1,
     min_shard_size: int = DEFAULT_MIN_SIZE,
+    batch_split: int | str = "auto",
 ) -> FitResult:
     """Train ``model`` on ``dataset`` with the optimizer ``tx``, evaluating after every epoch.
 
@@ -235,6 +236,9 @@ def fit(
         overwritten).
       early_stopping: stop when the test loss has not improved for this many epochs.
       steps_per_call: run this many steps per dispatch (see :func:`make_train_step`).
+      batch_split: each step's gradient as a sum over this many parts of the
+        batch, or "auto" (see :func:`make_train_step`): 1 for models whose
+        layers mix examples other than through BatchNorm.
       augment: ``augment(key, x) -> x``, a pure JAX function applied to every
         training batch inside the compiled step.
       eval_batch_size: batch size of evaluation.
@@ -269,10 +273,11 @@ def fit(
     loss_fn = get_loss(loss)
     shard = {"model_parallel": model_parallel, "min_shard_size": min_shard_size}
     train_step = make_train_step(model, loss_fn, strategy, steps_per_call=steps_per_call, devices=devices,
-                                 augment=augment, **shard)
+                                 augment=augment, batch_split=batch_split, **shard)
     single_step = train_step
     if steps_per_call > 1:
-        single_step = make_train_step(model, loss_fn, train_step.strategy, devices=devices, augment=augment, **shard)
+        single_step = make_train_step(model, loss_fn, train_step.strategy, devices=devices, augment=augment,
+                                      batch_split=batch_split, **shard)
     eval_step = make_eval_step(model, loss_fn, train_step.strategy, devices=devices, **shard)
     rows = train_step.process_rows(batch_size)
     per_device = train_step.data_parallel
