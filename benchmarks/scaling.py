@@ -262,7 +262,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             + ("The machine was shared with other jobs during the run (see the load average), so the numbers "
                "are noisy, and a run with more devices also runs more threads, which win a larger share of the "
                "contended cores from the other jobs: on a loaded machine that alone can look like a speed-up. "
-               "Re-run on a quiet machine for clean numbers. " if meta["load_before"][0] > 0.5 * meta["cpus"] else "")
+               "Re-run on a quiet machine for clean numbers. " if meta["load_before"][0] > 1.25 * meta["cpus"] else "")
             + "On n real GPUs or TPU cores the same command with `--real-devices` measures real scaling.",
             "",
         ]
