@@ -21,10 +21,11 @@ the whole batch's mask and keeps each part's rows
 unsplit step. Layers that mix examples in other ways must be trained with
 ``batch_split=1``.
 
-Measured (``benchmarks/``, LWLS CNN + Adam, 2-core AVX-512, vs PyTorch eager in
-the same process): parts of 32 examples were fastest at every batch size
-(batch 128: 1.00x -> 1.31x; batch 512: 0.82x -> 1.15x with 16 parts), and
-batch 32 was best unsplit; hence :func:`auto_parts`.
+Measured (LWLS CNN + Adam, 2-core AVX-512, against PyTorch eager in the same
+process): parts of 32 examples were the fastest size tried at batch 64, 128
+and 512 (against 64, 128 and 256), and at batch 32 two parts of 16 were slower
+than none (1.39x vs 1.43x); hence :func:`auto_parts`. With it, ``python -m benchmarks.run`` went from 0.85x
+to 1.20x PyTorch at batch 128 and from 0.64x to 1.00x at batch 512.
 """
 
 from __future__ import annotations
