@@ -420,7 +420,7 @@ METHOD = """## Method and its limits
 - **Same work**: float32, the same architectures and tensor shapes, random inputs and labels (the step is measured, not
   data loading: each peer reuses one batch already in its own layout and device memory). jaxcnn uses only its public
   API (`get_model`, `create_train_state`, `make_optimizer`, `make_train_step(strategy="jit", steps_per_call=k)`,
-  `place_state`/`place_batch`) with its defaults: on CPU the convolution algorithm rule (`jaxcnn.functional.conv.choose_algorithm`) and,
+  `place_state`/`place_batch`) with its defaults: on CPU the convolution algorithm rule (`F.choose_algorithm`) and,
   for models without BatchNorm (the LWLS CNN, not ResNet-18), `batch_split="auto"` (the gradient summed over parts
   of 32 examples, which XLA:CPU runs concurrently; same numbers, see `jaxcnn/train/split.py`). The PyTorch peer is an eager loop (`zero_grad`, `backward`, `step`, NCHW,
   `torch.optim` defaults); the Flax peer is the Flax examples' `@jax.jit` step with the state donated. jaxcnn's step

@@ -123,7 +123,7 @@ def jaxcnn_case(cfg: TrainConfig, k: int) -> tuple[Case, dict[str, Any]]:
     x, y = make_data(cfg, leading=k if k > 1 else 0)
     batch = step.place_batch({"x": x, "y": y})
     case, current = _stateful_jax_case(f"jaxcnn k={k}", step, state, batch)
-    return case, {"jit_fn": step.fn, "current_state": current, "batch": batch}
+    return case, {"jit_fn": step.fn_for(state), "current_state": current, "batch": batch}
 
 
 def flax_case(cfg: TrainConfig) -> tuple[Case, dict[str, Any]]:

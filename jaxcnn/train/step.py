@@ -49,6 +49,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcnn.functional import _args
+from jaxcnn.functional.conv import cpu_compiler_options
 from jaxcnn.nn.norm import BatchNorm as _BatchNorm
 from jaxcnn.train.distributed import host_copy
 from jaxcnn.train.losses import LossFn, accuracy, get_loss
@@ -409,13 +410,35 @@ def _with(shape: tuple, axis: int, size: int) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class CompiledStep:
-    """A compiled step with its :class:`Placement`: ``step(placed_state, placed_batch)``."""
+    """A compiled step with its :class:`Placement`: ``step(placed_state, placed_batch)``.
 
-    fn: Callable
+    On CPU the step is compiled with the XLA options its state's convolution
+    kernels call for (:func:`jaxcnn.functional.conv.cpu_compiler_options`);
+    :meth:`fn_for` returns the jitted function a given state runs with.
+    """
+
+    build: Callable[[tuple], Callable]
     placement: Placement
+    _built: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def fn_for(self, state: Any) -> Callable:
+        """The jitted (or pmapped) function that ``step(state, batch)`` calls."""
+        options = None
+        if self.placement.devices[0].platform == "cpu" and self.placement.strategy != "pmap":
+            params = state["params"] if isinstance(state, dict) else state.params
+            options = cpu_compiler_options(params)
+        key = tuple(sorted(options.items())) if options else ()
+        if key not in self._built:
+            self._built[key] = self.build(key)
+        return self._built[key]
+
+    @property
+    def fn(self) -> Callable:
+        """The function compiled with XLA's default options (what a state without large kernels uses)."""
+        return self.fn_for({"params": {}})
 
     def __call__(self, state: Any, batch: Batch) -> Any:
-        return self.fn(state, batch)
+        return self.fn_for(state)(state, batch)
 
     def __getattr__(self, name: str) -> Any:  # place_state, place_batch, fetch_state, ...
         return getattr(self.placement, name)
@@ -446,7 +469,8 @@ def _resolve(strategy: str | None, devices: Any, steps_per_call: Any, model_para
     return Placement(strategy, devices[:1] if strategy == "jit" else devices, k, mp, min_size)
 
 
-def _compile(body_for_axis: Callable[[str | None], Callable], placement: Placement, *, donate: bool, multi: Callable | None):
+def _compile(body_for_axis: Callable[[str | None], Callable], placement: Placement, *, donate: bool, multi: Callable | None,
+             options: tuple = ()):
     """jit/pmap/shard_map the body built by ``body_for_axis(axis_name)`` for ``placement``.
 
     "shard_map" uses ``check_vma=False``: the body is pmap's, which sums the
@@ -457,6 +481,7 @@ def _compile(body_for_axis: Callable[[str | None], Callable], placement: Placeme
     times. This is also how ``jax.pmap`` itself is lowered onto ``shard_map``.
     """
     donate_argnums = (0,) if donate else ()
+    jit = functools.partial(jax.jit, donate_argnums=donate_argnums, compiler_options=dict(options) or None)
 
     def wrap(body):
         return body if multi is None else multi(body)
@@ -469,14 +494,14 @@ def _compile(body_for_axis: Callable[[str | None], Callable], placement: Placeme
     if placement.strategy == "shard_map":
         fn = jax.shard_map(wrap(body_for_axis(DATA_AXIS)), mesh=mesh, in_specs=(P(), data_spec), out_specs=P(),
                            check_vma=False)
-        return jax.jit(fn, donate_argnums=donate_argnums)
+        return jit(fn)
     fn = wrap(body_for_axis(None))
     if placement.strategy == "jit":
-        return jax.jit(fn, donate_argnums=donate_argnums)
+        return jit(fn)
     data = NamedSharding(mesh, data_spec)
     if placement.model_parallel == 1:
         replicated = NamedSharding(mesh, P())
-        return jax.jit(fn, in_shardings=(replicated, data), out_shardings=replicated, donate_argnums=donate_argnums)
+        return jit(fn, in_shardings=(replicated, data), out_shardings=replicated)
 
     def constrained(state, batch):
         """The state's shardings depend on its shapes (:func:`param_sharding`), so they are
@@ -485,7 +510,7 @@ def _compile(body_for_axis: Callable[[str | None], Callable], placement: Placeme
         out = fn(state, lax.with_sharding_constraint(batch, data))
         return lax.with_sharding_constraint(out, placement.state_sharding(out))
 
-    return jax.jit(constrained, donate_argnums=donate_argnums)
+    return jit(constrained)
 
 
 def make_train_step(
@@ -553,22 +578,27 @@ def make_train_step(
     batch_split = check_batch_split(batch_split)
     if batch_split == "auto" and not (placement.strategy == "jit" and placement.devices[0].platform == "cpu"):
         batch_split = 1
-    fn = _cached(_compiled_train_step, model, get_loss(loss_fn), placement, donate, unroll, augment, batch_split)
-    return CompiledStep(fn, placement)
+    loss_fn = get_loss(loss_fn)
+    return CompiledStep(
+        lambda options: _cached(_compiled_train_step, model, loss_fn, placement, donate, unroll, augment, batch_split,
+                                options),
+        placement,
+    )
 
 
-def _compiled_train_step(model, loss_fn, placement, donate, unroll, augment, batch_split) -> Callable:
+def _compiled_train_step(model, loss_fn, placement, donate, unroll, augment, batch_split, options) -> Callable:
     multi = None
     if placement.steps_per_call > 1:
         def multi(body):
             return lambda state, batches: lax.scan(body, state, batches, unroll=unroll)
 
     return _compile(lambda axis: train_step_body(model, loss_fn, axis, augment, batch_split), placement, donate=donate,
-                    multi=multi)
+                    multi=multi, options=options)
 
 
-def _compiled_eval_step(model, loss_fn, placement) -> Callable:
-    return _compile(lambda axis: eval_step_body(model, loss_fn, axis), placement, donate=False, multi=None)
+def _compiled_eval_step(model, loss_fn, placement, options) -> Callable:
+    return _compile(lambda axis: eval_step_body(model, loss_fn, axis), placement, donate=False, multi=None,
+                    options=options)
 
 
 @functools.lru_cache(maxsize=64)
@@ -606,4 +636,5 @@ def make_eval_step(
     and "shard_map" only if it uses collectives at inference.
     """
     placement = _resolve(strategy, devices, 1, model_parallel, min_shard_size)
-    return CompiledStep(_cached(_compiled_eval_step, model, get_loss(loss_fn), placement), placement)
+    loss_fn = get_loss(loss_fn)
+    return CompiledStep(lambda options: _cached(_compiled_eval_step, model, loss_fn, placement, options), placement)
