@@ -420,9 +420,11 @@ METHOD = """## Method and its limits
 - **Same work**: float32, the same architectures and tensor shapes, random inputs and labels (the step is measured, not
   data loading: each peer reuses one batch already in its own layout and device memory). jaxcnn uses only its public
   API (`get_model`, `create_train_state`, `make_optimizer`, `make_train_step(strategy="jit", steps_per_call=k)`,
-  `place_state`/`place_batch`) with its defaults: on CPU the convolution algorithm rule (`F.choose_algorithm`) and,
-  for models without BatchNorm (the LWLS CNN, not ResNet-18), `batch_split="auto"` (the gradient summed over parts
-  of 32 examples, which XLA:CPU runs concurrently; same numbers, see `jaxcnn/train/split.py`). The PyTorch peer is an eager loop (`zero_grad`, `backward`, `step`, NCHW,
+  `place_state`/`place_batch`) with its defaults: on CPU the convolution algorithm rule (`F.choose_algorithm`), the
+  compiler options its kernels call for (`F.cpu_compiler_options`: Eigen's convolution for ResNet-18, XLA's default
+  for the LWLS CNN) and, for models without BatchNorm (the LWLS CNN, not ResNet-18), `batch_split="auto"` (the
+  gradient summed over parts of 32 examples, which XLA:CPU runs concurrently; same numbers, see
+  `jaxcnn/train/split.py`). The primitives are `jaxcnn.functional` under a plain `jax.jit` (XLA's default options). The PyTorch peer is an eager loop (`zero_grad`, `backward`, `step`, NCHW,
   `torch.optim` defaults); the Flax peer is the Flax examples' `@jax.jit` step with the state donated. jaxcnn's step
   also computes accuracy and per-example weights; the Flax step computes loss and accuracy. LWLS conv2 is padded 2/2
   in PyTorch (as its users write it) vs SAME 1/2 in JAX: same shape and cost.
