@@ -65,8 +65,7 @@ def run(ctx: Context) -> None:
         ax.set_ylabel("output")
     fig.colorbar(im, ax=ax2, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), "Left: every output sees every input. Right: the conv matrix is banded (sparse) and constant along diagonals (shared).")
+    ctx.save_figure(fig, dpi=110, caption="Left: every output sees every input. Right: the conv matrix is banded (sparse) and constant along diagonals (shared).")
 
     ctx.check("dense 5->5 layer has 5*5+5 = 30 parameters", dense_1d == 30, f"measured {dense_1d}")
     ctx.check("3-tap conv 5->5 has 3+1 = 4 parameters", conv_1d == 4, f"measured {conv_1d}")

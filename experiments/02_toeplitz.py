@@ -136,9 +136,7 @@ def run(ctx: Context) -> None:
                 ax.axvline(b * block - 0.5, color="k", lw=0.6)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)  # the harness creates it only when writing the .md
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), "Conv matrices (grey = 0). Left: banded Toeplitz. Middle: stride 2 skips rows of the "
+    ctx.save_figure(fig, dpi=110, caption="Conv matrices (grey = 0). Left: banded Toeplitz. Middle: stride 2 skips rows of the "
                "stride-1 matrix. Right: 2-D conv = block Toeplitz matrix whose blocks are Toeplitz (one block per kernel row).")
 
     worst = max(errors)

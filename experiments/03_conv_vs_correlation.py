@@ -187,9 +187,7 @@ def run(ctx: Context) -> None:
     ax.set_title("training loss: C's curve lies exactly on A's", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout(w_pad=4)
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)  # the harness creates it only when writing the .md
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), "A learns with true convolutions, C with cross-correlations from A's flipped "
+    ctx.save_figure(fig, dpi=110, caption="A learns with true convolutions, C with cross-correlations from A's flipped "
                "start: C's kernels are A's mirrored and the loss curves coincide; B (correlation, unflipped start) "
                "takes a different path to a similar accuracy.")
 

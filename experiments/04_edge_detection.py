@@ -119,9 +119,7 @@ def run(ctx: Context) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)  # the harness creates it only when writing the .md
-    fig.savefig(ctx.figure_path(), dpi=90)
-    ctx.figure(ctx.figure_path(), "The difference along rows lights up the vertical edges (the pillars) and the "
+    ctx.save_figure(fig, dpi=90, caption="The difference along rows lights up the vertical edges (the pillars) and the "
                "difference along columns the horizontal ones (roof lines, balustrades); dark = strong response, "
                "clipped at the 99th percentile. Bottom: the red box enlarged.")
 

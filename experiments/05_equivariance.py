@@ -129,9 +129,7 @@ def run(ctx: Context) -> None:
     ax.set_title(f"mean over {n} MNIST digits; 8 random 5x5 filters + ReLU", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout(h_pad=2)
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)  # the harness creates it only when writing the .md
-    fig.savefig(ctx.figure_path(), dpi=100)
-    ctx.figure(ctx.figure_path(), "Left: a digit, its shift, a feature map (shifted by the same amount) and the "
+    ctx.save_figure(fig, dpi=100, caption="Left: a digit, its shift, a feature map (shifted by the same amount) and the "
                "4x4 max-pooled map (barely changed). Right: how much each representation changes with the shift.")
 
     worst = max(eq_err)

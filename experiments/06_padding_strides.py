@@ -167,9 +167,7 @@ def run(ctx: Context) -> None:
     fig.suptitle("Top row of each panel: the input (7 samples, blue) and this mode's zero padding (grey).\n"
                  "Below: the window each output reads (kernel [1, 1, 1], so y = window sum); hatched = padding", fontsize=11)
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)  # the harness creates it only when writing the .md
-    fig.savefig(ctx.figure_path(), dpi=90)
-    ctx.figure(ctx.figure_path(), "n = 7, k = 3. VALID reads only real inputs (5 outputs); SAME pads one zero per "
+    ctx.save_figure(fig, dpi=90, caption="n = 7, k = 3. VALID reads only real inputs (5 outputs); SAME pads one zero per "
                "side (7); FULL pads k-1 = 2 per side (9 outputs, the first and last see one real input); CAUSAL pads "
                "2 on the left only, so y_t reads x_{t-2..t}. Stride 2 keeps every other window.")
 

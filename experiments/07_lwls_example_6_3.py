@@ -96,9 +96,7 @@ def run(ctx: Context) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), f"Learning curves (mean over {len(seeds)} seed(s)): dashed = training batches "
+    ctx.save_figure(fig, dpi=110, caption=f"Learning curves (mean over {len(seeds)} seed(s)): dashed = training batches "
                "during the epoch, solid = the 2,000 held-out images after it.")
 
     cnn, mlp, matched = results[CNN], results[MLP_200], results[MATCHED]

@@ -176,9 +176,7 @@ def run(ctx: Context) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)  # the harness creates it only when writing the .md
-    fig.savefig(ctx.figure_path(), dpi=100)
-    ctx.figure(ctx.figure_path(), "Where the gradient of a pooling layer goes (upstream gradient 1 per window).")
+    ctx.save_figure(fig, dpi=100, caption="Where the gradient of a pooling layer goes (upstream gradient 1 per window).")
 
     worst_fd = max(fd_errs)
     ctx.check("jax.enable_x64(True) works as a context in this JAX version (arrays inside are float64)", dtype_ok)

@@ -164,9 +164,7 @@ def run(ctx: Context) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), "Left: training loss of each optimizer at its best learning rate (same initial "
+    ctx.save_figure(fig, dpi=110, caption="Left: training loss of each optimizer at its best learning rate (same initial "
                "weights, same batches). Middle: final training loss over each grid (a diverged run ends near "
                "log 10 = 2.3). Right: Adam with three losses, accuracy on the training batches.")
 

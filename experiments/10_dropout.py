@@ -166,9 +166,7 @@ def run(ctx: Context) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), "Left: training (with masks) and test loss per epoch, seed "
+    ctx.save_figure(fig, dpi=110, caption="Left: training (with masks) and test loss per epoch, seed "
                f"{seeds[0]}. Right: test accuracy of the softmax averaged over k dropout masks vs one deterministic pass.")
 
     sgd, no = gap["SGD 0.1", RATE], gap["SGD 0.1", 0.0]

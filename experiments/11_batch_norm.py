@@ -153,9 +153,7 @@ def run(ctx: Context) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), "Left: SGD training loss with (solid) and without (dashed) BatchNorm. Middle: "
+    ctx.save_figure(fig, dpi=110, caption="Left: SGD training loss with (solid) and without (dashed) BatchNorm. Middle: "
                "test accuracy when each test batch is normalized by its own statistics, against the running "
                "statistics (dashed). Right: what BatchNorm adds to test accuracy after one epoch, by training batch size.")
 

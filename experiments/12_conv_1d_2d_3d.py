@@ -201,7 +201,6 @@ def channel_part(ctx: Context) -> dict:
 
 
 def figures(ctx: Context, m1: dict, v3: dict, ch: dict) -> None:
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     gs = fig.add_gridspec(2, 7)
     ax = fig.add_subplot(gs[:, :4])
@@ -222,8 +221,7 @@ def figures(ctx: Context, m1: dict, v3: dict, ch: dict) -> None:
         a.imshow(noisy[z], cmap="magma", interpolation="nearest")
         a.set_title(f"input: noisy slice z={z}", fontsize=7)
         a.set_axis_off()
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), "Left: MNIST-1D test accuracy during training, with the published accuracies dashed. "
+    ctx.save_figure(fig, dpi=110, caption="Left: MNIST-1D test accuracy during training, with the published accuracies dashed. "
                f"Right: one test volume ({v3['size']}^3) of each class, as a maximum projection and a middle slice "
                "(volumes drawn from the same range for the three shapes; noise sd 0.3).")
 
@@ -262,9 +260,7 @@ def figures(ctx: Context, m1: dict, v3: dict, ch: dict) -> None:
     fig.suptitle("Top: the trained first kernel W in R^{3x3x1x4} (4 filters of 3x3x1).\nBottom rows: conv2 (3x3x4x8), "
                  f"output channel {o} = the sum over its 4 input channels of 3x3 correlations, plus the bias", fontsize=9)
     fig.tight_layout()
-    path = ctx.figure_path("kernels")
-    fig.savefig(path, dpi=110)
-    ctx.figure(path, "A C_in x C_out kernel is C_out filters, each a stack of C_in 2-D slices: every slice correlates "
+    ctx.save_figure(fig, suffix="kernels", dpi=110, caption="A C_in x C_out kernel is C_out filters, each a stack of C_in 2-D slices: every slice correlates "
                "one input channel, and the output channel is their sum (plus a bias).")
 
 

@@ -261,13 +261,11 @@ def run(ctx: Context) -> None:
          ("floor: expected MSE of the best predictor", "", "", per["floor"], ar["floor"])],
     )
 
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     draw_stack(ax1, [1, 2, 4, 8], 16, "dilated: kernel 2, dilations 1, 2, 4, 8 -> sees 16 inputs")
     draw_stack(ax2, [1, 1, 1, 1], 16, "not dilated: kernel 2, dilation 1 -> sees 5 inputs")
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), "Which units the last output depends on (red; found by jax.grad of that output with "
+    ctx.save_figure(fig, dpi=110, caption="Which units the last output depends on (red; found by jax.grad of that output with "
                "respect to every layer), for 4 causal layers with and without dilation.")
 
     fig = Figure(figsize=(11, 5.5), layout="constrained")
@@ -297,8 +295,7 @@ def run(ctx: Context) -> None:
     ax.plot(t, per["plain"]["pred"][t], color="C1", lw=1, label="plain")
     ax.set(xlabel="t", title="one periodic test sequence: one-step predictions")
     ax.legend(fontsize=7, ncol=3)
-    fig.savefig(ctx.figure_path("training"), dpi=110)
-    ctx.figure(ctx.figure_path("training"), "Top left: receptive fields for L = 1..8. Top: test MSE during training "
+    ctx.save_figure(fig, suffix="training", dpi=110, caption="Top left: receptive fields for L = 1..8. Top: test MSE during training "
                "(outputs with a full field). Bottom: predictions on a periodic test sequence.")
 
     for L in range(1, 9):

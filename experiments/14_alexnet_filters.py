@@ -178,7 +178,6 @@ def run(ctx: Context) -> None:
         [(s, loss, acc) for s, loss, acc in curve if s % (steps // 4) == 0 or s == steps],
     )
 
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
     plot_filters(w, ctx.figure_path(), ncols=8, title=f"alexnet conv1 after {steps} steps: 32 filters 11x11x3")
     ctx.figure(ctx.figure_path(), "The trained first-layer filters (each scaled to its own range, as in the AlexNet paper).")
     plot_filters(w_init, ctx.figure_path("init"), ncols=8, title="the same filters at initialization")
@@ -190,8 +189,7 @@ def run(ctx: Context) -> None:
             ax.hist(s[:, j], bins=np.linspace(-0.2 if j == 0 else 0, 1, 25), alpha=0.6, color=color, label=name)
         ax.set(title=labels[j], xlabel="per filter")
     fig.axes[0].legend(fontsize=7)
-    fig.savefig(ctx.figure_path("stats"), dpi=110)
-    ctx.figure(ctx.figure_path("stats"), "Distribution over the 32 filters of each structure measure.")
+    ctx.save_figure(fig, suffix="stats", dpi=110, caption="Distribution over the 32 filters of each structure measure.")
 
     init = stats["initialization"]
     margin = 0.5 if ctx.quick else 1.0  # the quick run trains a third as long: half the margins

@@ -152,7 +152,6 @@ def run(ctx: Context) -> None:
           f"{n_frozen:,} parameters", "dense2: 2,010 parameters")],
     )
 
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     for ax, (name, r) in zip(fig.subplots(1, 2, sharey=True), results.items()):
         for m, marker in zip(METHODS, "osd"):
@@ -165,8 +164,7 @@ def run(ctx: Context) -> None:
         ax.grid(alpha=0.3)
     fig.axes[0].set_ylabel("test accuracy (%)")
     fig.axes[0].legend(fontsize=8)
-    fig.savefig(ctx.figure_path(), dpi=110)
-    ctx.figure(ctx.figure_path(), f"Mean test accuracy over {len(seeds)} label draws (bars: min-max), for the two ways "
+    ctx.save_figure(fig, dpi=110, caption=f"Mean test accuracy over {len(seeds)} label draws (bars: min-max), for the two ways "
                "of bringing the 8x8 digits to 28x28.")
 
     main_r, other_r = results[main_name], results[other_name]

@@ -130,9 +130,7 @@ def run(ctx: Context) -> None:
         ax.set_xlabel("input column")
         ax.set_ylabel("input row")
     fig.tight_layout()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)  # the harness creates it only when writing the .md
-    fig.savefig(ctx.figure_path(), dpi=100)
-    ctx.figure(ctx.figure_path(), "Colour = the first layer whose centre unit's gradient reaches that input pixel "
+    ctx.save_figure(fig, dpi=100, caption="Colour = the first layer whose centre unit's gradient reaches that input pixel "
                "(nested squares: each layer sees more); red dashed = the analytic field, clipped to the image.")
 
     ctx.check("lwls_cnn: analytic (clipped) field = gradient-measured field for conv1-3, centre and corner units",

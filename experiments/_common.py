@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from jaxcnn._figures import save
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MNIST_DIR = Path(os.environ.get("JAXCNN_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
 
@@ -89,6 +91,13 @@ class Context:
     def figure(self, path: Path, caption: str) -> None:
         """Reference a PNG written by the experiment (relative link in the result file)."""
         self.sections.append(f"![{caption}]({path.name})\n\n*{caption}*\n")
+
+    def save_figure(self, fig: Any, *, caption: str, suffix: str = "", dpi: int = 110) -> Path:
+        """Write ``fig`` to :meth:`figure_path` (creating ``out_dir``) and reference it with ``caption``."""
+        path = self.figure_path(suffix)
+        save(fig, path, dpi)
+        self.figure(path, caption)
+        return path
 
     def check(self, claim: str, ok: bool, detail: str = "") -> None:
         """Record a claim and whether the numbers support it; failures end the run with exit 1."""
