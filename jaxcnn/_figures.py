@@ -12,7 +12,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 def save(fig: Figure, path: Any, dpi: int) -> None:
@@ -27,7 +27,7 @@ def save(fig: Figure, path: Any, dpi: int) -> None:
 
 def grid(n: int, ncols: int | None) -> tuple[int, int]:
     """``(rows, cols)`` for ``n`` panels: ``ncols`` columns, or about square when ``None``."""
-    ncols = max(1, math.ceil(math.sqrt(n))) if ncols is None else _args.as_int(ncols, "ncols")
+    ncols = max(1, math.ceil(math.sqrt(n))) if ncols is None else _validate.as_int(ncols, "ncols")
     if ncols < 1:
         raise ValueError(f"ncols must be >= 1, got {ncols}")
     ncols = min(ncols, n)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxcnn.functional as F
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 X = jnp.zeros((2, 8, 8, 4))
 W = jnp.zeros((3, 3, 4, 6))
@@ -126,18 +126,18 @@ def test_traced_rate_is_a_type_error_that_says_how_to_fix_it():
     ],
 )
 def test_padding_pairs_table(spec, expected):
-    assert _args.padding_pairs(spec, (7, 9), (3, 2), (1, 2)) == expected
+    assert _validate.padding_pairs(spec, (7, 9), (3, 2), (1, 2)) == expected
 
 
 def test_padding_pairs_rejects_strings_a_caller_does_not_allow():
     with pytest.raises(ValueError, match="padding must be one of 'VALID', 'SAME'"):
-        _args.padding_pairs("FULL", (5,), (3,), (1,), allowed=("VALID", "SAME"))
+        _validate.padding_pairs("FULL", (5,), (3,), (1,), allowed=("VALID", "SAME"))
 
 
 @pytest.mark.parametrize("n, k, s", [(n, k, s) for n in range(1, 12) for k in (1, 2, 3, 5) for s in (1, 2, 3)])
 def test_same_output_is_ceil_n_over_s(n, k, s):
-    lo, hi = _args.same_pads(n, k, s)
-    assert _args.out_size(n, (lo, hi), k, s) == -(-n // s)
+    lo, hi = _validate.same_pads(n, k, s)
+    assert _validate.out_size(n, (lo, hi), k, s) == -(-n // s)
     assert 0 <= hi - lo <= 1
 
 

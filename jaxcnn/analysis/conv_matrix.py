@@ -10,17 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 def _layout(kernel: np.ndarray, input_shape: tuple[int, ...]) -> tuple[int, int, int, bool]:
     """``(nd, c_in, c_out_present, plain)`` from the ranks of ``kernel`` and ``input_shape``."""
     r_k, r_x = kernel.ndim, len(input_shape)
-    if r_k == r_x + 1 and r_x - 1 in _args.SPATIAL_DIMS:  # x (*spatial, C_in), kernel (*window, I, O)
+    if r_k == r_x + 1 and r_x - 1 in _validate.SPATIAL_DIMS:  # x (*spatial, C_in), kernel (*window, I, O)
         return r_x - 1, input_shape[-1], True, False
-    if r_k == r_x + 2 and r_x in _args.SPATIAL_DIMS:  # x (*spatial,), kernel (*window, 1, O)
+    if r_k == r_x + 2 and r_x in _validate.SPATIAL_DIMS:  # x (*spatial,), kernel (*window, 1, O)
         return r_x, 1, True, False
-    if r_k == r_x and r_x in _args.SPATIAL_DIMS:  # x (*spatial,), kernel (*window,)
+    if r_k == r_x and r_x in _validate.SPATIAL_DIMS:  # x (*spatial,), kernel (*window,)
         return r_x, 1, False, True
     raise ValueError(
         f"kernel of shape {kernel.shape} does not match input_shape {input_shape}: expected "
@@ -35,7 +35,7 @@ def conv_matrix(
     input_shape: Sequence[int],
     *,
     strides: Any = 1,
-    padding: _args.PaddingLike = "VALID",
+    padding: _validate.PaddingLike = "VALID",
     dilation: Any = 1,
     groups: int = 1,
     flip: bool = False,
@@ -63,7 +63,7 @@ def conv_matrix(
         with 1, 2 or 3 spatial dims.
       strides, dilation: int or one per spatial dim.
       padding: any padding spec of :func:`jaxcnn.functional.conv` (default
-        "VALID"), resolved by ``_args.padding_pairs``, the same rule ``conv`` uses.
+        "VALID"), resolved by ``_validate.padding_pairs``, the same rule ``conv`` uses.
       groups: channel groups.
       flip: true convolution (kernel reversed spatially), as ``conv(flip=True)``.
 
@@ -85,10 +85,10 @@ def conv_matrix(
     (convolution as multiplication by a doubly block circulant/Toeplitz matrix);
     Dumoulin & Visin, "A guide to convolution arithmetic for deep learning", 2016, sec. 4.1.
     """
-    kernel = np.asarray(_args.check_array(kernel, "kernel"))
+    kernel = np.asarray(_validate.check_array(kernel, "kernel"))
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
-        raise TypeError(f"input_shape must be a sequence of ints, got {_args.fmt(input_shape)}")
-    input_shape = tuple(_args.as_int(s, f"input_shape[{i}]") for i, s in enumerate(input_shape))
+        raise TypeError(f"input_shape must be a sequence of ints, got {_validate.fmt(input_shape)}")
+    input_shape = tuple(_validate.as_int(s, f"input_shape[{i}]") for i, s in enumerate(input_shape))
     if any(s < 1 for s in input_shape):
         raise ValueError(f"input_shape must hold positive sizes, got {input_shape}")
     if any(s < 1 for s in kernel.shape):
@@ -96,7 +96,7 @@ def conv_matrix(
     nd, c_in, _, plain = _layout(kernel, input_shape)
     if plain:
         kernel = kernel.reshape(kernel.shape + (1, 1))
-    groups = _args.as_int(groups, "groups")
+    groups = _validate.as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     c_in_g, c_out = kernel.shape[-2], kernel.shape[-1]
@@ -107,15 +107,15 @@ def conv_matrix(
         )
     if c_out % groups:
         raise ValueError(f"groups={groups} must divide the output channels C_out={c_out} of the kernel")
-    strides = _args.tuple_arg(strides, nd, "strides")
-    dilation = _args.tuple_arg(dilation, nd, "dilation")
-    flip = _args.check_bool(flip, "flip")
+    strides = _validate.tuple_arg(strides, nd, "strides")
+    dilation = _validate.tuple_arg(dilation, nd, "dilation")
+    flip = _validate.check_bool(flip, "flip")
     window = kernel.shape[:nd]
     sizes = input_shape[:nd]
-    k_eff = _args.effective_size(window, dilation)
-    pads = _args.padding_pairs(padding, sizes, k_eff, strides)
-    _args.check_pad_fits(sizes, pads, k_eff, what=f"kernel of window {window} with dilation {dilation}")
-    out = tuple(_args.out_size(n, p, k, s) for n, p, k, s in zip(sizes, pads, k_eff, strides))
+    k_eff = _validate.effective_size(window, dilation)
+    pads = _validate.padding_pairs(padding, sizes, k_eff, strides)
+    _validate.check_pad_fits(sizes, pads, k_eff, what=f"kernel of window {window} with dilation {dilation}")
+    out = tuple(_validate.out_size(n, p, k, s) for n, p, k, s in zip(sizes, pads, k_eff, strides))
     if flip:
         kernel = kernel[tuple(slice(None, None, -1) for _ in range(nd))]
 
@@ -203,14 +203,14 @@ def conv_matrix_stats(
     Reference: Goodfellow, Bengio & Courville, *Deep Learning*, 2016, sec. 9.2
     (sparse interactions and parameter sharing).
     """
-    matrix = np.asarray(_args.check_array(matrix, "matrix"))
+    matrix = np.asarray(_validate.check_array(matrix, "matrix"))
     if matrix.ndim != 2:
         raise ValueError(f"matrix must be 2-D (outputs, inputs), got shape {matrix.shape}")
-    kernel = np.asarray(_args.check_array(kernel, "kernel"))
-    bias = _args.check_bool(bias, "bias")
+    kernel = np.asarray(_validate.check_array(kernel, "kernel"))
+    bias = _validate.check_bool(bias, "bias")
     if out_channels is None:
         out_channels = kernel.shape[-1] if kernel.ndim >= 3 else 1
-    out_channels = _args.as_int(out_channels, "out_channels")
+    out_channels = _validate.as_int(out_channels, "out_channels")
     m, n = matrix.shape
     nonzero = matrix[matrix != 0]
     distinct = len(np.unique(nonzero))

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxcnn._figures import grid, save
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.train.curves import plot_curves  # noqa: F401  (re-exported: one implementation)
 
 def plot_filters(
@@ -49,7 +49,7 @@ def plot_filters(
     Reference: Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep
     Convolutional Neural Networks", NeurIPS 2012, fig. 3.
     """
-    kernel = np.asarray(_args.check_array(kernel, "kernel"), np.float64)
+    kernel = np.asarray(_validate.check_array(kernel, "kernel"), np.float64)
     if kernel.ndim != 4:
         raise ValueError(
             f"kernel must have shape (kh, kw, C_in, C_out) (a 2-D conv kernel, rank 4), got shape "
@@ -141,13 +141,13 @@ def plot_feature_maps(
     Networks", ECCV 2014.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a flax.linen.Module, got {_args.fmt(model)}")
+        raise TypeError(f"model must be a flax.linen.Module, got {_validate.fmt(model)}")
     if not isinstance(layer, str):
-        raise TypeError(f"layer must be a module path string such as 'Conv_0', got {_args.fmt(layer)}")
-    max_maps = _args.as_int(max_maps, "max_maps")
+        raise TypeError(f"layer must be a module path string such as 'Conv_0', got {_validate.fmt(layer)}")
+    max_maps = _validate.as_int(max_maps, "max_maps")
     if max_maps < 1:
         raise ValueError(f"max_maps must be >= 1, got {max_maps}")
-    x = jnp.asarray(_args.check_array(x, "x"))
+    x = jnp.asarray(_validate.check_array(x, "x"))
     def forward(variables, x):
         return model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"], **call_kwargs)
 

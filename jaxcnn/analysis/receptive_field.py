@@ -31,7 +31,7 @@ from jax import lax
 
 from jaxcnn.analysis import _jaxpr
 from jaxcnn.analysis.summary import _default_rngs, _per_example_shape
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.functional.conv import default_conv_algorithm
 
 
@@ -67,7 +67,7 @@ class LayerSpec:
     window: Any
     strides: Any = 1
     dilation: Any = 1
-    padding: _args.PaddingLike = "VALID"
+    padding: _validate.PaddingLike = "VALID"
     name: str = ""
 
 
@@ -139,7 +139,7 @@ def chain_receptive_field(layers: Sequence[Any], input_shape: Sequence[int]) -> 
         \text{start}_l = \text{start}_{l-1} + \left(\tfrac{k_{eff,l}-1}{2} - p_{lo,l}\right) j_{l-1}
 
     with ``r_0 = 1, j_0 = 1, start_0 = 0``. Each padding spec is resolved by
-    ``jaxcnn.functional._args.padding_pairs`` against the size the layer sees.
+    ``jaxcnn.functional._validate.padding_pairs`` against the size the layer sees.
 
     Args:
       layers: :class:`LayerSpec` objects (or dicts with the same keys).
@@ -160,24 +160,24 @@ def chain_receptive_field(layers: Sequence[Any], input_shape: Sequence[int]) -> 
     shape = _per_example_shape(input_shape)
     sizes = shape[:-1]
     nd = len(sizes)
-    if nd not in _args.SPATIAL_DIMS:
+    if nd not in _validate.SPATIAL_DIMS:
         raise ValueError(f"input_shape must be (*spatial, C) with 1, 2 or 3 spatial dims, got {shape}")
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
-        raise TypeError(f"layers must be a non-empty sequence of LayerSpec, got {_args.fmt(layers)}")
+        raise TypeError(f"layers must be a non-empty sequence of LayerSpec, got {_validate.fmt(layers)}")
     dims = tuple(_Dim(i, 0, 0, 1) for i in range(nd))
     rows = []
     for i, spec in enumerate(layers):
         if isinstance(spec, dict):
             spec = LayerSpec(**spec)
         if not isinstance(spec, LayerSpec):
-            raise TypeError(f"layers[{i}] must be a LayerSpec or a dict of its fields, got {_args.fmt(spec)}")
-        window = _args.tuple_arg(spec.window, nd, f"layers[{i}].window")
-        strides = _args.tuple_arg(spec.strides, nd, f"layers[{i}].strides")
-        dilation = _args.tuple_arg(spec.dilation, nd, f"layers[{i}].dilation")
-        k_eff = _args.effective_size(window, dilation)
-        pads = _args.padding_pairs(spec.padding, sizes, k_eff, strides, name=f"layers[{i}].padding")
-        _args.check_pad_fits(sizes, pads, k_eff, what=f"layers[{i}] window {window}")
-        sizes = tuple(_args.out_size(n, p, k, s) for n, p, k, s in zip(sizes, pads, k_eff, strides))
+            raise TypeError(f"layers[{i}] must be a LayerSpec or a dict of its fields, got {_validate.fmt(spec)}")
+        window = _validate.tuple_arg(spec.window, nd, f"layers[{i}].window")
+        strides = _validate.tuple_arg(spec.strides, nd, f"layers[{i}].strides")
+        dilation = _validate.tuple_arg(spec.dilation, nd, f"layers[{i}].dilation")
+        k_eff = _validate.effective_size(window, dilation)
+        pads = _validate.padding_pairs(spec.padding, sizes, k_eff, strides, name=f"layers[{i}].padding")
+        _validate.check_pad_fits(sizes, pads, k_eff, what=f"layers[{i}] window {window}")
+        sizes = tuple(_validate.out_size(n, p, k, s) for n, p, k, s in zip(sizes, pads, k_eff, strides))
         dims = tuple(_step(d, k, s, p[0], d.axis) for d, k, s, p in zip(dims, k_eff, strides, pads))
         rows.append(_layer_row(spec.name or f"layer{i}", "layer", window, strides, dilation, pads, sizes, dims))
     return rows
@@ -275,9 +275,9 @@ class _Tracer:
         """Apply the recurrence along the spatial ``axes`` of a window op (conv or pooling)."""
         in_shape = eqn.invars[0].aval.shape
         sizes = [in_shape[a] for a in axes]
-        k_eff = _args.effective_size(window, dilation)
+        k_eff = _validate.effective_size(window, dilation)
         if all(lo >= 0 and hi >= 0 for lo, hi in pads):  # the one padding rule, as conv/pool use it
-            pads = _args.padding_pairs(tuple(pads), sizes, k_eff, strides)
+            pads = _validate.padding_pairs(tuple(pads), sizes, k_eff, strides)
         dims = []
         for d in field:
             if d.axis in axes:
@@ -596,7 +596,7 @@ def _positions(position: Any, field: Field, out_shape: tuple) -> tuple:
         if isinstance(position, (str, bytes)) or not isinstance(position, Sequence) or len(position) != nd:
             raise TypeError(
                 f"position must be None or a sequence of {nd} ints (one per input spatial dim), "
-                f"got {_args.fmt(position)}"
+                f"got {_validate.fmt(position)}"
             )
     result = []
     for d, dim in enumerate(field):
@@ -610,7 +610,7 @@ def _positions(position: Any, field: Field, out_shape: tuple) -> tuple:
             result.append(None)
             continue
         n = out_shape[dim.axis]
-        p = (n - 1) // 2 if given is None else _args.as_int(given, f"position[{d}]")
+        p = (n - 1) // 2 if given is None else _validate.as_int(given, f"position[{d}]")
         if not 0 <= p < n:
             raise ValueError(f"position[{d}]={p} is outside the output's axis of size {n}")
         result.append(p)
@@ -635,7 +635,7 @@ def receptive_field(
     Analytic: the function is traced to a jaxpr and the field of every tensor is
     propagated from the input: at each convolution or pooling window (kernel
     size, stride, dilation and the resolved ``(lo, hi)`` padding read from the
-    operation; padding through ``_args.padding_pairs``)
+    operation; padding through ``_validate.padding_pairs``)
 
     .. math::
 
@@ -710,17 +710,17 @@ def receptive_field(
     """
     shape = _per_example_shape(input_shape)
     nd = len(shape) - 1
-    if nd not in _args.SPATIAL_DIMS:
+    if nd not in _validate.SPATIAL_DIMS:
         raise ValueError(f"input_shape must be (*spatial, C) with 1, 2 or 3 spatial dims, got {shape}")
-    measure = _args.check_bool(measure, "measure")
+    measure = _validate.check_bool(measure, "measure")
     if model_or_fn is None and layers is None:
         raise ValueError("receptive_field needs a model or function, or layers=[LayerSpec, ...], got neither")
     if model_or_fn is not None and not (isinstance(model_or_fn, nn.Module) or callable(model_or_fn)):
-        raise TypeError(f"model_or_fn must be a flax.linen.Module or a function of x, got {_args.fmt(model_or_fn)}")
+        raise TypeError(f"model_or_fn must be a flax.linen.Module or a function of x, got {_validate.fmt(model_or_fn)}")
 
     if x is None:
         x = np.random.default_rng(0).uniform(0.5, 1.5, shape)
-    x = np.asarray(_args.check_array(x, "x"))
+    x = np.asarray(_validate.check_array(x, "x"))
     if tuple(x.shape) != shape:
         raise ValueError(f"x must have the per-example shape input_shape={shape}, got shape {tuple(x.shape)}")
     xb = jnp.asarray(x[None], dtype)  # host-side reshape: no op to compile

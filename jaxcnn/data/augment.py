@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 def random_crop(key: Any, x: Any, padding: Any) -> jnp.ndarray:
@@ -45,9 +45,9 @@ def random_crop(key: Any, x: Any, padding: Any) -> jnp.ndarray:
     Reference: K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for
     Image Recognition", CVPR 2016, Sec. 4.2 (4-pixel pad and 32x32 crop).
     """
-    key = _args.check_key(key, "key")
-    x, nd = _args.spatial_input(x, "x")
-    pads = _args.tuple_arg(padding, nd, "padding", minimum=0)
+    key = _validate.check_key(key, "key")
+    x, nd = _validate.spatial_input(x, "x")
+    pads = _validate.tuple_arg(padding, nd, "padding", minimum=0)
     maxval = jnp.asarray([2 * p + 1 for p in pads], jnp.int32)
     widths = [(0, 0)] + [(p, p) for p in pads] + [(0, 0)]
     padded = jnp.pad(x, widths)
@@ -81,9 +81,9 @@ def random_flip(key: Any, x: Any, *, prob: float = 0.5) -> jnp.ndarray:
       >>> D.random_flip(jax.random.key(0), x, prob=1.0)[0, 0, :, 0].tolist()
       [3.0, 2.0, 1.0, 0.0]
     """
-    key = _args.check_key(key, "key")
-    x, _ = _args.spatial_input(x, "x")
-    prob = _args.check_unit_interval(prob, "prob")
+    key = _validate.check_key(key, "key")
+    x, _ = _validate.spatial_input(x, "x")
+    prob = _validate.check_unit_interval(prob, "prob")
     flip = jax.random.bernoulli(key, prob, (x.shape[0],))
     flip = jnp.reshape(flip, (-1,) + (1,) * (x.ndim - 1))
     return jnp.where(flip, jnp.flip(x, axis=x.ndim - 2), x)
@@ -105,19 +105,19 @@ def normalize(x: Any, mean: Any, std: Any) -> jnp.ndarray:
       >>> D.normalize(jnp.full((1, 2, 2, 3), 0.5), jnp.full(3, 0.5), jnp.full(3, 0.25))[0, 0, 0].tolist()
       [0.0, 0.0, 0.0]
     """
-    x = _args.check_array(x, "x")
-    _args.check_floating(x, "x")
+    x = _validate.check_array(x, "x")
+    _validate.check_floating(x, "x")
     if x.ndim < 1:
-        raise ValueError(f"x must have a channel axis, got {_args.fmt(x)}")
+        raise ValueError(f"x must have a channel axis, got {_validate.fmt(x)}")
     c = x.shape[-1]
     out = []
     for value, name in ((mean, "mean"), (std, "std")):
-        value = _args.check_array(value, name)
+        value = _validate.check_array(value, name)
         if value.ndim == 0:
             value = jnp.reshape(jnp.asarray(value, x.dtype), (1,) * x.ndim)
         else:
-            _args.check_vector(value, c, name)
-            value = _args.channel_vector(jnp.asarray(value, x.dtype), x.ndim)
+            _validate.check_vector(value, c, name)
+            value = _validate.channel_vector(jnp.asarray(value, x.dtype), x.ndim)
         out.append(value)
     if not isinstance(std, jax.core.Tracer) and not np.all(np.asarray(std) > 0):
         raise ValueError(f"std must be positive in every channel, got {np.asarray(std).tolist()}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool = True) -> int:
@@ -19,9 +19,9 @@ def num_batches(n: int, batch_size: int, drop_remainder: bool = True) -> int:
       >>> num_batches(10, 4), num_batches(10, 4, drop_remainder=False)
       (2, 3)
     """
-    n = _args.as_int(n, "n")
-    batch_size = _args.as_int(batch_size, "batch_size")
-    drop_remainder = _args.check_bool(drop_remainder, "drop_remainder")
+    n = _validate.as_int(n, "n")
+    batch_size = _validate.as_int(batch_size, "batch_size")
+    drop_remainder = _validate.check_bool(drop_remainder, "drop_remainder")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if batch_size < 1:
@@ -97,10 +97,10 @@ def batches(
       [1.0, 1.0, 0.0, 0.0]
     """
     x, y = np.asarray(x), np.asarray(y)
-    shuffle = _args.check_bool(shuffle, "shuffle")
-    pad_remainder = _args.check_bool(pad_remainder, "pad_remainder")
-    seed, epoch = _args.as_int(seed, "seed"), _args.as_int(epoch, "epoch")
-    start = _args.as_int(start, "start")
+    shuffle = _validate.check_bool(shuffle, "shuffle")
+    pad_remainder = _validate.check_bool(pad_remainder, "pad_remainder")
+    seed, epoch = _validate.as_int(seed, "seed"), _validate.as_int(epoch, "epoch")
+    start = _validate.as_int(start, "start")
     if x.ndim < 1 or y.ndim < 1 or len(x) != len(y):
         raise ValueError(
             f"x and y must have the same number of rows, got shapes {x.shape} and {y.shape}"

@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -45,21 +45,21 @@ class Dataset:
     description: str
 
     def __post_init__(self) -> None:
-        num_classes = _args.as_int(self.num_classes, "num_classes")
+        num_classes = _validate.as_int(self.num_classes, "num_classes")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         for part in ("train", "test"):
             x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
             if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
                 raise TypeError(
-                    f"x_{part} and y_{part} must be NumPy arrays, got {_args.fmt(x)} and {_args.fmt(y)}"
+                    f"x_{part} and y_{part} must be NumPy arrays, got {_validate.fmt(x)} and {_validate.fmt(y)}"
                 )
             if x.ndim < 2 or not _is_float(x.dtype):
                 raise ValueError(
-                    f"x_{part} must be a floating array of shape (N, *input_shape), got {_args.fmt(x)}"
+                    f"x_{part} must be a floating array of shape (N, *input_shape), got {_validate.fmt(x)}"
                 )
             if y.dtype != np.int32 or y.ndim != 1:
-                raise ValueError(f"y_{part} must be an int32 array of shape (N,), got {_args.fmt(y)}")
+                raise ValueError(f"y_{part} must be an int32 array of shape (N,), got {_validate.fmt(y)}")
             if len(x) != len(y):
                 raise ValueError(f"x_{part} has {len(x)} examples but y_{part} has {len(y)} labels")
             if len(y) and (y.min() < 0 or y.max() >= num_classes):
@@ -124,8 +124,8 @@ def split_indices(n: int, num_train: int, seed: int) -> tuple[np.ndarray, np.nda
     Returns:
       ``(train_idx, test_idx)``, int64 arrays of ``num_train`` and ``n - num_train``.
     """
-    num_train = _args.as_int(num_train, "num_train")
-    seed = _args.as_int(seed, "seed")
+    num_train = _validate.as_int(num_train, "num_train")
+    seed = _validate.as_int(seed, "seed")
     if not 1 <= num_train < n:
         raise ValueError(f"num_train must be in [1, {n - 1}] for {n} examples, got {num_train}")
     if seed < 0:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from jaxcnn.data.sharding import device_put_batch
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 THREAD_NAME = "jaxcnn-prefetch"
 _POLL_S = 0.05
@@ -58,11 +58,11 @@ def prefetch(
       >>> [b["x"].shape for b in D.prefetch(D.batches(x, y, 4))]
       [(4, 2), (4, 2)]
     """
-    size = _args.as_int(size, "size")
+    size = _validate.as_int(size, "size")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     if put is not None and not callable(put):
-        raise TypeError(f"put must be a callable or None, got {_args.fmt(put)}")
+        raise TypeError(f"put must be a callable or None, got {_validate.fmt(put)}")
     return _run(iter(iterator), size, put)
 
 

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 DATA_AXIS = "data"
 
@@ -33,7 +33,7 @@ def batch_sharding(sharding_or_mesh: Mesh | NamedSharding, *, axis: str = DATA_A
         return NamedSharding(sharding_or_mesh.mesh, PartitionSpec(spec[0] if len(spec) else None))
     raise TypeError(
         f"sharding_or_mesh must be a jax.sharding.Mesh or NamedSharding, got "
-        f"{_args.fmt(sharding_or_mesh)}"
+        f"{_validate.fmt(sharding_or_mesh)}"
     )
 
 
@@ -127,5 +127,5 @@ def device_put_batch(batch: Any, where: Any = None, *, axis: str = DATA_AXIS) ->
     if where is None or isinstance(where, jax.Device):
         return jax.device_put(batch, where)
     raise TypeError(
-        f"where must be None, a jax.Device, a Mesh or a NamedSharding, got {_args.fmt(where)}"
+        f"where must be None, a jax.Device, a Mesh or a NamedSharding, got {_validate.fmt(where)}"
     )

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.functional._conv_cpu import conv_cpu
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -31,15 +31,15 @@ def _check_conv_shapes(x, kernel, bias, groups: int, *, x_name: str, c_in_axis: 
     ``c_in_axis`` is the kernel axis that must equal ``x``'s channels: ``-2`` (I,
     times ``groups``) for conv, ``-1`` (O) for conv_transpose.
     """
-    x, nd = _args.spatial_input(x, x_name)
-    kernel = _args.check_array(kernel, "kernel")
+    x, nd = _validate.spatial_input(x, x_name)
+    kernel = _validate.check_array(kernel, "kernel")
     if kernel.ndim != x.ndim:
         raise ValueError(
             f"kernel must have shape (*window, C_in // groups, C_out) with {nd} window dims "
             f"to match {x_name} of shape {tuple(x.shape)}, got kernel shape {tuple(kernel.shape)}"
         )
-    _args.check_floating(x, x_name)
-    _args.check_floating(kernel, "kernel")
+    _validate.check_floating(x, x_name)
+    _validate.check_floating(kernel, "kernel")
     if any(k < 1 for k in kernel.shape):
         raise ValueError(f"kernel must have no zero-sized axis, got shape {tuple(kernel.shape)}")
     k_in, k_out = kernel.shape[-2], kernel.shape[-1]
@@ -65,7 +65,7 @@ def _check_conv_shapes(x, kernel, bias, groups: int, *, x_name: str, c_in_axis: 
     if c_out % groups:
         raise ValueError(f"groups={groups} must divide the output channels C_out={c_out} of the kernel")
     out_channels = c_out if c_in_axis == -2 else c_in
-    _args.check_vector(bias, out_channels, "bias", "C_out" if c_in_axis == -2 else "C_in")
+    _validate.check_vector(bias, out_channels, "bias", "C_out" if c_in_axis == -2 else "C_in")
     return nd
 
 
@@ -75,7 +75,7 @@ def _promote(*arrays):
 
 
 def _add_bias(y, bias):
-    return y if bias is None else y + _args.channel_vector(bias, y.ndim)
+    return y if bias is None else y + _validate.channel_vector(bias, y.ndim)
 
 
 def conv(
@@ -84,7 +84,7 @@ def conv(
     bias: Any = None,
     *,
     strides: Any = 1,
-    padding: _args.PaddingLike = "SAME",
+    padding: _validate.PaddingLike = "SAME",
     dilation: Any = 1,
     groups: int = 1,
     flip: bool = False,
@@ -148,21 +148,21 @@ def conv(
 
     Reference: Goodfellow, Bengio & Courville, *Deep Learning*, 2016, ch. 9.1-9.5.
     """
-    groups = _args.as_int(groups, "groups")
+    groups = _validate.as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     nd = _check_conv_shapes(x, kernel, bias, groups, x_name="x", c_in_axis=-2)
-    x, kernel = _args.check_array(x, "x"), _args.check_array(kernel, "kernel")
-    strides = _args.tuple_arg(strides, nd, "strides")
-    dilation = _args.tuple_arg(dilation, nd, "dilation")
-    flip = _args.check_bool(flip, "flip")
-    precision = _args.check_precision(precision)
-    padding_mode = _args.check_choice(padding_mode, "padding_mode", PADDING_MODES)
+    x, kernel = _validate.check_array(x, "x"), _validate.check_array(kernel, "kernel")
+    strides = _validate.tuple_arg(strides, nd, "strides")
+    dilation = _validate.tuple_arg(dilation, nd, "dilation")
+    flip = _validate.check_bool(flip, "flip")
+    precision = _validate.check_precision(precision)
+    padding_mode = _validate.check_choice(padding_mode, "padding_mode", PADDING_MODES)
     window = tuple(kernel.shape[:nd])
-    k_eff = _args.effective_size(window, dilation)
+    k_eff = _validate.effective_size(window, dilation)
     sizes = tuple(x.shape[1:-1])
-    pads = _args.padding_pairs(padding, sizes, k_eff, strides)
-    _args.check_pad_fits(sizes, pads, k_eff, what=f"kernel of window {window} with dilation {dilation}")
+    pads = _validate.padding_pairs(padding, sizes, k_eff, strides)
+    _validate.check_pad_fits(sizes, pads, k_eff, what=f"kernel of window {window} with dilation {dilation}")
 
     x, kernel, bias = _promote(x, kernel, bias)
     if flip:
@@ -170,7 +170,7 @@ def conv(
     if padding_mode != "zeros":
         x = pad_input(x, pads, padding_mode)
         pads = ((0, 0),) * nd
-    algorithm = _args.check_choice(algorithm, "algorithm", ALGORITHMS) if algorithm is not None else None
+    algorithm = _validate.check_choice(algorithm, "algorithm", ALGORITHMS) if algorithm is not None else None
     if algorithm in ("taps", "chunked") and groups != 1:
         raise ValueError(f"algorithm={algorithm!r} supports groups=1 only, got groups={groups}")
     if algorithm is None:
@@ -211,7 +211,7 @@ def default_conv_algorithm(algorithm: str | None) -> Iterator[None]:
       ...     y = F.conv(jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 4)))
     """
     if algorithm is not None:
-        algorithm = _args.check_choice(algorithm, "algorithm", ALGORITHMS)
+        algorithm = _validate.check_choice(algorithm, "algorithm", ALGORITHMS)
     previous = getattr(_DEFAULT, "algorithm", None)
     _DEFAULT.algorithm = algorithm
     try:
@@ -297,7 +297,7 @@ def conv_transpose(
     bias: Any = None,
     *,
     strides: Any = 1,
-    padding: _args.PaddingLike = 0,
+    padding: _validate.PaddingLike = 0,
     output_padding: Any = 0,
     dilation: Any = 1,
     groups: int = 1,
@@ -345,14 +345,14 @@ def conv_transpose(
     Reference: Dumoulin & Visin, "A guide to convolution arithmetic for deep
     learning", 2016, sec. 4.
     """
-    groups = _args.as_int(groups, "groups")
+    groups = _validate.as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     nd = _check_conv_shapes(y, kernel, bias, groups, x_name="y", c_in_axis=-1)
-    y, kernel = _args.check_array(y, "y"), _args.check_array(kernel, "kernel")
-    strides = _args.tuple_arg(strides, nd, "strides")
-    dilation = _args.tuple_arg(dilation, nd, "dilation")
-    output_padding = _args.tuple_arg(output_padding, nd, "output_padding", minimum=0)
+    y, kernel = _validate.check_array(y, "y"), _validate.check_array(kernel, "kernel")
+    strides = _validate.tuple_arg(strides, nd, "strides")
+    dilation = _validate.tuple_arg(dilation, nd, "dilation")
+    output_padding = _validate.tuple_arg(output_padding, nd, "output_padding", minimum=0)
     for i, (op, s, d) in enumerate(zip(output_padding, strides, dilation)):
         if op >= max(s, d):
             raise ValueError(
@@ -360,10 +360,10 @@ def conv_transpose(
                 f"spatial dim; dim {i} has output_padding={op}, stride={s}, dilation={d}"
             )
     window = tuple(kernel.shape[:nd])
-    k_eff = _args.effective_size(window, dilation)
+    k_eff = _validate.effective_size(window, dilation)
     sizes = tuple(y.shape[1:-1])
     forward_sizes = tuple(n * s for n, s in zip(sizes, strides))  # only "SAME" reads it
-    pads = _args.padding_pairs(padding, forward_sizes, k_eff, strides)
+    pads = _validate.padding_pairs(padding, forward_sizes, k_eff, strides)
     extra = list(output_padding)
     if isinstance(padding, str) and padding.upper() == "SAME":
         for i, ((lo, hi), k, s) in enumerate(zip(pads, k_eff, strides)):

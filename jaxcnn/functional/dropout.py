@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 MODES = ("inverted", "scaled")
 
@@ -84,15 +84,15 @@ def dropout(
     Reference: Srivastava et al., "Dropout: A Simple Way to Prevent Neural
     Networks from Overfitting", JMLR 15, 2014.
     """
-    x = _args.check_array(x, "x")
-    _args.check_floating(x, "x")
-    rate = _args.check_unit_interval(rate, "rate")
-    training = _args.check_bool(training, "training")
-    mode = _args.check_choice(mode, "mode", MODES)
-    axes = _args.axes_arg(broadcast_axes, x.ndim, "broadcast_axes")
-    index, count = _args.batch_part_arg(batch_part, "batch_part")
+    x = _validate.check_array(x, "x")
+    _validate.check_floating(x, "x")
+    rate = _validate.check_unit_interval(rate, "rate")
+    training = _validate.check_bool(training, "training")
+    mode = _validate.check_choice(mode, "mode", MODES)
+    axes = _validate.axes_arg(broadcast_axes, x.ndim, "broadcast_axes")
+    index, count = _validate.batch_part_arg(batch_part, "batch_part")
     if key is not None:  # a malformed key is an error even where it is not used
-        key = _args.check_key(key, "key")
+        key = _validate.check_key(key, "key")
     keep = 1.0 - rate
     if not training:
         return x if mode == "inverted" or rate == 0.0 else scale_by(x, keep)

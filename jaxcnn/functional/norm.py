@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 def moments(x: Any, axes: tuple[int, ...], axis_name: Any = None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -152,7 +152,7 @@ _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 def _mask_weights(mask: Any, x: Any) -> jnp.ndarray:
     """A ``(N,)`` or ``x.shape[:-1]`` mask as float32 0/1 weights ``(N, *spatial, 1)``."""
-    mask = _args.check_array(mask, "mask")
+    mask = _validate.check_array(mask, "mask")
     n_lead = x.ndim - 1
     shape = tuple(mask.shape)
     if shape == tuple(x.shape[:1]):
@@ -176,7 +176,7 @@ def affine(y, scale, bias, dtype) -> jnp.ndarray:
     """``y * scale + bias`` in float32 (either may be ``None``), cast to ``dtype``.
 
     ``scale``/``bias`` must already broadcast against ``y`` (see
-    :func:`jaxcnn.functional._args.channel_vector`).
+    :func:`jaxcnn.functional._validate.channel_vector`).
     """
     if scale is not None:
         y = y * scale.astype(jnp.float32)
@@ -252,27 +252,27 @@ def batch_norm(
 
     Reference: Ioffe & Szegedy, "Batch Normalization", ICML 2015, Algorithm 1.
     """
-    x = _args.check_array(x, "x")
+    x = _validate.check_array(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, *spatial, C) or (N, C), got shape {tuple(x.shape)}")
-    _args.check_floating(x, "x")
+    _validate.check_floating(x, "x")
     c = x.shape[-1]
-    mean = _args.check_vector(mean, c, "mean")
-    var = _args.check_vector(var, c, "var")
+    mean = _validate.check_vector(mean, c, "mean")
+    var = _validate.check_vector(var, c, "var")
     if mean is None or var is None:
         raise TypeError("mean and var must be (C,) arrays of running statistics, got None")
-    scale = _args.check_vector(scale, c, "scale")
-    bias = _args.check_vector(bias, c, "bias")
-    training = _args.check_bool(training, "training")
+    scale = _validate.check_vector(scale, c, "scale")
+    bias = _validate.check_vector(bias, c, "bias")
+    training = _validate.check_bool(training, "training")
     if mask is not None:
         _mask_weights(mask, x)  # validate the shape even when it will not be used
-    momentum = _args.check_unit_interval(momentum, "momentum")
-    epsilon = _args.check_nonnegative(epsilon, "epsilon")
-    scale_b = None if scale is None else _args.channel_vector(scale, x.ndim)
-    bias_b = None if bias is None else _args.channel_vector(bias, x.ndim)
+    momentum = _validate.check_unit_interval(momentum, "momentum")
+    epsilon = _validate.check_nonnegative(epsilon, "epsilon")
+    scale_b = None if scale is None else _validate.channel_vector(scale, x.ndim)
+    bias_b = None if bias is None else _validate.channel_vector(bias, x.ndim)
     if not training:
-        m = _args.channel_vector(mean.astype(jnp.float32), x.ndim)
-        v = _args.channel_vector(var.astype(jnp.float32), x.ndim)
+        m = _validate.channel_vector(mean.astype(jnp.float32), x.ndim)
+        v = _validate.channel_vector(var.astype(jnp.float32), x.ndim)
         return affine(standardize(x, m, v, epsilon), scale_b, bias_b, x.dtype), (mean, var)
     weights = None if mask is None else _mask_weights(mask, x)
     y, batch_mean, batch_var = _batch_norm_train(x, scale_b, bias_b, weights, epsilon, axis_name)
@@ -301,23 +301,23 @@ def group_norm(x: Any, num_groups: int, scale: Any = None, bias: Any = None, *, 
 
     Reference: Wu & He, "Group Normalization", ECCV 2018.
     """
-    x = _args.check_array(x, "x")
+    x = _validate.check_array(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, *spatial, C) or (N, C), got shape {tuple(x.shape)}")
-    _args.check_floating(x, "x")
+    _validate.check_floating(x, "x")
     c = x.shape[-1]
-    num_groups = _args.as_int(num_groups, "num_groups")
+    num_groups = _validate.as_int(num_groups, "num_groups")
     if num_groups < 1 or c % num_groups:
         raise ValueError(f"num_groups must be a positive divisor of the channels C={c}, got {num_groups}")
-    scale = _args.check_vector(scale, c, "scale")
-    bias = _args.check_vector(bias, c, "bias")
-    epsilon = _args.check_nonnegative(epsilon, "epsilon")
+    scale = _validate.check_vector(scale, c, "scale")
+    bias = _validate.check_vector(bias, c, "bias")
+    epsilon = _validate.check_nonnegative(epsilon, "epsilon")
     grouped = x.reshape(*x.shape[:-1], num_groups, c // num_groups)
     axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
     mean, var = moments(grouped, axes)
     y = standardize(grouped, mean, var, epsilon).reshape(x.shape)
-    scale_b = None if scale is None else _args.channel_vector(scale, x.ndim)
-    bias_b = None if bias is None else _args.channel_vector(bias, x.ndim)
+    scale_b = None if scale is None else _validate.channel_vector(scale, x.ndim)
+    bias_b = None if bias is None else _validate.channel_vector(bias, x.ndim)
     return affine(y, scale_b, bias_b, x.dtype)
 
 
@@ -338,15 +338,15 @@ def layer_norm(x: Any, scale: Any = None, bias: Any = None, *, epsilon: float = 
 
     Reference: Ba, Kiros & Hinton, "Layer Normalization", 2016.
     """
-    x = _args.check_array(x, "x")
+    x = _validate.check_array(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must have a batch axis and at least one more, got shape {tuple(x.shape)}")
-    _args.check_floating(x, "x")
-    epsilon = _args.check_nonnegative(epsilon, "epsilon")
+    _validate.check_floating(x, "x")
+    epsilon = _validate.check_nonnegative(epsilon, "epsilon")
     params = []
     for name, v in (("scale", scale), ("bias", bias)):
         if v is not None:
-            v = _args.check_array(v, name)
+            v = _validate.check_array(v, name)
             feat = tuple(x.shape[1:])
             if v.ndim > len(feat) or tuple(v.shape) != feat[len(feat) - v.ndim :]:
                 raise ValueError(

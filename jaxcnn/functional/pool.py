@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 class PoolGeometry(NamedTuple):
@@ -42,14 +42,14 @@ def pool_geometry(x: Any, window: Any, strides: Any, padding: Any, ceil_mode: bo
     input (and, with ``ceil_mode``, the last one must start inside the input or
     the low padding, as PyTorch); a window seeing only padding is an error.
     """
-    _, nd = _args.spatial_input(x, "x")
-    window = _args.tuple_arg(window, nd, "window")
-    strides = window if strides is None else _args.tuple_arg(strides, nd, "strides")
-    ceil_mode = _args.check_bool(ceil_mode, "ceil_mode")
+    _, nd = _validate.spatial_input(x, "x")
+    window = _validate.tuple_arg(window, nd, "window")
+    strides = window if strides is None else _validate.tuple_arg(strides, nd, "strides")
+    ceil_mode = _validate.check_bool(ceil_mode, "ceil_mode")
     sizes = tuple(x.shape[1:-1])
-    pads = _args.padding_pairs(padding, sizes, window, strides)
-    _args.check_pad_fits(sizes, pads, window, what=f"pooling window {window}")
-    out = tuple(_args.out_size(n, p, k, s, ceil_mode) for n, p, k, s in zip(sizes, pads, window, strides))
+    pads = _validate.padding_pairs(padding, sizes, window, strides)
+    _validate.check_pad_fits(sizes, pads, window, what=f"pooling window {window}")
+    out = tuple(_validate.out_size(n, p, k, s, ceil_mode) for n, p, k, s in zip(sizes, pads, window, strides))
     for i, (n, (lo, hi), k, s, o) in enumerate(zip(sizes, pads, window, strides, out)):
         if lo >= k or (o - 1) * s - lo >= n:
             raise ValueError(
@@ -99,7 +99,7 @@ def max_pool(x: Any, window: Any, strides: Any = None, padding: Any = "VALID", c
 
     Reference: Goodfellow et al., *Deep Learning*, 2016, sec. 9.3.
     """
-    x = _args.check_array(x, "x")
+    x = _validate.check_array(x, "x")
     g = pool_geometry(x, window, strides, padding, ceil_mode)
     w, s, p = _full(g)
     # The init value must be a concrete NumPy scalar, not a jnp array: under jit a jnp
@@ -158,9 +158,9 @@ def avg_pool(
       >>> F.avg_pool(jnp.ones((1, 3, 1)), 2, strides=1, padding=1, count_include_pad=False)[0, :, 0]
       Array([1., 1., 1., 1.], dtype=float32)
     """
-    x = _args.check_array(x, "x")
-    _args.check_floating(x, "x")
-    count_include_pad = _args.check_bool(count_include_pad, "count_include_pad")
+    x = _validate.check_array(x, "x")
+    _validate.check_floating(x, "x")
+    count_include_pad = _validate.check_bool(count_include_pad, "count_include_pad")
     g = pool_geometry(x, window, strides, padding, ceil_mode)
     w, s, p = _full(g)
     acc = _accumulation_dtype(x.dtype)
@@ -191,7 +191,7 @@ def max_pool_with_indices(x: Any, window: Any, strides: Any = None, padding: Any
       >>> i[0, :, 0]
       Array([0, 3], dtype=int32)
     """
-    x = _args.check_array(x, "x")
+    x = _validate.check_array(x, "x")
     g = pool_geometry(x, window, strides, padding)
     nd = len(g.window)
     sizes = x.shape[1:-1]
@@ -250,10 +250,10 @@ def max_unpool(values: Any, indices: Any, output_size: Any) -> jnp.ndarray:
     Returns:
       ``(N, *output_size, C)``.
     """
-    values, nd = _args.spatial_input(values, "values")
-    indices = _args.check_array(indices, "indices")
+    values, nd = _validate.spatial_input(values, "values")
+    indices = _validate.check_array(indices, "indices")
     if not jnp.issubdtype(indices.dtype, jnp.integer):
-        raise TypeError(f"indices must be an integer array, got {_args.fmt(indices)}")
+        raise TypeError(f"indices must be an integer array, got {_validate.fmt(indices)}")
     if tuple(indices.shape) != tuple(values.shape):
         raise ValueError(
             f"indices must have the shape of values {tuple(values.shape)}, got {tuple(indices.shape)}"
@@ -266,7 +266,7 @@ def max_unpool(values: Any, indices: Any, output_size: Any) -> jnp.ndarray:
                 f"with C={c} (values has shape {tuple(values.shape)})"
             )
         output_size = output_size[1:-1]
-    output_size = _args.tuple_arg(output_size, nd, "output_size")
+    output_size = _validate.tuple_arg(output_size, nd, "output_size")
     flat_v = values.reshape(n, -1, c)
     flat_i = indices.reshape(n, -1, c)
     rows = jnp.arange(n).reshape(n, 1, 1)
@@ -280,14 +280,14 @@ def max_unpool(values: Any, indices: Any, output_size: Any) -> jnp.ndarray:
 
 def global_avg_pool(x: Any) -> jnp.ndarray:
     """Mean over all spatial axes: ``(N, *spatial, C) -> (N, C)``."""
-    x, nd = _args.spatial_input(x, "x")
-    _args.check_floating(x, "x")
+    x, nd = _validate.spatial_input(x, "x")
+    _validate.check_floating(x, "x")
     return jnp.mean(x, axis=tuple(range(1, nd + 1)))
 
 
 def global_max_pool(x: Any) -> jnp.ndarray:
     """Maximum over all spatial axes: ``(N, *spatial, C) -> (N, C)``."""
-    x, nd = _args.spatial_input(x, "x")
+    x, nd = _validate.spatial_input(x, "x")
     return jnp.max(x, axis=tuple(range(1, nd + 1)))
 
 
@@ -297,12 +297,12 @@ def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
 
 
 def _adaptive_sizes(x: Any, output_size: Any) -> tuple[int, tuple[int, ...]]:
-    x, nd = _args.spatial_input(x, "x")
+    x, nd = _validate.spatial_input(x, "x")
     if isinstance(output_size, (tuple, list)):
         output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[1:-1])) + tuple(
             output_size[nd:]
         )
-    return nd, _args.tuple_arg(output_size, nd, "output_size")
+    return nd, _validate.tuple_arg(output_size, nd, "output_size")
 
 
 def adaptive_avg_pool(x: Any, output_size: Any) -> jnp.ndarray:
@@ -319,8 +319,8 @@ def adaptive_avg_pool(x: Any, output_size: Any) -> jnp.ndarray:
       ``(N, *output_size, C)``, same dtype as ``x`` (16-bit floats are averaged in
       float32).
     """
-    x = _args.check_array(x, "x")
-    _args.check_floating(x, "x")
+    x = _validate.check_array(x, "x")
+    _validate.check_floating(x, "x")
     nd, output_size = _adaptive_sizes(x, output_size)
     dtype, acc = x.dtype, _accumulation_dtype(x.dtype)
     x = x.astype(acc)
@@ -348,7 +348,7 @@ def adaptive_max_pool(x: Any, output_size: Any) -> jnp.ndarray:
     Returns:
       ``(N, *output_size, C)``.
     """
-    x = _args.check_array(x, "x")
+    x = _validate.check_array(x, "x")
     nd, output_size = _adaptive_sizes(x, output_size)
     for axis, o in zip(range(1, nd + 1), output_size):
         bins = adaptive_bins(x.shape[axis], o)

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.nn import BatchNorm, Conv
 
 
@@ -48,7 +48,7 @@ def conv_block(
 
 def positive_int(value: Any, name: str) -> int:
     """``value`` as an int >= 1; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
-    value = _args.as_int(value, name)
+    value = _validate.as_int(value, name)
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
@@ -57,7 +57,7 @@ def positive_int(value: Any, name: str) -> int:
 def positive_ints(values: Any, name: str) -> tuple[int, ...]:
     """A non-empty sequence of ints >= 1 (layer widths, filter counts)."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise TypeError(f"{name} must be a non-empty sequence of ints >= 1, got {_args.fmt(values)}")
+        raise TypeError(f"{name} must be a non-empty sequence of ints >= 1, got {_validate.fmt(values)}")
     return tuple(positive_int(v, f"{name}[{i}]") for i, v in enumerate(values))
 
 
@@ -71,7 +71,7 @@ def with_channel_axis(x: Any, spatial_dims: int, name: str = "x") -> jnp.ndarray
 
     For 1D models fed ``(N, L)`` sequences (MNIST-1D, a raw signal).
     """
-    x = _args.check_array(x, name)
+    x = _validate.check_array(x, name)
     if x.ndim == spatial_dims + 1:
         return jnp.expand_dims(x, -1)
     if x.ndim != spatial_dims + 2:

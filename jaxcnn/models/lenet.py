@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.models._blocks import conv_block
 from jaxcnn.nn import AvgPool, Flatten, MaxPool
 
@@ -66,8 +66,8 @@ class LeNet5(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
-        x, _ = _args.spatial_input(x, "x")
-        pool = {"max": MaxPool, "avg": AvgPool}[_args.check_choice(self.pool, "pool", ("max", "avg"))]
+        x, _ = _validate.spatial_input(x, "x")
+        pool = {"max": MaxPool, "avg": AvgPool}[_validate.check_choice(self.pool, "pool", ("max", "avg"))]
         padding = self.conv1_padding
         if padding is None:
             padding = tuple(max(32 - n, 0) // 2 for n in x.shape[1:-1])

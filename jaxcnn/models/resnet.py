@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.nn import BatchNorm, Conv, GlobalAvgPool, MaxPool
 
 #: He (Kaiming) normal with fan-out, torchvision's init for ResNet convs.
@@ -118,8 +118,8 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
-        kind = _args.check_choice(self.block, "block", ("basic", "bottleneck"))
-        stem = _args.check_choice(self.stem, "stem", ("imagenet", "cifar"))
+        kind = _validate.check_choice(self.block, "block", ("basic", "bottleneck"))
+        stem = _validate.check_choice(self.stem, "stem", ("imagenet", "cifar"))
         k, s = (7, 2) if stem == "imagenet" else (3, 1)
         stem_conv = Conv(self.width, k, strides=s, padding=k // 2, use_bias=False, kernel_init=conv_init,
                          dtype=self.dtype, name="conv1")

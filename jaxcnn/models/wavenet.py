@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.models._blocks import positive_int, with_channel_axis
 from jaxcnn.nn import Conv
 
@@ -117,7 +117,7 @@ class WaveNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
-        mode = _args.check_choice(self.mode, "mode", ("regression", "classification"))
+        mode = _validate.check_choice(self.mode, "mode", ("regression", "classification"))
         x = with_channel_axis(x, 1)
         x = Conv(self.residual_channels, 1, dtype=self.dtype, name="input_conv")(x)
         skips = []

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax.linen import initializers
 from flax.linen.dtypes import promote_dtype
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.functional.conv import conv, conv_transpose
 
 Initializer = Any
@@ -23,22 +23,22 @@ def window_shape(kernel_size: KernelSize, x: Any, name: str) -> tuple[int, ...]:
     ``x`` must be channels-last ``(N, *spatial, C)`` with 1-3 spatial dims and as
     many spatial dims as the window.
     """
-    x, nd = _args.spatial_input(x, "x")
+    x, nd = _validate.spatial_input(x, "x")
     if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, (str, bytes)):
-        window = _args.tuple_arg(kernel_size, len(kernel_size), "kernel_size")
+        window = _validate.tuple_arg(kernel_size, len(kernel_size), "kernel_size")
         if len(window) != nd:
             raise ValueError(
                 f"{name}: kernel_size {kernel_size!r} has {len(window)} spatial dims but x of shape "
                 f"{tuple(x.shape)} has {nd}; pass an int or one size per spatial dim of x"
             )
         return window
-    return _args.tuple_arg(kernel_size, nd, "kernel_size")
+    return _validate.tuple_arg(kernel_size, nd, "kernel_size")
 
 
 def check_channels(features: Any, groups: Any, c_in: int, name: str) -> tuple[int, int]:
     """``features`` and ``groups`` as positive ints, ``groups`` dividing both ``c_in`` and ``features``."""
-    features = _args.as_int(features, "features")
-    groups = _args.as_int(groups, "groups")
+    features = _validate.as_int(features, "features")
+    groups = _validate.as_int(groups, "groups")
     if features < 1:
         raise ValueError(f"{name}: features must be >= 1, got {features}")
     if groups < 1:

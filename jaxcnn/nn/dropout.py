@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.functional.dropout import dropout
 
 
@@ -61,10 +61,10 @@ class Dropout(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, deterministic: bool | None = None, *, batch_part: tuple[int, int] | None = None) -> jnp.ndarray:
-        deterministic = _args.check_bool(
+        deterministic = _validate.check_bool(
             nn.merge_param("deterministic", self.deterministic, deterministic), "deterministic"
         )
-        rate = _args.check_unit_interval(self.rate, "rate")
+        rate = _validate.check_unit_interval(self.rate, "rate")
         training = not deterministic and rate > 0.0
         key = self.make_rng(self.rng_collection) if training else None
         return dropout(

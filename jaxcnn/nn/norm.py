@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax.linen import initializers
 from flax.linen.dtypes import promote_dtype
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
 
 Initializer = Any
@@ -93,11 +93,11 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, use_running_average: bool | None = None, *, mask: Any = None) -> jnp.ndarray:
-        use_running_average = _args.check_bool(
+        use_running_average = _validate.check_bool(
             nn.merge_param("use_running_average", self.use_running_average, use_running_average),
             "use_running_average",
         )
-        x = _args.check_array(x, "x")
+        x = _validate.check_array(x, "x")
         c = x.shape[-1]
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
@@ -153,9 +153,9 @@ class GroupNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any) -> jnp.ndarray:
-        x = _args.check_array(x, "x")
+        x = _validate.check_array(x, "x")
         c = x.shape[-1]
-        num_groups = _args.as_int(self.num_groups, "num_groups")
+        num_groups = _validate.as_int(self.num_groups, "num_groups")
         if num_groups < 1 or c % num_groups:
             raise ValueError(f"num_groups must be a positive divisor of the channels C={c}, got {num_groups}")
         scale, bias = _affine_params(self, (c,))
@@ -198,7 +198,7 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any) -> jnp.ndarray:
-        x = _args.check_array(x, "x")
+        x = _validate.check_array(x, "x")
         if x.ndim < 2:
             raise ValueError(f"x must have a batch axis and at least one more, got shape {tuple(x.shape)}")
         scale, bias = _affine_params(self, tuple(x.shape[1:]))

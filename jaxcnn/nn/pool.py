@@ -8,7 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.functional import pool as P
 
 
@@ -120,7 +120,7 @@ class Flatten(nn.Module):
     """
 
     def __call__(self, x: Any) -> jnp.ndarray:
-        x = _args.check_array(x, "x")
+        x = _validate.check_array(x, "x")
         if x.ndim < 1:
             raise ValueError(f"x must have a batch axis, got shape {tuple(x.shape)}")
         return jnp.reshape(x, (x.shape[0], math.prod(x.shape[1:])))

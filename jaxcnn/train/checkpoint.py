@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.train.state import TrainState
 
 STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng")
@@ -55,7 +55,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3):
-        keep = _args.as_int(keep, "keep")
+        keep = _validate.as_int(keep, "keep")
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = Path(directory).absolute()

@@ -15,7 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from jaxcnn._figures import grid, save
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 _PREFIXES = ("train_", "training_", "test_", "val_", "valid_", "validation_", "eval_")
 _INDEX_KEYS = ("step", "epoch")
@@ -44,9 +44,9 @@ def read_records(metrics: Any) -> list[dict]:
     if isinstance(metrics, Sequence) and not isinstance(metrics, (bytes, str)):
         for i, rec in enumerate(metrics):
             if not isinstance(rec, Mapping):
-                raise TypeError(f"metrics[{i}] must be a dict record, got {_args.fmt(rec)}")
+                raise TypeError(f"metrics[{i}] must be a dict record, got {_validate.fmt(rec)}")
         return [dict(r) for r in metrics]
-    raise TypeError(f"metrics must be a path to a JSONL file or a list of dict records, got {_args.fmt(metrics)}")
+    raise TypeError(f"metrics must be a path to a JSONL file or a list of dict records, got {_validate.fmt(metrics)}")
 
 
 def _is_number(v: Any) -> bool:
@@ -98,7 +98,7 @@ def plot_curves(metrics: Any, path: Any = None, *, x: str | None = None, dpi: in
     if x is None:
         x = next((k for k in _INDEX_KEYS if any(k in r for r in records)), None)
     elif not isinstance(x, str):
-        raise TypeError(f"x must be a record key such as 'step' or 'epoch', got {_args.fmt(x)}")
+        raise TypeError(f"x must be a record key such as 'step' or 'epoch', got {_validate.fmt(x)}")
     elif not any(x in r for r in records):
         raise ValueError(f"x={x!r} is not a key of any record")
     keys: list[str] = []

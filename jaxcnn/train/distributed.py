@@ -39,7 +39,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 ENV = {"coordinator": "JAXCNN_COORDINATOR", "num_processes": "JAXCNN_NUM_PROCESSES", "process_id": "JAXCNN_PROCESS_ID"}
 JAX_ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
@@ -97,12 +97,12 @@ def resolve_config(
         of the three values without ``auto`` (which value is missing is named).
     """
     environ = os.environ if environ is None else environ
-    auto = _args.check_bool(auto, "auto") or environ.get(ENV_AUTO, "").strip().lower() in ("1", "true", "yes")
+    auto = _validate.check_bool(auto, "auto") or environ.get(ENV_AUTO, "").strip().lower() in ("1", "true", "yes")
     values: dict[str, Any] = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
     for name, value in list(values.items()):
         if value is not None:
             if name != "coordinator":
-                values[name] = _args.as_int(value, name)
+                values[name] = _validate.as_int(value, name)
             continue
         text, where = _from_env(name, environ)
         if text is not None:
@@ -179,7 +179,7 @@ def initialize(
         num_processes=config.num_processes,
         process_id=config.process_id,
         local_device_ids=local_device_ids,
-        initialization_timeout=_args.as_int(timeout_s, "timeout_s"),
+        initialization_timeout=_validate.as_int(timeout_s, "timeout_s"),
     )
     return True
 

@@ -17,7 +17,7 @@ import optax
 from flax import linen as nn
 
 from jaxcnn import data as data_lib
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.curves import plot_curves
 from jaxcnn.train.distributed import is_primary
@@ -262,14 +262,14 @@ def fit(
     Returns:
       A :class:`FitResult`.
     """
-    epochs = _args.as_int(epochs, "epochs")
-    batch_size = _args.as_int(batch_size, "batch_size")
+    epochs = _validate.as_int(epochs, "epochs")
+    batch_size = _validate.as_int(batch_size, "batch_size")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
     n_train = len(dataset.x_train)
     if batch_size > n_train:
         raise ValueError(f"batch_size={batch_size} is larger than the training set ({n_train} examples)")
-    remainder = _args.check_choice(remainder, "remainder", ("drop", "pad"))
+    remainder = _validate.check_choice(remainder, "remainder", ("drop", "pad"))
     loss_fn = get_loss(loss)
     shard = {"model_parallel": model_parallel, "min_shard_size": min_shard_size}
     train_step = make_train_step(model, loss_fn, strategy, steps_per_call=steps_per_call, devices=devices,

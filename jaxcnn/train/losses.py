@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 LossFn = Callable[[Any, Any], Any]
 
@@ -27,7 +27,7 @@ def _per_example(values: Any) -> jnp.ndarray:
 
 def _check_labels(logits: Any, labels: Any) -> None:
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integer class indices, got {_args.fmt(labels)}")
+        raise TypeError(f"labels must be integer class indices, got {_validate.fmt(labels)}")
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
         raise ValueError(
             f"labels must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}"
@@ -54,7 +54,7 @@ def cross_entropy(logits: Any, labels: Any, *, label_smoothing: float = 0.0) -> 
     Reference: Szegedy et al., "Rethinking the Inception Architecture", 2016 (label smoothing).
     """
     _check_labels(logits, labels)
-    alpha = _args.check_unit_interval(label_smoothing, "label_smoothing")
+    alpha = _validate.check_unit_interval(label_smoothing, "label_smoothing")
     logits = logits.astype(jnp.float32)
     if alpha == 0.0:
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -100,7 +100,7 @@ def top_k_accuracy(logits: Any, labels: Any, k: int = 5) -> jnp.ndarray:
     logit equals the k-th largest counts only if fewer than k logits exceed it).
     """
     _check_labels(logits, labels)
-    k = _args.as_int(k, "k")
+    k = _validate.as_int(k, "k")
     if not 1 <= k <= logits.shape[-1]:
         raise ValueError(f"k must be in [1, {logits.shape[-1]}] (the number of classes), got {k}")
     label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
@@ -118,6 +118,6 @@ def get_loss(name: str | LossFn, **kwargs: Any) -> LossFn:
     """
     if callable(name):
         return name
-    key = _args.check_choice(name, "loss", tuple(LOSSES))
+    key = _validate.check_choice(name, "loss", tuple(LOSSES))
     fn = LOSSES[key]
     return functools.partial(fn, **kwargs) if kwargs else fn

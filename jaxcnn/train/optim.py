@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
@@ -51,25 +51,25 @@ def make_schedule(
     Returns:
       An ``optax.Schedule`` (step -> learning rate).
     """
-    name = _args.check_choice(name, "schedule", SCHEDULES)
+    name = _validate.check_choice(name, "schedule", SCHEDULES)
     lr = _positive(learning_rate, "learning_rate")
     if name == "constant":
         return optax.constant_schedule(lr)
     if name in ("cosine", "warmup_cosine"):
         if total_steps is None:
             raise ValueError(f"schedule={name!r} needs total_steps (the length of training in steps)")
-        total = _args.as_int(total_steps, "total_steps")
+        total = _validate.as_int(total_steps, "total_steps")
         if total < 1:
             raise ValueError(f"total_steps must be >= 1, got {total}")
         if name == "cosine":
             return optax.cosine_decay_schedule(lr, total)
-        warm = _args.as_int(warmup_steps, "warmup_steps")
+        warm = _validate.as_int(warmup_steps, "warmup_steps")
         if not 0 <= warm < total:
             raise ValueError(f"warmup_steps must be in [0, total_steps={total}), got {warm}")
         return optax.warmup_cosine_decay_schedule(0.0, lr, warm, total, end_value)
     if decay_steps is None:
         raise ValueError("schedule='step' needs decay_steps (steps between decays)")
-    every = _args.as_int(decay_steps, "decay_steps")
+    every = _validate.as_int(decay_steps, "decay_steps")
     if every < 1:
         raise ValueError(f"decay_steps must be >= 1, got {every}")
     return optax.exponential_decay(lr, every, decay_rate, staircase=True)
@@ -77,7 +77,7 @@ def make_schedule(
 
 def _positive(value: Any, name: str) -> float:
     if isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {_args.fmt(value)}")
+        raise TypeError(f"{name} must be a positive number, got {_validate.fmt(value)}")
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return float(value)
@@ -132,13 +132,13 @@ def make_optimizer(
     Example:
       >>> tx = make_optimizer("adam", make_schedule("cosine", 1e-3, total_steps=1000), clip_norm=1.0)
     """
-    name = _args.check_choice(name, "optimizer", OPTIMIZERS)
+    name = _validate.check_choice(name, "optimizer", OPTIMIZERS)
     if callable(learning_rate) or _is_scalar_array(learning_rate):
         lr = learning_rate  # a schedule, or an array (e.g. under optax.inject_hyperparams)
     else:
         lr = _positive(learning_rate, "learning_rate")
-    momentum = _args.check_unit_interval(momentum, "momentum")
-    weight_decay = _args.check_nonnegative(weight_decay, "weight_decay")
+    momentum = _validate.check_unit_interval(momentum, "momentum")
+    weight_decay = _validate.check_nonnegative(weight_decay, "weight_decay")
     constructors: dict[str, Callable[..., optax.GradientTransformation]] = {
         "sgd": lambda: optax.sgd(lr, **optimizer_kwargs),
         "momentum": lambda: optax.sgd(lr, momentum=momentum, **optimizer_kwargs),

@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -61,7 +61,7 @@ def make_mesh(devices: Sequence[Any], model_parallel: int = 1) -> Mesh:
       OrderedDict([('data', 4), ('model', 2)])
     """
     devices = np.asarray(list(devices), dtype=object)
-    k = _args.as_int(model_parallel, "model_parallel")
+    k = _validate.as_int(model_parallel, "model_parallel")
     if k < 1 or devices.size % k:
         raise ValueError(
             f"model_parallel must be >= 1 and divide the number of devices ({devices.size}), got {k}"
@@ -113,7 +113,7 @@ def param_sharding(tree: Any, mesh: Mesh, *, min_size: int = DEFAULT_MIN_SIZE) -
       >>> param_sharding({"w": jnp.zeros((588, 200)), "b": jnp.zeros(200)}, mesh)  # doctest: +SKIP
       {'b': NamedSharding(..., spec=PartitionSpec()), 'w': NamedSharding(..., spec=PartitionSpec(None, 'model'))}
     """
-    min_size = _args.as_int(min_size, "min_size")
+    min_size = _validate.as_int(min_size, "min_size")
     if min_size < 0:
         raise ValueError(f"min_size must be >= 0, got {min_size}")
     model_size = dict(mesh.shape).get(MODEL_AXIS, 1)

@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.nn.dropout import Dropout as _Dropout
 
 PART_SIZE = 32  # examples per part of the automatic split (measured, module docstring)
@@ -55,8 +55,8 @@ def auto_parts(batch_size: int) -> int:
 def check_batch_split(batch_split: Any) -> int | str:
     """``"auto"`` or an int >= 1, else a ``TypeError``/``ValueError`` naming ``batch_split``."""
     if isinstance(batch_split, str):
-        return _args.check_choice(batch_split, "batch_split", ("auto",))
-    parts = _args.as_int(batch_split, "batch_split")
+        return _validate.check_choice(batch_split, "batch_split", ("auto",))
+    parts = _validate.as_int(batch_split, "batch_split")
     if parts < 1:
         raise ValueError(f"batch_split must be 'auto' or an int >= 1, got {parts}")
     return parts

@@ -11,7 +11,7 @@ import optax
 from flax import linen as nn
 from flax.training import train_state
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 class TrainState(train_state.TrainState):
@@ -66,7 +66,7 @@ def create_train_state(
     Returns:
       A :class:`TrainState` at step 0.
     """
-    seed = _args.as_int(seed, "seed")
+    seed = _validate.as_int(seed, "seed")
     # Initial weights come from an "rbg" key: XLA:CPU compiles threefry-based
     # initializers ~10x slower (lwls_cnn: 5.3 s vs 0.6 s). The training key stays
     # threefry, whose partitionable bits make sharded dropout equal single-device.

@@ -48,7 +48,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 from jaxcnn.functional.conv import cpu_compiler_options
 from jaxcnn.nn.norm import BatchNorm as _BatchNorm
 from jaxcnn.train.distributed import host_copy
@@ -324,7 +324,7 @@ class Placement:
         ordered process by process along the "data" axis); it needs to read,
         and transfer, only those rows.
         """
-        batch_size = _args.as_int(batch_size, "batch_size")
+        batch_size = _validate.as_int(batch_size, "batch_size")
         self._check_batch_size(batch_size)
         if self.strategy == "jit" or jax.process_count() == 1:
             return slice(0, batch_size)
@@ -446,16 +446,16 @@ class CompiledStep:
 
 def _resolve(strategy: str | None, devices: Any, steps_per_call: Any, model_parallel: Any = 1,
              min_shard_size: Any = DEFAULT_MIN_SIZE) -> Placement:
-    strategy = default_strategy() if strategy is None else _args.check_choice(strategy, "strategy", STRATEGIES)
+    strategy = default_strategy() if strategy is None else _validate.check_choice(strategy, "strategy", STRATEGIES)
     if devices is None:  # "jit" runs on a device of this process, even in a multi-process run
         devices = jax.local_devices()[:1] if strategy == "jit" else jax.devices()
     devices = tuple(devices)
     if not devices:
         raise ValueError("devices must name at least one device")
-    k = _args.as_int(steps_per_call, "steps_per_call")
+    k = _validate.as_int(steps_per_call, "steps_per_call")
     if k < 1:
         raise ValueError(f"steps_per_call must be >= 1, got {k}")
-    mp = _args.as_int(model_parallel, "model_parallel")
+    mp = _validate.as_int(model_parallel, "model_parallel")
     if mp != 1 and strategy != "sharded":
         raise ValueError(
             f"model_parallel={mp} needs strategy='sharded' (jit over a ('data', 'model') mesh), "
@@ -463,7 +463,7 @@ def _resolve(strategy: str | None, devices: Any, steps_per_call: Any, model_para
         )
     if mp < 1 or len(devices) % mp:
         raise ValueError(f"model_parallel must be >= 1 and divide the number of devices ({len(devices)}), got {mp}")
-    min_size = _args.as_int(min_shard_size, "min_shard_size")
+    min_size = _validate.as_int(min_shard_size, "min_shard_size")
     if min_size < 0:
         raise ValueError(f"min_shard_size must be >= 0, got {min_size}")
     return Placement(strategy, devices[:1] if strategy == "jit" else devices, k, mp, min_size)

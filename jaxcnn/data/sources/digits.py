@@ -7,7 +7,7 @@ import importlib.resources
 import numpy as np
 
 from jaxcnn.data.dataset import Dataset, split_indices
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 NUM_EXAMPLES = 1797
 
@@ -57,11 +57,11 @@ def digits(*, size: int = 8, test_fraction: float = 0.2, seed: int = 0) -> Datas
     Reference: E. Alpaydin, C. Kaynak, "Optical Recognition of Handwritten Digits",
     UCI Machine Learning Repository, 1998 (the test part, as scikit-learn bundles it).
     """
-    size = _args.as_int(size, "size")
+    size = _validate.as_int(size, "size")
     if size < 8:
         raise ValueError(f"size must be an int >= 8 (8 is the original resolution), got {size}")
     if isinstance(test_fraction, (bool, str)) or not isinstance(test_fraction, (int, float)):
-        raise TypeError(f"test_fraction must be a number in (0, 1), got {_args.fmt(test_fraction)}")
+        raise TypeError(f"test_fraction must be a number in (0, 1), got {_validate.fmt(test_fraction)}")
     num_test = int(round(NUM_EXAMPLES * float(test_fraction)))
     if not 0.0 < test_fraction < 1.0 or not 1 <= num_test < NUM_EXAMPLES:
         raise ValueError(

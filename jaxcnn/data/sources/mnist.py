@@ -9,7 +9,7 @@ import numpy as np
 
 from jaxcnn.data.dataset import Dataset, split_indices
 from jaxcnn.data.idx import PathLike, read_idx
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 ENV_VAR = "JAXCNN_MNIST_DIR"
 DEFAULT_DIR = Path("..") / "shared" / "data" / "mnist"
@@ -136,7 +136,7 @@ def mnist(
         x_test, y_test = x_test[test_idx], y_test[test_idx]
         description = (
             f"MNIST t10k images split {len(train_idx)}/{len(test_idx)} with seed "
-            f"{_args.as_int(seed, 'seed')} (np.random.default_rng(seed).permutation); the 60k "
+            f"{_validate.as_int(seed, 'seed')} (np.random.default_rng(seed).permutation); the 60k "
             f"training file was not available"
         )
     return Dataset(x_train, y_train, x_test, y_test, 10, "mnist", description)

@@ -8,7 +8,7 @@ import random
 import numpy as np
 
 from jaxcnn.data.dataset import Dataset
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 NUM_CLASSES = 10
 
@@ -52,9 +52,9 @@ def mnist1d(*, num_train: int = 4000, num_test: int = 1000, seed: int = 42) -> D
     Reference: S. Greydanus, D. Kobak, "Scaling Down Deep Learning with MNIST-1D",
     ICML 2024 (arXiv:2011.14439).
     """
-    num_train = _args.as_int(num_train, "num_train")
-    num_test = _args.as_int(num_test, "num_test")
-    seed = _args.as_int(seed, "seed")
+    num_train = _validate.as_int(num_train, "num_train")
+    num_test = _validate.as_int(num_test, "num_test")
+    seed = _validate.as_int(seed, "seed")
     if num_train < 1 or num_test < 1:
         raise ValueError(f"num_train and num_test must be >= 1, got {num_train} and {num_test}")
     if seed < 0:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.data.dataset import Dataset
-from jaxcnn.functional import _args
+from jaxcnn import _validate
 
 
 def synthetic(
@@ -51,14 +51,14 @@ def synthetic(
       (64, 32, 32, 3)
     """
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not input_shape:
-        raise TypeError(f"input_shape must be a non-empty sequence of ints, got {_args.fmt(input_shape)}")
-    shape = tuple(_args.as_int(s, f"input_shape[{i}]") for i, s in enumerate(input_shape))
+        raise TypeError(f"input_shape must be a non-empty sequence of ints, got {_validate.fmt(input_shape)}")
+    shape = tuple(_validate.as_int(s, f"input_shape[{i}]") for i, s in enumerate(input_shape))
     if min(shape) < 1:
         raise ValueError(f"input_shape must hold positive ints, got {shape}")
-    num_classes = _args.as_int(num_classes, "num_classes")
-    num_train = _args.as_int(num_train, "num_train")
-    num_test = _args.as_int(num_test, "num_test")
-    seed = _args.as_int(seed, "seed")
+    num_classes = _validate.as_int(num_classes, "num_classes")
+    num_train = _validate.as_int(num_train, "num_train")
+    num_test = _validate.as_int(num_test, "num_test")
+    seed = _validate.as_int(seed, "seed")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if num_train < 1 or num_test < 1:
@@ -68,7 +68,7 @@ def synthetic(
     try:
         dtype = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"dtype must be a floating dtype, got {_args.fmt(dtype)}") from None
+        raise TypeError(f"dtype must be a floating dtype, got {_validate.fmt(dtype)}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
     rng = np.random.default_rng(seed)

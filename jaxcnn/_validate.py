@@ -1,4 +1,4 @@
-"""Argument parsing and validation shared by every op in :mod:`jaxcnn.functional`.
+"""Argument parsing and validation shared by every layer of jaxcnn (functional, nn, models, data, train).
 
 One helper per rule (the style of Flax's ``canonicalize_padding``): convolution,
 pooling and the analysis tools all normalize their arguments here, so a padding
