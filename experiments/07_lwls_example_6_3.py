@@ -22,6 +22,7 @@ import jaxcnn
 from experiments._common import MNIST_DIR, Context, main
 from jaxcnn.analysis import summary
 from jaxcnn.models import get_model
+from jaxcnn.train.callbacks import EvaluateEach
 from jaxcnn.train import evaluate, fit, make_optimizer, make_schedule
 
 # The lecture's table: layer -> (parameters, output shape).
@@ -61,7 +62,8 @@ def run(ctx: Context) -> None:
     results = {}
     for label, (name, kw) in MODELS.items():
         model = get_model(name, **kw)
-        runs = [fit(model, ds, tx, epochs=epochs, batch_size=64, seed=seed, progress=False) for seed in seeds]
+        runs = [fit(model, ds, tx, epochs=epochs, batch_size=64, seed=seed, progress=False,
+                    callbacks=[EvaluateEach(model, ds.x_test, ds.y_test)]) for seed in seeds]
         train = [evaluate(model, r.state, ds.x_train, ds.y_train)["accuracy"] for r in runs]
         results[label] = {
             "params": summary(model, (28, 28, 1)).total_params,

@@ -33,6 +33,7 @@ import jaxcnn
 import jaxcnn.nn as jnn
 from experiments._common import MNIST_DIR, Context, main
 from jaxcnn.models import get_model
+from jaxcnn.train.callbacks import EvaluateEach
 from jaxcnn.train import create_train_state, evaluate, fit, make_optimizer
 
 RATE = 0.5
@@ -80,7 +81,8 @@ def run(ctx: Context) -> None:
         for rate in (0.0, RATE):
             model = get_model("mlp", widths=WIDTHS, dropout_rate=rate)
             for seed in setup_seeds:
-                r = fit(model, ds, tx, epochs=epochs, batch_size=50, seed=seed, progress=False)
+                r = fit(model, ds, tx, epochs=epochs, batch_size=50, seed=seed, progress=False,
+                        callbacks=[EvaluateEach(model, ds.x_test, ds.y_test)])
                 runs[setup, rate, seed] = {"result": r, "model": model, "train": evaluate(model, r.state, ds.x_train, ds.y_train),
                                            "test": evaluate(model, r.state, ds.x_test, ds.y_test)}
             m = {k: np.mean([runs[setup, rate, s][part][metric] for s in setup_seeds])

@@ -35,6 +35,7 @@ import jaxcnn.nn as jnn
 from experiments._common import Context, main
 from jaxcnn.data import Dataset
 from jaxcnn.models import get_model
+from jaxcnn.train.callbacks import EvaluateEach
 from jaxcnn.train import evaluate, fit, make_optimizer, make_schedule
 
 # MNIST-1D: (label, model name, options, published test accuracy; Greydanus 2020, table 1)
@@ -104,7 +105,8 @@ def mnist1d_part(ctx: Context) -> dict:
     out = {}
     for label, name, kw, ref in MNIST1D_MODELS:
         model = get_model(name, **kw)
-        r = fit(model, ds, tx, epochs=epochs, batch_size=100, seed=ctx.seed, progress=False)
+        r = fit(model, ds, tx, epochs=epochs, batch_size=100, seed=ctx.seed, progress=False,
+                callbacks=[EvaluateEach(model, ds.x_test, ds.y_test)])
         acc = [h["test_accuracy"] for h in r.history]
         out[label] = {"params": count(model, (40, 1)), "final": acc[-1], "peak": max(acc), "curve": acc, "ref": ref,
                       "train": evaluate(model, r.state, ds.x_train, ds.y_train)["accuracy"]}
@@ -147,14 +149,14 @@ def volume_part(ctx: Context) -> dict:
         f"{n_train} train / 300 test, {epochs} epochs",
         ["classifier", "params", "test accuracy"],
         [("chance", 0, 1 / 3),
-         ("logistic regression on (sum, sum of squares) of the voxels", 9, base.final["test_accuracy"]),
+         ("logistic regression on (sum, sum of squares) of the voxels", 9, base.test["accuracy"]),
          ("cnn3d", count(model, (size, size, size, 1)), acc)],
     )
     ctx.table("3D: confusion matrix of cnn3d on the test volumes (rows: true, columns: predicted)",
               ["true \\ predicted", *SHAPES], [(s, *confusion[i]) for i, s in enumerate(SHAPES)])
     first = [np.flatnonzero(y_test == c)[0] for c in range(3)]
     examples = [(clean[i], x_test[i, ..., 0]) for i in first]
-    return {"acc": acc, "mass": base.final["test_accuracy"], "examples": examples, "size": size, "n": n_train}
+    return {"acc": acc, "mass": base.test["accuracy"], "examples": examples, "size": size, "n": n_train}
 
 
 def channel_part(ctx: Context) -> dict:
@@ -197,7 +199,7 @@ def channel_part(ctx: Context) -> dict:
          ("trained conv2 on a test digit (4 channels)", "bias + sum over c of F.conv(h_c, W[:, :, c:c+1, :])", err_net)],
     )
     return {"w1": w1, "wk": wk, "bk": bk, "x": x[0, ..., 0], "h": h[0], "parts": parts, "out": conv2_out[0],
-            "errs": (err_f, err_s, err_net), "acc": r.final["test_accuracy"], "epochs": epochs}
+            "errs": (err_f, err_s, err_net), "acc": r.test["accuracy"], "epochs": epochs}
 
 
 def figures(ctx: Context, m1: dict, v3: dict, ch: dict) -> None:

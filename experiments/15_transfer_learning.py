@@ -132,7 +132,7 @@ def run(ctx: Context) -> None:
         f"Pretraining: lwls_cnn on MNIST (t10k images split 8,000/2,000, seed 0), {pre_epochs} epochs, and the MNIST "
         f"network applied to the digits test images as they are (no digits training)",
         ["data", "pixels > 0.5", "test accuracy of the MNIST network"],
-        [("MNIST (2,000 held out)", float(np.mean(mnist.x_train > 0.5)), pre.final["test_accuracy"])]
+        [("MNIST (2,000 held out)", float(np.mean(mnist.x_train > 0.5)), pre.test["accuracy"])]
         + [(f"digits, {name}", r["ink"], r["zero_shot"]) for name, r in results.items()],
     )
     for name, r in results.items():
@@ -176,8 +176,8 @@ def run(ctx: Context) -> None:
     ctx.check("(b) frozen: conv1-3 and dense1 are bit-identical after training, in every run of both framings",
               main_r["identical"] and other_r["identical"])
     ctx.check("(b) frozen: the new head did train, in every run", main_r["moved"] and other_r["moved"])
-    ctx.check("pretraining works: >= 90% on the 2,000 MNIST test images", pre.final["test_accuracy"] >= 0.90,
-              f"{pre.final['test_accuracy']:.3f}")
+    ctx.check("pretraining works: >= 90% on the 2,000 MNIST test images", pre.test["accuracy"] >= 0.90,
+              f"{pre.test['accuracy']:.3f}")
 
     def at(r, m, i):
         return f"{r['acc'][m][i].mean():.1%}"
@@ -187,7 +187,7 @@ def run(ctx: Context) -> None:
 
     last = len(counts) - 1
     ctx.text(
-        f"Pretrained for {pre_epochs} epochs on 8,000 MNIST images ({pre.final['test_accuracy']:.1%} on the 2,000 held "
+        f"Pretrained for {pre_epochs} epochs on 8,000 MNIST images ({pre.test['accuracy']:.1%} on the 2,000 held "
         f"out), the LWLS CNN recognizes {main_r['zero_shot']:.1%} of the scikit-learn test digits in MNIST framing "
         f"without seeing a single labelled one, but only {other_r['zero_shot']:.1%} of the stretched ones, which are "
         f"bigger and bolder than anything in MNIST. In MNIST framing, with {counts[0]} labelled digits (one per class), "

@@ -281,6 +281,21 @@ def check_key(key: Any, name: str = "key") -> Any:
     )
 
 
+def is_key_array(key: Any) -> bool:
+    """Whether ``key`` is an array of typed PRNG keys (``jax.random.key``), of any shape."""
+    return isinstance(key, (jax.Array, jax.core.Tracer)) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+
+
+def check_key_per_row(key: Any, x: Any, name: str = "key") -> Any:
+    """One typed PRNG key per row of ``x``: shape ``(x.shape[0],)``."""
+    if not is_key_array(key) or key.ndim != 1 or x.ndim == 0 or key.shape[0] != x.shape[0]:
+        raise TypeError(
+            f"{name} must be a single PRNG key or one typed key per example (shape (N,) with N = x.shape[0] "
+            f"= {x.shape[0] if x.ndim else 'none: x is a scalar'}), got {fmt(key)}"
+        )
+    return key
+
+
 def _raw_key_shape() -> tuple[int, ...]:
     return tuple(jax.eval_shape(jax.random.PRNGKey, 0).shape)
 
@@ -353,15 +368,3 @@ def check_precision(precision: Any, name: str = "precision") -> Any:
         f"{name} must be None, a jax.lax.Precision, one of "
         f"{', '.join(repr(m.lower()) for m in lax.Precision.__members__)}, or a pair of them, got {fmt(precision)}"
     )
-
-
-def batch_part_arg(batch_part: Any, name: str) -> tuple[int, int]:
-    """``(index, count)``: one of ``count`` equal parts of a batch (``None``: the whole batch, ``(0, 1)``)."""
-    if batch_part is None:
-        return 0, 1
-    if not isinstance(batch_part, (tuple, list)) or len(batch_part) != 2:
-        raise TypeError(f"{name} must be None or a pair (index, count), got {fmt(batch_part)}")
-    index, count = as_int(batch_part[0], f"{name}[0]"), as_int(batch_part[1], f"{name}[1]")
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"{name} must be (index, count) with count >= 1 and 0 <= index < count, got {batch_part!r}")
-    return index, count

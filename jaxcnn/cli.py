@@ -169,7 +169,7 @@ def model_kwargs(name: str, args: argparse.Namespace, num_classes: int | None, s
                 raise CLIError(f"model {name!r} has no {option} option (it accepts: {', '.join(sorted(accepted))})")
             kw[option] = flag
     if strategy in ("pmap", "shard_map") and "axis_name" in accepted:
-        from jaxcnn.train.step import DATA_AXIS
+        from jaxcnn.train.partition import DATA_AXIS
 
         kw["axis_name"] = DATA_AXIS
     if precision == "bf16":
@@ -343,12 +343,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment=_augmenter(ds) if args.augment else None, progress=not args.no_progress, max_steps=args.max_steps,
         remainder=args.remainder, model_parallel=args.model_parallel, batch_split=args.batch_split,
     )
-    final = result.final
-    if not result.history:  # a resumed run that had already finished: evaluate its checkpoint
-        from jaxcnn.train import evaluate
-
-        res = evaluate(model, result.state, ds.x_test, ds.y_test, loss=loss)
-        final = {"test_accuracy": res.get("accuracy"), "test_loss": res["loss"]}
+    final = {"test_accuracy": (result.test or {}).get("accuracy"), "test_loss": (result.test or {}).get("loss")}
     acc = final.get("test_accuracy")
     acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
     if not is_primary():

@@ -32,33 +32,53 @@ def test_auto_parts(batch, parts):
 
 @pytest.mark.parametrize("broadcast_axes", [(), (1,), (0,)])
 def test_dropout_parts_keep_the_rows_of_the_whole_batch_mask(broadcast_axes):
+    """A part given the per-example keys of its rows (F.row_keys) is masked as those rows of the whole batch."""
     x = jnp.asarray(np.random.default_rng(0).standard_normal((12, 5, 3)), jnp.float32)
     key = jax.random.key(3)
     whole = F.dropout(x, 0.4, key=key, broadcast_axes=broadcast_axes)
-    parts = [F.dropout(x[4 * k : 4 * k + 4], 0.4, key=key, broadcast_axes=broadcast_axes, batch_part=(k, 3)) for k in range(3)]
+    part_key = (lambda k: key) if 0 in broadcast_axes else (lambda k: F.row_keys(key, 4, 4 * k))
+    parts = [F.dropout(x[4 * k : 4 * k + 4], 0.4, key=part_key(k), broadcast_axes=broadcast_axes) for k in range(3)]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
     assert 0 < int(jnp.sum(whole == 0)) < whole.size  # a real mask, not all kept or all dropped
 
 
-def test_dropout_parts_combine_with_axis_name():
-    """Under pmap each device's shard splits again: device d, part k holds global rows (d * parts + k)."""
+def test_dropout_row_masks_are_drawn_from_fold_in_of_the_row():
+    """The rule written out by hand: row i keeps exactly bernoulli(fold_in(key, i)) of its units."""
+    x = jnp.ones((6, 7, 2), jnp.float32)
+    key = jax.random.key(11)
+    y = np.asarray(F.dropout(x, 0.3, key=key))
+    for i in range(6):
+        keep = np.asarray(jax.random.bernoulli(jax.random.fold_in(key, i), 0.7, (7, 2)))
+        np.testing.assert_array_equal(y[i] != 0, keep)
+    # a row's mask does not depend on the rows around it
+    np.testing.assert_array_equal(np.asarray(F.dropout(x[3:], 0.3, key=F.row_keys(key, 3, 3))), y[3:])
+
+
+def test_dropout_per_device_rows_are_global_rows():
+    """Under pmap each device's shard is split again: device d, part k holds global rows d * 8 + 4 k + i."""
     x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 8, 6)), jnp.float32)  # 2 devices x 8 rows
     key = jax.random.key(5)
     whole = F.dropout(x.reshape(16, 6), 0.5, key=key)
 
     def per_device(xd):
-        return jnp.concatenate([F.dropout(xd[4 * k : 4 * k + 4], 0.5, key=key, axis_name="d", batch_part=(k, 2))
+        first = jax.lax.axis_index("d") * 8
+        return jnp.concatenate([F.dropout(xd[4 * k : 4 * k + 4], 0.5, key=F.row_keys(key, 4, first + 4 * k))
                                 for k in range(2)])
 
-    out = jax.pmap(per_device, axis_name="d", devices=jax.devices()[:2])(x)
-    np.testing.assert_array_equal(np.asarray(out).reshape(16, 6), whole)
+    def unsplit(xd):
+        return F.dropout(xd, 0.5, key=key, axis_name="d")
+
+    for fn in (per_device, unsplit):
+        out = jax.pmap(fn, axis_name="d", devices=jax.devices()[:2])(x)
+        np.testing.assert_array_equal(np.asarray(out).reshape(16, 6), whole)
 
 
-@pytest.mark.parametrize("bad, err", [((2, 2), ValueError), ((-1, 2), ValueError), ((0, 0), ValueError),
-                                      ("0,2", TypeError), ((0,), TypeError), ((0.5, 2), TypeError)])
-def test_dropout_batch_part_errors(bad, err):
-    with pytest.raises(err, match="batch_part"):
-        F.dropout(jnp.ones((4, 2)), 0.5, key=jax.random.key(0), batch_part=bad)
+@pytest.mark.parametrize("bad", [jax.random.split(jax.random.key(0), 3), jax.random.split(jax.random.key(0), (4, 1))])
+def test_dropout_per_example_key_errors(bad):
+    with pytest.raises(TypeError, match="one typed key per example"):
+        F.dropout(jnp.ones((4, 2)), 0.5, key=bad)
+    with pytest.raises(ValueError, match="broadcast_axes"):
+        F.dropout(jnp.ones((3, 2)), 0.5, key=jax.random.split(jax.random.key(0), 3), broadcast_axes=(0,))
 
 
 @functools.cache

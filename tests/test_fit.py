@@ -51,7 +51,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(small_digits, tmp_path):
         for a, b in zip(_leaves(whole.state), _leaves(resumed.state)):
             np.testing.assert_array_equal(a, b)
         assert int(resumed.state.step) == 30
-        assert resumed.history[-1]["test_accuracy"] == whole.history[-1]["test_accuracy"]
+        assert resumed.test == whole.test
     events = [r["event"] for r in read_records(tmp_path / "crash" / "metrics.jsonl") if r["kind"] == "event"]
     assert events == ["start", "resume"]
 
@@ -108,7 +108,9 @@ def test_log_and_curves(small_digits, tmp_path):
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in train] == list(range(1, 21))
     assert [r["epoch"] for r in evals] == [0, 1]
-    assert evals[-1]["test_accuracy"] == result.history[-1]["test_accuracy"]
+    assert evals[-1]["train_loss"] == result.history[-1]["train_loss"]
+    tests = [r for r in records if r["kind"] == "test"]  # the test split: read once, after training
+    assert len(tests) == 1 and tests[0]["accuracy"] == result.test["accuracy"] and "test_loss" not in evals[-1]
     assert evals[0]["train_loss"] == pytest.approx(np.mean([r["loss"] for r in train[:10]]))
     png = tmp_path / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -126,8 +128,11 @@ def test_evaluate_counts_every_example_once(small_digits):
 
 
 def test_early_stopping_stops(small_digits):
-    result = fit(Net(), small_digits, make_optimizer("sgd", 1e-9), epochs=6, batch_size=32, early_stopping=1, progress=False)
+    result = fit(Net(), small_digits, make_optimizer("sgd", 1e-9), epochs=6, batch_size=32, early_stopping=1,
+                 validation=0.2, progress=False)
     assert result.stopped_early and len(result.history) < 6
+    with pytest.raises(ValueError, match="early_stopping needs validation"):
+        fit(Net(), small_digits, make_optimizer("sgd", 0.1), early_stopping=1, progress=False)
 
 
 def test_steps_per_call_in_fit_matches_single_steps(small_digits):

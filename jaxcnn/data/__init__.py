@@ -32,8 +32,11 @@ from jaxcnn.data.sources.digits import digits
 from jaxcnn.data.sources.mnist import mnist
 from jaxcnn.data.sources.mnist1d import mnist1d
 from jaxcnn.data.sources.synthetic import synthetic
+from jaxcnn.data.validation import stratified_indices, validation_split
 
 __all__ = [
+    "stratified_indices",
+    "validation_split",
     "Dataset",
     "batch_sharding",
     "batches",

@@ -38,7 +38,7 @@ from optax import (  # losses, as optax defines them
 )
 
 from jaxcnn.functional.conv import choose_algorithm, conv, conv_transpose, cpu_compiler_options, default_conv_algorithm
-from jaxcnn.functional.dropout import dropout
+from jaxcnn.functional.dropout import dropout, row_keys
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
 from jaxcnn.functional.pool import (
     adaptive_avg_pool,
@@ -63,6 +63,7 @@ __all__ = [
     "choose_algorithm",
     "cpu_compiler_options",
     "dropout",
+    "row_keys",
     "elu",
     "gelu",
     "global_avg_pool",

@@ -22,7 +22,6 @@ def dropout(
     mode: str = "inverted",
     broadcast_axes: Any = (),
     axis_name: Any = None,
-    batch_part: tuple[int, int] | None = None,
 ) -> jnp.ndarray:
     r"""Dropout: zero each unit with probability ``rate``, keep it with ``p = 1 - rate``.
 
@@ -55,22 +54,21 @@ def dropout(
       rate: the drop probability, a concrete number in ``[0, 1]``.
       key: a PRNG key (``jax.random.key`` or ``PRNGKey``), keyword-only;
         required when ``training=True``. The same key gives the same mask.
+        Example ``i`` (row ``i`` of axis 0) draws its mask from
+        ``fold_in(key, i)``, so a row's mask does not depend on which other
+        rows are in the batch. Or one key per example: a ``(N,)`` array of
+        typed keys (``N = x.shape[0]``), row ``i`` drawn from ``key[i]``.
       training: draw a mask (``True``) or apply the inference rule.
       mode: "inverted" (default) or "scaled".
       broadcast_axes: axes along which one mask value is shared, e.g. ``(1, 2)``
-        for ``(N, H, W, C)`` drops whole feature maps (spatial dropout).
+        for ``(N, H, W, C)`` drops whole feature maps (spatial dropout). With
+        axis 0 among them one mask serves every row, drawn from ``key`` itself.
       axis_name: inside ``pmap``/``shard_map`` over the batch, the name of that
-        axis: every device then draws the mask of the whole global batch from
-        the same ``key`` and keeps its own rows, so data-parallel training drops
+        axis: row ``i`` of device ``d`` is global row ``d * N + i`` and draws
+        from ``fold_in(key, d * N + i)``, so data-parallel training drops
         exactly the units single-device training would (as ``batch_norm``'s
-        ``axis_name`` makes its statistics global). ``x`` is this device's
-        shard, axis 0 its batch; all shards must have the same size.
-      batch_part: ``(index, count)``: ``x`` is part ``index`` of ``count``
-        equal consecutive parts of the batch (axis 0). The mask of the whole
-        batch is drawn from ``key`` and this part's rows are kept, so computing
-        a batch in parts (as :func:`jaxcnn.train.make_train_step` does on CPU,
-        ``batch_split``) drops exactly the units of the whole batch. With
-        ``axis_name`` too, the parts are those of this device's shard.
+        ``axis_name`` makes its statistics global). All shards must have the
+        same size. Not used with per-example keys (they already name the row).
 
     Returns:
       ``x``'s shape and dtype.
@@ -90,8 +88,15 @@ def dropout(
     training = _validate.check_bool(training, "training")
     mode = _validate.check_choice(mode, "mode", MODES)
     axes = _validate.axes_arg(broadcast_axes, x.ndim, "broadcast_axes")
-    index, count = _validate.batch_part_arg(batch_part, "batch_part")
-    if key is not None:  # a malformed key is an error even where it is not used
+    per_example = key is not None and _validate.is_key_array(key) and key.ndim >= 1
+    if per_example:
+        key = _validate.check_key_per_row(key, x, "key")
+        if 0 in axes:
+            raise ValueError(
+                f"dropout with one key per example (key of shape {tuple(key.shape)}) cannot share one mask "
+                f"along the batch axis (broadcast_axes={broadcast_axes!r} contains 0); pass a single key"
+            )
+    elif key is not None:  # a malformed key is an error even where it is not used
         key = _validate.check_key(key, "key")
     keep = 1.0 - rate
     if not training:
@@ -105,19 +110,32 @@ def dropout(
         return x
     if rate == 1.0:
         return jnp.zeros_like(x)
+    if x.ndim == 0 and axis_name is not None:
+        raise ValueError("dropout with axis_name needs x with a batch axis 0 (each device's rows), got a scalar")
     mask_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
-    if axis_name is not None and 0 not in axes:
-        index, count = lax.axis_index(axis_name) * count + index, lax.axis_size(axis_name) * count
-    if count == 1 or 0 in axes:
+    if 0 in axes or x.ndim == 0:
         mask = jax.random.bernoulli(key, keep, mask_shape)
     else:
-        if x.ndim == 0:
-            raise ValueError("dropout with axis_name or batch_part needs x with a batch axis 0, got a scalar")
-        whole = jax.random.bernoulli(key, keep, (count * mask_shape[0],) + mask_shape[1:])
-        mask = lax.dynamic_slice_in_dim(whole, index * mask_shape[0], mask_shape[0], axis=0)
+        if not per_example:
+            n = x.shape[0]
+            key = row_keys(key, n, 0 if axis_name is None else lax.axis_index(axis_name) * n)
+        mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, mask_shape[1:]))(key)
     mask = jnp.broadcast_to(mask, x.shape)
     kept = scale_by(x, 1.0 / keep) if mode == "inverted" else x
     return jnp.where(mask, kept, jnp.zeros((), x.dtype))
+
+
+def row_keys(key: Any, rows: int, offset: Any = 0) -> jax.Array:
+    """The per-example keys of rows ``offset .. offset + rows - 1``: ``fold_in(key, offset + i)``, ``(rows,)``.
+
+    These are the keys :func:`dropout` draws row ``offset + i`` of a batch
+    from, so a part of a batch given ``key=row_keys(key, len(part), offset)``
+    is masked exactly as those rows of the whole batch.
+    """
+    key = _validate.check_key(key, "key")
+    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(offset + jnp.arange(rows))
 
 
 def scale_by(x: Any, factor: float) -> jnp.ndarray:

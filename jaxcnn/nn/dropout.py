@@ -42,10 +42,11 @@ class Dropout(nn.Module):
         dropout drops what single-device dropout would (give every device the
         same ``"dropout"`` key). See :func:`jaxcnn.functional.dropout`.
 
-    ``__call__(x, deterministic=None, *, batch_part=None)``: ``batch_part``
-    ``(index, count)`` says ``x`` is one of ``count`` equal parts of the batch
-    (the train step's ``batch_split`` passes it), see
-    :func:`jaxcnn.functional.dropout`.
+    ``__call__(x, deterministic=None, *, rng=None)``: ``rng`` is a key, or
+    one key per example (``(N,)`` typed keys), used instead of the
+    ``rng_collection`` stream (as ``flax.linen.Dropout``'s ``rng``); per-example
+    keys let a batch computed in parts draw the whole batch's masks (see
+    :mod:`jaxcnn.train.split`).
 
     Returns (``__call__``): ``x``'s shape and dtype.
 
@@ -60,13 +61,15 @@ class Dropout(nn.Module):
     axis_name: Any = None
 
     @nn.compact
-    def __call__(self, x: Any, deterministic: bool | None = None, *, batch_part: tuple[int, int] | None = None) -> jnp.ndarray:
+    def __call__(self, x: Any, deterministic: bool | None = None, *, rng: Any = None) -> jnp.ndarray:
         deterministic = _validate.check_bool(
             nn.merge_param("deterministic", self.deterministic, deterministic), "deterministic"
         )
         rate = _validate.check_unit_interval(self.rate, "rate")
         training = not deterministic and rate > 0.0
-        key = self.make_rng(self.rng_collection) if training else None
+        key = None
+        if training:
+            key = self.make_rng(self.rng_collection) if rng is None else rng
         return dropout(
             x,
             rate,
@@ -75,5 +78,4 @@ class Dropout(nn.Module):
             mode=self.mode,
             broadcast_axes=self.broadcast_axes,
             axis_name=self.axis_name,
-            batch_part=batch_part,
         )

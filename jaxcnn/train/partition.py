@@ -32,8 +32,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcnn import _validate
+from jaxcnn.data.sharding import DATA_AXIS
 
-DATA_AXIS = "data"
 MODEL_AXIS = "model"
 #: Default ``min_size``: kernels with at least this many elements are split.
 #: 2**16 floats = 256 KiB; below it the all-gathers cost more than the memory saved.

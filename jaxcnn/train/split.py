@@ -1,46 +1,57 @@
-"""Batch split: one train step's gradient as the sum over independent parts of the batch.
-
-XLA:CPU runs each fused kernel of a program on one thread and runs
-*independent* kernels concurrently. A CNN train step is one long chain of
-dependent kernels (layer by layer, forward then backward), so on CPU most of it
-keeps one core busy (measured with ``jax.profiler`` on the LWLS CNN at batch
-512, 2 cores: 27 ms of kernel time in a 39 ms step). Computing the loss of
-``p`` parts of the batch separately gives XLA ``p`` independent chains to run
-side by side, and each part's activations stay in cache:
+"""Batch split and gradient accumulation: one step's gradient as a sum over parts of the batch.
 
 .. math::
 
     \\nabla_\\theta \\frac{\\sum_i w_i \\ell_i}{\\sum_i w_i}
     = \\sum_{k=1}^{p} \\nabla_\\theta \\frac{\\sum_{i \\in \\text{part } k} w_i \\ell_i}{\\sum_i w_i}
 
-This is the same gradient (up to the order of float summation) only if no
-layer mixes examples: BatchNorm's batch statistics would become per part
-("ghost batch norm"), so models with BatchNorm are never split. Dropout draws
-the whole batch's mask and keeps each part's rows
-(``F.dropout(..., batch_part=(k, p))``), so the units dropped are those of the
-unsplit step. Layers that mix examples in other ways must be trained with
-``batch_split=1``.
+Both are transforms of a gradient function (like ``optax.microbatch``): given
+``grad_fn(params, batch_stats, part) -> (grads, (outputs, per_example,
+batch_stats))`` they return a function of the same signature over the whole
+batch, summing the gradients and concatenating the per-example outputs in
+batch order.
 
-Measured (LWLS CNN + Adam, 2-core AVX-512, against PyTorch eager in the same
-process): parts of 32 examples were the fastest size tried at batch 64, 128
-and 512 (against 64, 128 and 256), and at batch 32 two parts of 16 were slower
-than none (1.39x vs 1.43x); hence :func:`auto_parts`. With it, ``python -m benchmarks.run`` went from 0.85x
-to 1.20x PyTorch at batch 128 and from 0.64x to 1.00x at batch 512.
+* :func:`split_grad` (``batch_split``, a speed rule for CPU): the parts are
+  traced side by side, so XLA:CPU, which runs each fused kernel on one thread
+  but independent kernels concurrently, keeps more cores busy. It is the same
+  step only if no layer mixes examples, so models whose layers keep batch
+  statistics (BatchNorm) are never split (:func:`mixing_layers`).
+* :func:`accumulate_grad` (``grad_accum``, a memory rule): the micro-batches run
+  one after another in a ``lax.scan``, so only one is alive at a time. BatchNorm
+  layers then normalize each micro-batch by its own statistics and update their
+  running averages once per micro-batch, in order -- what a PyTorch loop of
+  ``loss.backward()`` over micro-batches followed by one ``optimizer.step()`` does.
+
+Dropout masks stay those of the unsplit batch: :func:`jaxcnn.functional.dropout`
+draws row ``i``'s mask from ``fold_in(key, i)``, and every
+:class:`jaxcnn.nn.Dropout` of a part is handed the per-example keys of that
+part's rows (:func:`part_keys`), so however the batch is cut each example keeps
+its mask. ``flax.linen.Dropout`` draws one mask per call and cannot, so it
+forbids a split.
+
+When to split (``batch_split="auto"``, :func:`resolve_parts`): strategy "jit" on
+a CPU device, parts of :data:`PART_SIZE` examples (the fastest size measured;
+see ``benchmarks/results/``), no split below 64 examples.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxcnn import _validate
+from jaxcnn.functional.dropout import row_keys
 from jaxcnn.nn.dropout import Dropout as _Dropout
+from jaxcnn.train.hooks import DROPOUTS, is_call, layer_path, owns_batch_stats
 
-PART_SIZE = 32  # examples per part of the automatic split (measured, module docstring)
+PART_SIZE = 32  # examples per part of the automatic split (benchmarks/results/)
 MAX_PARTS = 16  # more parts compile more slowly for little gain
+GradFn = Callable[[Any, Any, dict], tuple[Any, tuple]]
 
 
 def auto_parts(batch_size: int) -> int:
@@ -62,22 +73,28 @@ def check_batch_split(batch_split: Any) -> int | str:
     return parts
 
 
+def check_grad_accum(grad_accum: Any) -> int:
+    """An int >= 1, else a ``TypeError``/``ValueError`` naming ``grad_accum``."""
+    k = _validate.as_int(grad_accum, "grad_accum")
+    if k < 1:
+        raise ValueError(f"grad_accum must be an int >= 1 (the number of micro-batches per step), got {k}")
+    return k
+
+
 def mixing_layers(apply: Callable[[], Any]) -> list[str]:
     """Layers that would make a split change the step, found by tracing ``apply()`` abstractly.
 
-    Returns the paths of every BatchNorm layer (any class named so) and of every
-    Dropout layer that is not :class:`jaxcnn.nn.Dropout` (which alone can draw
-    the whole batch's mask for a part).
+    Every layer that keeps its own ``batch_stats`` (BatchNorm, of any class) and
+    every Dropout of :data:`jaxcnn.train.hooks.DROPOUTS` other than
+    :class:`jaxcnn.nn.Dropout` (which alone takes per-example keys).
     """
     found: list[str] = []
 
     def record(next_fun, args, kwargs, context):
         module = context.module
-        kind = type(module).__name__
-        if context.method_name == "__call__" and (
-            kind == "BatchNorm" or (kind == "Dropout" and not isinstance(module, _Dropout))
-        ):
-            found.append(f"{'/'.join(module.scope.path) or kind} ({type(module).__module__}.{kind})")
+        if is_call(context) and (owns_batch_stats(module) or (isinstance(module, DROPOUTS)
+                                                              and not isinstance(module, _Dropout))):
+            found.append(f"{layer_path(module)} ({type(module).__module__}.{type(module).__name__})")
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
@@ -85,31 +102,121 @@ def mixing_layers(apply: Callable[[], Any]) -> list[str]:
     return found
 
 
-def part_interceptor(index: int, parts: int) -> Callable:
-    """Pass ``batch_part=(index, parts)`` to every :class:`jaxcnn.nn.Dropout` call."""
+def resolve_parts(batch_split: int | str, batch_size: int, apply: Callable[[], Any]) -> int:
+    """How many parts a step splits a (per-device) batch of ``batch_size`` into.
+
+    ``"auto"``: :func:`auto_parts`, or 1 when :func:`mixing_layers` finds a layer
+    that mixes examples. An explicit ``k > 1`` must divide the batch, and such a
+    model is an error.
+    """
+    if batch_split == 1:
+        return 1
+    if batch_split == "auto":
+        parts = auto_parts(batch_size)
+        return 1 if parts == 1 or mixing_layers(apply) else parts
+    if batch_size % batch_split:
+        raise ValueError(f"batch_split={batch_split} must divide the (per-device) batch size {batch_size}")
+    found = mixing_layers(apply)
+    if found:
+        raise ValueError(
+            f"batch_split={batch_split} would change this model's step: layers {found} mix the examples of a "
+            f"batch (BatchNorm statistics would become per part; only jaxcnn.nn.Dropout can draw the whole "
+            f"batch's mask for a part); use batch_split=1 or 'auto'"
+        )
+    return batch_split
+
+
+def _dropout_training(module: _Dropout, args: tuple, kwargs: dict) -> bool:
+    """Whether this :class:`jaxcnn.nn.Dropout` call draws a mask (the module's own rule)."""
+    deterministic = nn.merge_param("deterministic", module.deterministic,
+                                   args[1] if len(args) > 1 else kwargs.get("deterministic"))
+    return not deterministic and module.rate > 0
+
+
+@contextlib.contextmanager
+def part_keys(first_row: Any) -> Iterator[None]:
+    """Hand every :class:`jaxcnn.nn.Dropout` of a part the per-example keys of its rows.
+
+    ``first_row`` is the part's first row in the batch the unsplit step would
+    see (an int or a traced int; under ``pmap``/``shard_map`` the device's
+    offset ``axis_index * rows_per_device`` included), so the part's rows draw
+    the masks they would draw in the whole batch.
+    """
 
     def interceptor(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and isinstance(context.module, _Dropout):
-            kwargs = {**kwargs, "batch_part": (index, parts)}
+        module = context.module
+        if is_call(context) and isinstance(module, _Dropout) and kwargs.get("rng") is None \
+                and _dropout_training(module, args, kwargs):
+            x = args[0] if args else kwargs["x"]
+            key = module.make_rng(module.rng_collection)
+            axes = _validate.axes_arg(module.broadcast_axes, x.ndim, "broadcast_axes")
+            kwargs = {**kwargs, "rng": key if 0 in axes else row_keys(key, x.shape[0], first_row)}
         return next_fun(*args, **kwargs)
 
-    return interceptor
+    with nn.intercept_methods(interceptor):
+        yield
 
 
-def split_grad(objective: Callable, params: Any, batch: dict[str, Any], parts: int) -> tuple[Any, Any]:
-    """``jax.grad(objective, has_aux=True)`` summed over ``parts`` equal slices of ``batch``.
+def _rows(batch: dict) -> int:
+    return next(iter(batch.values())).shape[0]
 
-    ``objective(params, part_batch, index)`` must return ``(value, aux)`` with
-    ``aux`` a pytree of arrays whose axis 0 is the part's batch; the returned
-    ``aux`` is their concatenation, in batch order.
+
+def _first_row(axis_name: str | None, rows: int) -> Any:
+    return 0 if axis_name is None else lax.axis_index(axis_name) * rows
+
+
+def split_grad(grad_fn: GradFn, parts: int, axis_name: str | None = None) -> GradFn:
+    """``grad_fn`` over ``parts`` equal consecutive slices of the batch, traced side by side, summed.
+
+    Returns ``(sum of grads, (outputs, per_example, batch_stats))`` with the
+    outputs concatenated in batch order; ``batch_stats`` are passed through (a
+    split model keeps none).
     """
-    n = next(iter(batch.values())).shape[0]
-    size = n // parts
-    grads, auxes = None, []
-    for k in range(parts):
-        part = {name: v[k * size : (k + 1) * size] for name, v in batch.items()}
-        with nn.intercept_methods(part_interceptor(k, parts)):
-            g, aux = jax.grad(objective, has_aux=True)(params, part, k)
-        grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-        auxes.append(aux)
-    return grads, jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *auxes)
+    if parts == 1:
+        return grad_fn
+
+    def split(params, batch_stats, batch):
+        n = _rows(batch)
+        size, first = n // parts, _first_row(axis_name, n)
+        grads, outs = None, []
+        for k in range(parts):
+            part = {name: v[k * size : (k + 1) * size] for name, v in batch.items()}
+            with part_keys(first + k * size):
+                g, (out, per_example, _) = grad_fn(params, batch_stats, part)
+            grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+            outs.append((out, per_example))
+        out, per_example = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *outs)
+        return grads, (out, per_example, batch_stats)
+
+    return split
+
+
+def accumulate_grad(grad_fn: GradFn, micro_batches: int, axis_name: str | None = None) -> GradFn:
+    """``grad_fn`` over ``micro_batches`` equal slices, one after another in a ``lax.scan``, summed.
+
+    ``batch_stats`` are threaded through the micro-batches in order (see the
+    module docstring). The batch must divide evenly.
+    """
+    if micro_batches == 1:
+        return grad_fn
+
+    def accumulate(params, batch_stats, batch):
+        n = _rows(batch)
+        if n % micro_batches:
+            raise ValueError(f"grad_accum={micro_batches} must divide the (per-device) batch size {n}")
+        size, first = n // micro_batches, _first_row(axis_name, n)
+        stacked = {name: v.reshape((micro_batches, size) + v.shape[1:]) for name, v in batch.items()}
+
+        def one(carry, inputs):
+            grads, stats = carry
+            k, part = inputs
+            with part_keys(first + k * size):
+                g, (out, per_example, stats) = grad_fn(params, stats, part)
+            return (jax.tree.map(jnp.add, grads, g), stats), (out, per_example)
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grads, stats), (out, per_example) = lax.scan(one, (zeros, batch_stats), (jnp.arange(micro_batches), stacked))
+        flat = jax.tree.map(lambda a: a.reshape((n,) + a.shape[2:]), (out, per_example))
+        return grads, (*flat, stats)
+
+    return accumulate

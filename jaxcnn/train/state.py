@@ -12,6 +12,7 @@ from flax import linen as nn
 from flax.training import train_state
 
 from jaxcnn import _validate
+from jaxcnn.train import model_api
 
 
 class TrainState(train_state.TrainState):
@@ -96,7 +97,7 @@ def _init_fn(model: nn.Module):
 
 
 def _make_init(model: nn.Module):
-    return jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))
+    return jax.jit(lambda k, x: model_api.init(model, k, x))
 
 
 _cached_init = functools.lru_cache(maxsize=32)(_make_init)

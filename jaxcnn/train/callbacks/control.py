@@ -1,0 +1,160 @@
+"""Callbacks that steer training: early stopping (with the best state), LR reduction, the NaN guard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcnn import _validate
+from jaxcnn.train.callbacks.base import Callback, Run, improved
+
+MODES = ("min", "max")
+
+
+def _mode_for(monitor: str, mode: str) -> str:
+    if mode == "auto":
+        return "max" if "acc" in monitor else "min"
+    return _validate.check_choice(mode, "mode", MODES)
+
+
+def _monitored(record: dict[str, Any], monitor: str, who: str) -> float | None:
+    if monitor not in record:
+        available = sorted(k for k in record if k not in ("epoch", "step"))
+        raise ValueError(
+            f"{who} monitors {monitor!r}, which the epoch records do not have (they have {available}); "
+            f"validation metrics (val_*) need fit(validation=...)"
+        )
+    value = record[monitor]
+    return None if value is None else float(value)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    Args:
+      monitor: an epoch-record key, e.g. "val_loss" or "val_accuracy" (never a
+        test metric: the test set is read once, after training).
+      mode: "min", "max" or "auto" ("max" for accuracies).
+      patience: epochs without improvement before stopping, >= 1.
+      min_delta: the smallest change that counts as an improvement, >= 0.
+      restore_best: keep a copy of the state of the best epoch; :func:`fit`
+        then returns it (and checkpoints it), and ``FitResult.best`` says which.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 3, min_delta: float = 0.0,
+                 restore_best: bool = True):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a metric name such as 'val_loss', got {_validate.fmt(monitor)}")
+        if monitor.startswith("test_"):
+            raise ValueError(f"monitor={monitor!r}: early stopping must not read the test set; monitor a val_* metric")
+        self.monitor, self.mode = monitor, _mode_for(monitor, mode)
+        self.patience = _validate.as_int(patience, "patience")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
+        self.min_delta = _validate.check_nonnegative(min_delta, "min_delta")
+        self.restore_best = _validate.check_bool(restore_best, "restore_best")
+        self.best_value: float | None = None
+        self.since_best = 0
+
+    def on_epoch_end(self, run: Run, epoch: int, record: dict[str, Any]) -> None:
+        value = _monitored(record, self.monitor, "EarlyStopping")
+        if improved(value, self.best_value, self.mode, self.min_delta):
+            self.best_value, self.since_best = value, 0
+            if self.restore_best:
+                run.best = {"epoch": epoch, "step": record["step"], "monitor": self.monitor, "value": value,
+                            "state": jax.device_get(run.state())}
+            return
+        self.since_best += 1
+        if self.since_best >= self.patience:
+            run.stop(f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
+                     f"(best {self.best_value})")
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving for ``patience`` epochs.
+
+    The optimizer must carry its learning rate as a hyperparameter:
+    ``optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)``.
+
+    Args:
+      monitor, mode, min_delta: as :class:`EarlyStopping`.
+      factor: in ``(0, 1)``.
+      patience: epochs without improvement before each reduction.
+      min_lr: the learning rate never goes below this.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", factor: float = 0.1, patience: int = 2,
+                 min_delta: float = 0.0, min_lr: float = 0.0):
+        self.monitor, self.mode = monitor, _mode_for(monitor, mode)
+        self.factor = float(factor)
+        if not 0.0 < self.factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
+        self.patience = _validate.as_int(patience, "patience")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
+        self.min_delta = _validate.check_nonnegative(min_delta, "min_delta")
+        self.min_lr = _validate.check_nonnegative(min_lr, "min_lr")
+        self.best_value: float | None = None
+        self.since_best = 0
+        self.reductions: list[tuple[int, float]] = []  # (epoch, new learning rate)
+        self._epoch = -1
+
+    def on_epoch_end(self, run: Run, epoch: int, record: dict[str, Any]) -> None:
+        value = _monitored(record, self.monitor, "ReduceLROnPlateau")
+        if improved(value, self.best_value, self.mode, self.min_delta):
+            self.best_value, self.since_best = value, 0
+            return
+        self.since_best += 1
+        if self.since_best >= self.patience:
+            self.since_best = 0
+            self._epoch = epoch
+            run.update_state(self._scaled)
+            record["lr"] = self.reductions[-1][1]
+
+    def _scaled(self, state: Any) -> Any:
+        found: list[float] = []
+
+        def visit(node: Any) -> Any:
+            hp = getattr(node, "hyperparams", None)
+            if isinstance(hp, dict) and "learning_rate" in hp:
+                lr = max(float(np.asarray(hp["learning_rate"])) * self.factor, self.min_lr)
+                found.append(lr)
+                return node._replace(hyperparams={**hp, "learning_rate": np.asarray(lr, np.asarray(
+                    hp["learning_rate"]).dtype)})
+            return node
+
+        opt_state = jax.tree.map(visit, state.opt_state, is_leaf=lambda n: hasattr(n, "hyperparams"))
+        if not found:
+            raise ValueError(
+                "ReduceLROnPlateau needs the learning rate as an optimizer hyperparameter: build the optimizer "
+                "with optax.inject_hyperparams, e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)"
+            )
+        self.reductions.append((self._epoch, found[0]))
+        return state.replace(opt_state=opt_state)
+
+
+class TerminateOnNaN(Callback):
+    """The NaN guard: stop at the first step whose loss or gradient is not finite.
+
+    The step reports, per parameter leaf, whether its gradient is finite
+    (``metrics["finite"]``); the guard names the step and the first offending
+    parameter path. :func:`fit` then writes no checkpoint of the bad state and
+    raises :class:`TrainingDiverged`. For the operation that made the first NaN,
+    rerun with ``jax.config.update("jax_debug_nans", True)``.
+    """
+
+    def on_step_end(self, run: Run, step: int, metrics: dict[str, Any]) -> None:
+        finite = np.asarray(metrics.get("finite", np.ones(0, bool)), bool)
+        loss = float(metrics["loss"])
+        if np.isfinite(loss) and finite.all():
+            return
+        bad = [run.param_paths[i] if i < len(run.param_paths) else str(i) for i in np.flatnonzero(~finite)]
+        where = f"; first non-finite gradient: {bad[0]} ({len(bad)} leaves)" if bad else ""
+        run.diverged = {"step": step, "loss": loss, "path": bad[0] if bad else None}
+        run.stop(f"non-finite loss or gradient at step {step} (loss {loss}){where}")
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised by :func:`jaxcnn.train.fit` when the NaN guard stopped training (the message says where)."""
