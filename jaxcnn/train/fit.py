@@ -63,7 +63,7 @@ class FitResult:
 def fit(
     model: Any,
     dataset: data_lib.Dataset,
-    tx: optax.GradientTransformation,
+    tx: optax.GradientTransformation | None,
     *,
     loss: str | LossFn = "cross_entropy",
     epochs: int = 5,
@@ -140,7 +140,9 @@ def fit(
     Args:
       model: a Flax linen module (``train`` keyword optional), or an NNX module.
       dataset: a :class:`jaxcnn.data.Dataset`.
-      tx: an optax optimizer (see :func:`jaxcnn.train.make_optimizer`).
+      tx: an optax optimizer (see :func:`jaxcnn.train.make_optimizer`); with
+        ``state``, ``None`` trains on with the state's own optimizer and its
+        moments, and a new ``tx`` starts afresh on the state's parameters.
       loss: per-example loss name or function.
       epochs: epochs to train in this call, >= 1.
       batch_size: global batch size (real examples per step).
@@ -161,7 +163,7 @@ def fit(
       steps_per_call: run this many steps per dispatch (see :func:`make_train_step`).
       augment: ``augment(key, x) -> x``, pure JAX, applied inside the step.
       eval_batch_size: evaluation batch size (default ``batch_size``).
-      state: start from this state (fine-tuning, or training on).
+      state: start from this state (training on with ``tx=None``, or fine-tuning with a new ``tx``).
       devices: devices to use (default all).
       progress: show a progress bar; verbose: a line per epoch (default: as progress).
       max_steps: stop after this many steps of this call.
@@ -182,8 +184,7 @@ def fit(
     plan = plan_fit(dataset, batch_size=batch_size, epochs=epochs, validation=validation, seed=seed,
                     remainder=remainder, class_weight=class_weight, sample_weight=sample_weight,
                     eval_batch_size=eval_batch_size, max_steps=max_steps)
-    if trainable is not None:
-        tx = freeze_optimizer(tx, trainable)
+    state, tx = _optimizer(state, tx, trainable)
     common = {"devices": devices, "model_parallel": model_parallel, "min_shard_size": min_shard_size}
     step_kw = {"augment": augment, "batch_split": batch_split, "grad_accum": grad_accum, "trainable": trainable,
                "update_frozen_stats": update_frozen_stats, **common}
@@ -194,8 +195,6 @@ def fit(
     plan = plan.for_devices(train_step.data_parallel)
     if state is None:
         state = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *plan.input_shape), jnp.float32), seed=seed)
-    elif not isinstance(state, TrainState):
-        raise TypeError(f"state must be a jaxcnn.train.TrainState or None, got {_validate.fmt(state)}")
     out = Path(out_dir) if out_dir is not None else None
     state, run_start, planned, total = _starting_point(state, plan, out, resume, resume_from, max_steps,
                                                        checkpoint_every)
@@ -244,6 +243,28 @@ def fit(
             cb.MetricsLog(out / "metrics.jsonl").write({"kind": "test", "step": int(final.step), **test})
     best = None if run.best is None else {k: v for k, v in run.best.items() if k != "state"}
     return FitResult(final, run.history, test, best, run.stopped, run.stop_reason, out)
+
+
+def _optimizer(state: TrainState | None, tx: Any, trainable: Any) -> tuple[TrainState | None, Any]:
+    """The optimizer of the run: ``tx`` (frozen where ``trainable`` is False), or the state's own.
+
+    Given a ``state``: with ``tx=None`` and no ``trainable`` it trains on with its
+    own optimizer and optimizer state; otherwise its parameters, statistics,
+    step and key are kept and the new optimizer starts from a fresh state.
+    """
+    if state is not None and not isinstance(state, TrainState):
+        raise TypeError(f"state must be a jaxcnn.train.TrainState or None, got {_validate.fmt(state)}")
+    if tx is None and state is None:
+        raise TypeError("tx must be an optax.GradientTransformation (e.g. make_optimizer('adam', 1e-3)); "
+                        "tx=None is for training on from a state with its own optimizer")
+    if tx is not None and not isinstance(tx, optax.GradientTransformation):
+        raise TypeError(f"tx must be an optax.GradientTransformation, got {_validate.fmt(tx)}")
+    if tx is None and trainable is None:
+        return state, state.tx
+    tx = freeze_optimizer(tx if tx is not None else state.tx, trainable) if trainable is not None else tx
+    if state is not None:
+        state = state.replace(tx=tx, opt_state=tx.init(state.params))
+    return state, tx
 
 
 def _starting_point(state, plan: FitPlan, out, resume, resume_from, max_steps, checkpoint_every):
