@@ -379,19 +379,56 @@ def _is_png(path):
     return len(data) > 100 and data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _png_size(path):
+    """(width, height) in pixels, read from the PNG's IHDR chunk."""
+    data = path.read_bytes()
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def test_plot_filters(tmp_path, rng):
     rgb = rng.standard_normal((11, 11, 3, 96))
     fig = plot_filters(rgb, tmp_path / "alexnet.png", title="conv1")
-    assert len(fig.axes) == 96 and _is_png(tmp_path / "alexnet.png")
+    assert len(fig.axes) == 96 + 1 and _is_png(tmp_path / "alexnet.png")  # 96 tiles and the colour bar
+    assert fig.axes[-1].get_ylabel() == "weight scaled per filter (0: its min, 1: its max)"
+    assert fig.get_suptitle() == "conv1"
     tile = fig.axes[5].images[0].get_array()
     f = rgb[..., 5]
     np.testing.assert_allclose(tile, (f - f.min()) / (f.max() - f.min()))  # normalized per filter
     grey = plot_filters(rng.standard_normal((5, 5, 1, 4)), ncols=4)
-    assert len(grey.axes) == 4 and grey.axes[0].images[0].get_array().shape == (5, 5)
+    assert len(grey.axes) == 4 + 1 and grey.axes[0].images[0].get_array().shape == (5, 5)
     with pytest.raises(ValueError, match="rank 4"):
-        plot_filters(np.ones((5, 5, 4)))
+        plot_filters(np.ones((5, 5)))
+    with pytest.raises(ValueError, match="rank 4"):
+        plot_filters(np.ones((5, 5, 5, 1, 4)))
     with pytest.raises(ValueError, match="C_in = 1"):
         plot_filters(np.ones((5, 5, 2, 4)))
+    with pytest.raises(ValueError, match="scale"):
+        plot_filters(np.ones((5, 5, 1, 4)), scale="global")
+
+
+def test_plot_filters_title_layer_and_shared_colour_scale(tmp_path, rng):
+    w = rng.standard_normal((5, 5, 1, 4))
+    fig = plot_filters(w, tmp_path / "f.png", layer="conv1", scale="shared", dpi=50)
+    assert fig.get_suptitle() == "conv1: 4 filters 5x5x1"
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() == "weight"
+    m = np.abs(w).max()
+    np.testing.assert_allclose(bar.get_ylim(), (-m, m))  # the bar reads in weight units
+    np.testing.assert_allclose(fig.axes[2].images[0].get_array(), (w[..., 0, 2] + m) / (2 * m))
+    width, height = _png_size(tmp_path / "f.png")
+    assert (width, height) == tuple(round(50 * s) for s in fig.get_size_inches())
+
+
+def test_plot_filters_draws_1d_kernels_as_curves(tmp_path, rng):
+    w = rng.standard_normal((9, 2, 6))  # (k, C_in, C_out): a 1-D model's first layer
+    fig = plot_filters(w, tmp_path / "f1.png", layer="Conv_0")
+    assert _is_png(tmp_path / "f1.png") and fig.get_suptitle() == "Conv_0: 6 filters 9x2"
+    assert len(fig.axes) == 6  # one tile per output channel, no colour bar: the y axis is the weight
+    ax = fig.axes[4]
+    assert len(ax.lines) == 2 + 1  # one curve per input channel (and the zero line)
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), w[:, 1, 4])
+    assert fig.axes[0].get_ylabel() == "weight" and ax.get_xlabel() == "tap"
+    assert {a.get_ylim() for a in fig.axes} == {fig.axes[0].get_ylim()}  # one y scale for all tiles
 
 
 def test_plot_feature_maps(tmp_path, rng):
@@ -421,10 +458,10 @@ def test_plot_curves(tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["loss", "accuracy", "lr"]
     lines = {line.get_label(): line for line in fig.axes[0].lines}
-    assert set(lines) == {"train", "test"}
-    np.testing.assert_allclose(lines["test"].get_xdata(), [3, 7])
-    np.testing.assert_allclose(lines["test"].get_ydata(), [1.5, 0.75])
-    np.testing.assert_allclose(lines["train"].get_xdata(), np.arange(8))
+    assert set(lines) == {"train loss", "test loss"}
+    np.testing.assert_allclose(lines["test loss"].get_xdata(), [3, 7])
+    np.testing.assert_allclose(lines["test loss"].get_ydata(), [1.5, 0.75])
+    np.testing.assert_allclose(lines["train loss"].get_xdata(), np.arange(8))
     by_epoch = plot_curves([{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5}], x="epoch")
     assert by_epoch.axes[0].get_xlabel() == "epoch" and len(by_epoch.axes) == 1
 
@@ -436,4 +473,37 @@ def test_plot_curves(tmp_path):
         plot_curves([{"step": 1, "note": "hello"}])
     with pytest.raises(TypeError, match="metrics"):
         plot_curves(42)
+
+
+def test_plot_curves_labels_units_run_name_and_whole_epoch_ticks(tmp_path):
+    """A log as fit writes it: per-step "train" records, per-epoch "eval" records with val_/test_ series."""
+    run = tmp_path / "lwls-digits"
+    run.mkdir()
+    records = [{"kind": "event", "event": "start", "step": 0}]
+    records += [{"kind": "train", "step": s, "epoch": (s - 1) // 4, "loss": 2.0 / s, "accuracy": s / 12} for s in range(1, 13)]
+    records += [
+        {"kind": "eval", "epoch": e, "step": 4 * (e + 1), "train_loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1),
+         "val_accuracy": 0.6 + e / 10, "test_loss": 1.2 / (e + 1), "seconds": 2.0}
+        for e in range(3)
+    ]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    fig = plot_curves(run / "metrics.jsonl", run / "curves.png", dpi=40)
+    assert fig.get_suptitle() == "lwls-digits: training curves"
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "seconds"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss (mean per example)", "accuracy (fraction correct)", "time (s)"]
+    assert {ax.get_xlabel() for ax in fig.axes} == {"step (optimizer updates)"}
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["train loss (per step)", "train loss (per epoch)", "validation loss (per epoch)",
+                      "test loss (per epoch)"]
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [
+        "train accuracy (per step)", "validation accuracy (per epoch)"]
+    (top,) = fig.axes[0].child_axes  # the epoch axis: a tick at each epoch's last step, whole numbers
+    assert top.get_xlabel() == "end of epoch (counted from 1)"
+    np.testing.assert_allclose(top.get_xticks(), [4, 8, 12])
+    assert [t.get_text() for t in top.get_xticklabels()] == ["1", "2", "3"]
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
+    assert _png_size(run / "curves.png") == tuple(round(40 * s) for s in fig.get_size_inches())
+    by_epoch = plot_curves([r for r in records if r["kind"] == "eval"], x="epoch", title="r")
+    assert by_epoch.get_suptitle() == "r: training curves"
+    assert all(float(t).is_integer() for t in by_epoch.axes[0].get_xticks())
 
