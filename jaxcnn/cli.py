@@ -7,19 +7,24 @@ same model and data from it.
 
 Errors in what the user asked for (unknown model, missing data, impossible
 shapes, an existing run) end the command with one line on stderr and exit code
-2, never a traceback.
+2, never a traceback: those are the errors jaxcnn raises on purpose (a ``raise``
+statement in a ``jaxcnn`` module, see :func:`is_user_error`). Any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
+import linecache
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 def _batch_split(text: str) -> int | str:
     """``--batch-split``: "auto" or a positive int (checked again by make_train_step)."""
@@ -31,12 +36,40 @@ def _batch_split(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive int, got {text!r}") from None
 
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, KeyError)
+#: The exception types jaxcnn raises for bad input (ValueError and TypeError above all).
+USER_ERRORS = (ValueError, TypeError, OSError, LookupError, ImportError)
 CONFIG = "config.json"
 
 
 class CLIError(Exception):
     """An error to show as one line (the user's input, not a bug)."""
+
+
+def is_user_error(err: BaseException) -> bool:
+    """True when jaxcnn raised ``err`` on purpose, about the user's input: show it as one line.
+
+    That is a :class:`CLIError`, or one of :data:`USER_ERRORS` whose innermost
+    traceback frame is a ``raise`` statement in a ``jaxcnn`` module (jaxcnn's
+    argument checks name the argument and the value). The same types raised
+    anywhere else (by Python on a bad operation, by JAX, NumPy or Flax) are bugs:
+    their traceback is shown.
+
+    Args:
+      err: the exception a command raised.
+
+    Returns:
+      Whether to print it as one line.
+    """
+    if isinstance(err, CLIError):
+        return True
+    if not isinstance(err, USER_ERRORS) or err.__traceback__ is None:
+        return False
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno).strip()
+    return (module == "jaxcnn" or module.startswith("jaxcnn.")) and line.startswith("raise ")
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -128,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--markdown", action="store_true", help="print a markdown table")
     s.add_argument("--list", action="store_true", help="list the model names and exit")
 
-    b = sub.add_parser("bench", help="benchmarks against PyTorch and plain Flax (delegates to benchmarks/run.py)")
+    b = sub.add_parser("bench", help="benchmarks against PyTorch and plain Flax (benchmarks.run, from a checkout's "
+                                 "root); results in the current folder or --out")
     b.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for benchmarks.run, e.g. --quick")
 
     v = sub.add_parser("visualize", help="plot a run's filters, feature maps or training curves")
@@ -169,7 +203,7 @@ def model_kwargs(name: str, args: argparse.Namespace, num_classes: int | None, s
                 raise CLIError(f"model {name!r} has no {option} option (it accepts: {', '.join(sorted(accepted))})")
             kw[option] = flag
     if strategy in ("pmap", "shard_map") and "axis_name" in accepted:
-        from jaxcnn.train.step import DATA_AXIS
+        from jaxcnn.data.sharding import DATA_AXIS
 
         kw["axis_name"] = DATA_AXIS
     if precision == "bf16":
@@ -193,24 +227,24 @@ def build_model(name: str, kw: dict[str, Any]):
     return get_model(name, **kw)
 
 
+#: How ``--data-dir`` and ``--image-size`` become the options of each loader of :func:`jaxcnn.data.load`.
+DATA_OPTIONS = {
+    "digits": lambda data_dir, image_size: {"size": image_size},
+    "mnist": lambda data_dir, image_size: {"path": data_dir},
+    "cifar10": lambda data_dir, image_size: {"path": data_dir},
+    "mnist1d": lambda data_dir, image_size: {},
+    "synthetic": lambda data_dir, image_size: {"input_shape": (image_size, image_size, 1)},
+}
+
+
 def load_data(name: str, data_dir: str | None, image_size: int):
-    """The data set by name; its train/test split is fixed (it does not follow ``--seed``)."""
+    """The data set by name through :func:`jaxcnn.data.load`; its train/test split is fixed (not ``--seed``)."""
     from jaxcnn import data as D
 
-    name = name.lower()
-    if name == "digits":
-        return D.digits(size=image_size)
-    if name == "mnist":
-        return D.mnist(data_dir)
-    if name == "cifar10":
-        if data_dir is None:
-            raise CLIError("--data cifar10 needs --data-dir (a folder with data_batch_1..5 and test_batch)")
-        return D.cifar10(data_dir)
-    if name == "mnist1d":
-        return D.mnist1d()
-    if name == "synthetic":
-        return D.synthetic((image_size, image_size, 1))
-    raise CLIError(f"unknown data set {name!r}; choose one of {', '.join(D.list_datasets())}")
+    if name.lower() == "cifar10" and data_dir is None:
+        raise CLIError("--data cifar10 needs --data-dir (a folder with data_batch_1..5 and test_batch)")
+    options = DATA_OPTIONS.get(name.lower(), lambda data_dir, image_size: {})
+    return D.load(name, **options(data_dir, image_size))
 
 
 def _augmenter(dataset):
@@ -400,19 +434,42 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "benchmarks" / "run.py").is_file():
-        raise CLIError(f"the benchmarks live in the source checkout (benchmarks/run.py); none found under {root}")
-    sys.path.insert(0, str(root))
-    from benchmarks import run as bench_run
+BENCH_HOWTO = (
+    "the benchmarks live in a source checkout of jaxcnn (benchmarks/run.py), not in the installed "
+    "package; from the checkout's root run `python -m benchmarks.run ARGS` (or `python -m jaxcnn.cli bench ARGS`)"
+)
 
-    bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``benchmarks.run`` (importable from a checkout's root); results go to ``--out``, default the current folder."""
+    try:
+        bench_run = importlib.import_module("benchmarks.run")
+    except ModuleNotFoundError as err:
+        if err.name not in ("benchmarks", "benchmarks.run"):
+            raise  # a module the benchmarks need is missing: not the user's mistake
+        raise CLIError(BENCH_HOWTO) from None
+    bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else list(args.bench_args)
+    if not any(a == "--out" or a.startswith("--out=") or a == "--render" or a.startswith("--render=")
+               for a in bench_args):
+        bench_args += ["--out", os.getcwd()]  # never into the checkout or the installed package
     return int(bench_run.main(bench_args) or 0)
 
 
+def conv_kernels(params: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    """``(layer path, kernel)`` of every convolution in a parameter tree, in the tree's own order.
+
+    A convolution is a module whose ``"kernel"`` has rank 3 or more (``(*window,
+    C_in, C_out)``); the path is the module's, ``"/"``-joined (``"conv1"``,
+    ``"layer1_block1/conv1"``), as :func:`jaxcnn.analysis.plot_feature_maps` takes it.
+    """
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            yield from conv_kernels(value, (*prefix, str(key)))
+        elif key == "kernel" and len(getattr(value, "shape", ())) >= 3:
+            yield "/".join(prefix), value
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
-    import jax
     import numpy as np
 
     from jaxcnn import analysis
@@ -422,17 +479,22 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     run = Path(cfg["run"])
     output = Path(args.output) if args.output else run / f"{args.what}.png"
     if args.what == "curves":
-        analysis.plot_curves(run / "metrics.jsonl", output)
+        analysis.plot_curves(run / "metrics.jsonl", output, title=run.name)
     else:
         model, ds, state, _ = _restore(cfg)
-        kernels = [(jax.tree_util.keystr(p), np.asarray(a)) for p, a in jax.tree_util.tree_leaves_with_path(state.params)
-                   if jax.tree_util.keystr(p).endswith("['kernel']") and np.ndim(a) >= 3]
+        kernels = list(conv_kernels(state.params))
         if not kernels:
             raise CLIError(f"model {cfg['model']!r} has no convolution kernels to show")
         if args.what == "filters":
-            analysis.plot_filters(kernels[0][1], output)
+            name, kernel = kernels[0]
+            kernel = np.asarray(kernel)
+            if kernel.ndim == 4 and kernel.shape[-2] not in (1, 3):
+                kernel = kernel[..., :1, :]  # the first input channel of each filter
+            analysis.plot_filters(kernel, output, layer=name, scale="shared",
+                                  title=f"{cfg['model']} {name}: {kernel.shape[-1]} filters "
+                                        f"{'x'.join(map(str, kernel.shape[:-1]))}")
         else:
-            layer = args.layer or kernels[0][0].split("'")[1]
+            layer = args.layer or kernels[0][0]
             if not 0 <= args.index < ds.num_test:
                 raise CLIError(f"--index must be in [0, {ds.num_test}), got {args.index}")
             analysis.plot_feature_maps(model, state.variables(), ds.x_test[args.index], layer=layer, path=output)
@@ -454,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as e:
         print(f"jaxcnn {args.command}: error: {e}", file=sys.stderr)
     except USER_ERRORS as e:
-        if os.environ.get("JAXCNN_DEBUG"):
+        if os.environ.get("JAXCNN_DEBUG") or not is_user_error(e):
             raise
         print(f"jaxcnn {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
     except KeyboardInterrupt:
