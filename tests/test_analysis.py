@@ -67,7 +67,7 @@ def test_summary_reproduces_lwls_table(which):
     model = get_model("lwls_cnn") if which == "jaxcnn.models" else LinenLWLS()
     s = summary(model, (28, 28, 1))
     rows = {r.name: r for r in s.rows}
-    assert [104, 808, 1548, 117800, 2010] == [p for _, _, p, _ in LWLS_TABLE]  # the lecture's numbers
+    assert [p for _, _, p, _ in LWLS_TABLE] == [104, 808, 1548, 117800, 2010]  # the lecture's numbers
     for name, shape, params, macs in LWLS_TABLE:
         assert (rows[name].output_shape, rows[name].params, rows[name].macs) == (shape, params, macs), name
     assert s.total_params == 122270
@@ -76,7 +76,7 @@ def test_summary_reproduces_lwls_table(which):
     assert rows["conv1"].shape_str == "28x28x4" and rows["dense1"].shape_str == "200"
     text, md = s.to_text(), s.to_markdown()
     assert str(s) == text
-    for name, shape, params, macs in LWLS_TABLE:
+    for name, _shape, params, macs in LWLS_TABLE:
         assert f"{params:,}" in text and f"| {name} |" in md and f"{macs:,}" in md
     assert "122,270" in text.splitlines()[-1]
     table = [line for line in text.splitlines()[1:] if not line.startswith("-")]
@@ -97,11 +97,23 @@ class Shared(nn.Module):
     "model, shape, out_shape, params, macs",
     [
         # grouped conv: 8*8 positions * 9 taps * (4/2) in per group * 6 out
-        (nn.Conv(6, (3, 3), padding="VALID", feature_group_count=2), (10, 10, 4), (8, 8, 6), 3 * 3 * 2 * 6 + 6, 64 * 9 * 2 * 6),
+        (
+            nn.Conv(6, (3, 3), padding="VALID", feature_group_count=2),
+            (10, 10, 4),
+            (8, 8, 6),
+            3 * 3 * 2 * 6 + 6,
+            64 * 9 * 2 * 6,
+        ),
         # dilated 1D conv, SAME: 20 positions * 3 taps * 3 * 5
         (nn.Conv(5, (3,), kernel_dilation=2, padding="SAME"), (20, 3), (20, 5), 3 * 3 * 5 + 5, 20 * 3 * 3 * 5),
         # transposed conv: 25 INPUT positions * 9 taps * 3 * 4; output (5-1)*2+3 = 11
-        (nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding="VALID"), (5, 5, 3), (11, 11, 4), 3 * 3 * 3 * 4 + 4, 25 * 9 * 3 * 4),
+        (
+            nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding="VALID"),
+            (5, 5, 3),
+            (11, 11, 4),
+            3 * 3 * 3 * 4 + 4,
+            25 * 9 * 3 * 4,
+        ),
         (jnn.ConvTranspose(4, 3, strides=2), (5, 5, 3), (11, 11, 4), 3 * 3 * 4 * 3 + 4, 25 * 9 * 4 * 3),
         # Dense on (4, 5, 3): 20 positions * 3 * 7
         (nn.Dense(7), (4, 5, 3), (4, 5, 7), 3 * 7 + 7, 20 * 3 * 7),
@@ -299,7 +311,9 @@ def test_conv_matrix_lecture_example():
     )
     m = conv_matrix(np.array([w1, w2, w3]), (5,), padding=1)
     np.testing.assert_array_equal(m, expected)
-    np.testing.assert_array_equal(conv_matrix(np.array([w1, w2, w3]).reshape(3, 1, 1), (5, 1), padding="SAME"), expected)
+    np.testing.assert_array_equal(
+        conv_matrix(np.array([w1, w2, w3]).reshape(3, 1, 1), (5, 1), padding="SAME"), expected
+    )
     # flip=True (true convolution) reverses the band
     flipped = np.array(  # flip=True (a true convolution) reverses the kernel: (w3, w2, w1)
         [
@@ -327,8 +341,24 @@ def test_conv_matrix_is_toeplitz():
     np.testing.assert_array_equal(conv_matrix(k, (n,), strides=2), scipy.linalg.toeplitz(first_col, first_row)[::2])
 
 
-CASES_1D = [("VALID", 1, 1), ("SAME", 2, 1), ("FULL", 3, 2), ("CAUSAL", 1, 3), (2, 2, 1), ([(3, 1)], 3, 1), ("same", 1, 2)]
-CASES_2D = [("VALID", 2, (1, 2)), ("SAME", 1, 1), ("FULL", (1, 3), 1), ("CAUSAL", 2, 2), (1, 3, 1), ((0, 2), 1, (2, 1)), (((2, 0), (1, 3)), (2, 1), 1)]
+CASES_1D = [
+    ("VALID", 1, 1),
+    ("SAME", 2, 1),
+    ("FULL", 3, 2),
+    ("CAUSAL", 1, 3),
+    (2, 2, 1),
+    ([(3, 1)], 3, 1),
+    ("same", 1, 2),
+]
+CASES_2D = [
+    ("VALID", 2, (1, 2)),
+    ("SAME", 1, 1),
+    ("FULL", (1, 3), 1),
+    ("CAUSAL", 2, 2),
+    (1, 3, 1),
+    ((0, 2), 1, (2, 1)),
+    (((2, 0), (1, 3)), (2, 1), 1),
+]
 
 
 @pytest.mark.parametrize("nd, cases", [(1, CASES_1D), (2, CASES_2D)])
@@ -450,8 +480,12 @@ def test_plot_feature_maps(tmp_path, rng):
 
 def test_plot_curves(tmp_path):
     log = tmp_path / "metrics.jsonl"
-    records = [{"step": s, "epoch": s // 4, "train_loss": 2.0 / (s + 1), "train_accuracy": s / 10, "lr": 0.1} for s in range(8)]
-    records += [{"step": 4 * e + 3, "epoch": e, "test_loss": 1.5 / (e + 1), "test_accuracy": 0.5 + e / 10} for e in range(2)]
+    records = [
+        {"step": s, "epoch": s // 4, "train_loss": 2.0 / (s + 1), "train_accuracy": s / 10, "lr": 0.1} for s in range(8)
+    ]
+    records += [
+        {"step": 4 * e + 3, "epoch": e, "test_loss": 1.5 / (e + 1), "test_accuracy": 0.5 + e / 10} for e in range(2)
+    ]
     log.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     fig = plot_curves(log, tmp_path / "curves.png")
     assert _is_png(tmp_path / "curves.png")
@@ -480,23 +514,43 @@ def test_plot_curves_labels_units_run_name_and_whole_epoch_ticks(tmp_path):
     run = tmp_path / "lwls-digits"
     run.mkdir()
     records = [{"kind": "event", "event": "start", "step": 0}]
-    records += [{"kind": "train", "step": s, "epoch": (s - 1) // 4, "loss": 2.0 / s, "accuracy": s / 12} for s in range(1, 13)]
     records += [
-        {"kind": "eval", "epoch": e, "step": 4 * (e + 1), "train_loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1),
-         "val_accuracy": 0.6 + e / 10, "test_loss": 1.2 / (e + 1), "seconds": 2.0}
+        {"kind": "train", "step": s, "epoch": (s - 1) // 4, "loss": 2.0 / s, "accuracy": s / 12} for s in range(1, 13)
+    ]
+    records += [
+        {
+            "kind": "eval",
+            "epoch": e,
+            "step": 4 * (e + 1),
+            "train_loss": 1.0 / (e + 1),
+            "val_loss": 1.1 / (e + 1),
+            "val_accuracy": 0.6 + e / 10,
+            "test_loss": 1.2 / (e + 1),
+            "seconds": 2.0,
+        }
         for e in range(3)
     ]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     fig = plot_curves(run / "metrics.jsonl", run / "curves.png", dpi=40)
     assert fig.get_suptitle() == "lwls-digits: training curves"
     assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "seconds"]
-    assert [ax.get_ylabel() for ax in fig.axes] == ["loss (mean per example)", "accuracy (fraction correct)", "time (s)"]
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "loss (mean per example)",
+        "accuracy (fraction correct)",
+        "time (s)",
+    ]
     assert {ax.get_xlabel() for ax in fig.axes} == {"step (optimizer updates)"}
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["train loss (per step)", "train loss (per epoch)", "validation loss (per epoch)",
-                      "test loss (per epoch)"]
+    assert legend == [
+        "train loss (per step)",
+        "train loss (per epoch)",
+        "validation loss (per epoch)",
+        "test loss (per epoch)",
+    ]
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [
-        "train accuracy (per step)", "validation accuracy (per epoch)"]
+        "train accuracy (per step)",
+        "validation accuracy (per epoch)",
+    ]
     (top,) = fig.axes[0].child_axes  # the epoch axis: a tick at each epoch's last step, whole numbers
     assert top.get_xlabel() == "end of epoch (counted from 1)"
     np.testing.assert_allclose(top.get_xticks(), [4, 8, 12])
@@ -506,4 +560,3 @@ def test_plot_curves_labels_units_run_name_and_whole_epoch_ticks(tmp_path):
     by_epoch = plot_curves([r for r in records if r["kind"] == "eval"], x="epoch", title="r")
     assert by_epoch.get_suptitle() == "r: training curves"
     assert all(float(t).is_integer() for t in by_epoch.axes[0].get_xticks())
-

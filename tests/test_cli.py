@@ -44,7 +44,18 @@ def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
 @pytest.mark.skipif(not MNIST.is_dir(), reason="the MNIST test files are not at ../shared/data/mnist")
 @pytest.mark.slow
 def test_lwls_on_mnist_split_reaches_97_percent(tmp_path, capsys):
-    argv = ["train", "--data", "mnist", "--data-dir", str(MNIST), "--batch-size", "64", "--out", str(tmp_path / "m"), "--no-progress"]
+    argv = [
+        "train",
+        "--data",
+        "mnist",
+        "--data-dir",
+        str(MNIST),
+        "--batch-size",
+        "64",
+        "--out",
+        str(tmp_path / "m"),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "split 8000/2000" in out
@@ -79,7 +90,9 @@ def test_summary_prints_the_lecture_table(capsys):
 
 
 def test_resume_of_a_finished_run_reports_its_accuracy(quick_run, capsys):
-    assert main(["train", "--quick", "--out", str(quick_run), "--no-progress", "--checkpoint-every", "5", "--resume"]) == 0
+    assert (
+        main(["train", "--quick", "--out", str(quick_run), "--no-progress", "--checkpoint-every", "5", "--resume"]) == 0
+    )
     assert 0.0 < _final_accuracy(capsys.readouterr().out) <= 1.0
 
 
@@ -181,7 +194,10 @@ def test_conv_kernels_come_from_the_parameter_tree():
         "dense": {"kernel": np.zeros((8, 2))},
         "block": {"conv": {"kernel": np.zeros((3, 4, 8))}, "bn": {"scale": np.zeros(8)}},
     }
-    assert [(name, k.shape) for name, k in cli.conv_kernels(params)] == [("conv1", (5, 5, 1, 4)), ("block/conv", (3, 4, 8))]
+    assert [(name, k.shape) for name, k in cli.conv_kernels(params)] == [
+        ("conv1", (5, 5, 1, 4)),
+        ("block/conv", (3, 4, 8)),
+    ]
 
 
 def test_load_data_goes_through_the_data_registry(monkeypatch):
@@ -192,7 +208,11 @@ def test_load_data_goes_through_the_data_registry(monkeypatch):
     assert cli.load_data("synthetic", None, 8) == "dataset"
     assert cli.load_data("Digits", None, 28) == "dataset"
     assert cli.load_data("mnist", "/data/mnist", 28) == "dataset"
-    assert calls == [("synthetic", {"input_shape": (8, 8, 1)}), ("Digits", {"size": 28}), ("mnist", {"path": "/data/mnist"})]
+    assert calls == [
+        ("synthetic", {"input_shape": (8, 8, 1)}),
+        ("Digits", {"size": 28}),
+        ("mnist", {"path": "/data/mnist"}),
+    ]
 
 
 def test_visualize_plots_are_labelled(quick_run, tmp_path, monkeypatch):
@@ -201,9 +221,17 @@ def test_visualize_plots_are_labelled(quick_run, tmp_path, monkeypatch):
     figures = {}
     for name in ("plot_filters", "plot_curves"):
         real = getattr(analysis, name)
-        monkeypatch.setattr(analysis, name, lambda *a, _real=real, _name=name, **k: figures.setdefault(_name, _real(*a, **k)))
-    assert main(["visualize", "--checkpoint", str(quick_run), "--what", "filters", "--output", str(tmp_path / "f.png")]) == 0
-    assert main(["visualize", "--checkpoint", str(quick_run), "--what", "curves", "--output", str(tmp_path / "c.png")]) == 0
+        monkeypatch.setattr(
+            analysis, name, lambda *a, _real=real, _name=name, **k: figures.setdefault(_name, _real(*a, **k))
+        )
+    assert (
+        main(["visualize", "--checkpoint", str(quick_run), "--what", "filters", "--output", str(tmp_path / "f.png")])
+        == 0
+    )
+    assert (
+        main(["visualize", "--checkpoint", str(quick_run), "--what", "curves", "--output", str(tmp_path / "c.png")])
+        == 0
+    )
     filters = figures["plot_filters"]
     assert filters.get_suptitle() == "lwls_cnn conv1: 4 filters 5x5x1" and filters.axes[-1].get_ylabel() == "weight"
     curves = figures["plot_curves"]

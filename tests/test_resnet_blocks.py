@@ -29,7 +29,7 @@ def test_basic_and_bottleneck_blocks_by_hand():
     assert set(neck) == {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3"}
     assert _count(neck) == 16 * 4 + 3 * 3 * 4 * 4 + 4 * 16 + 2 * (4 + 4 + 16)
     assert BasicBlock.expansion == 1 and BottleneckBlock.expansion == 4
-    assert BLOCKS == {"basic": BasicBlock, "bottleneck": BottleneckBlock}
+    assert {"basic": BasicBlock, "bottleneck": BottleneckBlock} == BLOCKS
     assert issubclass(BasicBlock, ResidualBlock) and issubclass(BottleneckBlock, ResidualBlock)
 
 

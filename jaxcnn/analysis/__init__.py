@@ -19,9 +19,9 @@ not only on the modules of :mod:`jaxcnn.nn`.
 """
 
 from jaxcnn.analysis.conv_matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
-from jaxcnn.analysis.plots import plot_curves, plot_feature_maps, plot_filters
 from jaxcnn.analysis.field_chain import FieldLayer, LayerSpec, chain_receptive_field
 from jaxcnn.analysis.field_measure import positive_params
+from jaxcnn.analysis.plots import plot_curves, plot_feature_maps, plot_filters
 from jaxcnn.analysis.receptive_field import ReceptiveField, check_receptive_field, receptive_field
 from jaxcnn.analysis.summary import LayerRow, Summary, eqn_macs, summary
 

@@ -25,6 +25,7 @@ from jaxcnn._figures import grid, save
 
 __all__ = ["plot_curves", "plot_feature_maps", "plot_filters", "read_records"]
 
+
 def plot_filters(
     kernel: Any,
     path: Any = None,
@@ -133,8 +134,9 @@ def _filter_curves(fig: Figure, kernel: np.ndarray, nrows: int, ncols: int) -> N
     for o in range(c_out):
         ax = fig.add_subplot(nrows, ncols, o + 1)
         for i in range(c_in):
-            ax.plot(np.arange(k), kernel[:, i, o], marker="o" if k <= 16 else None, markersize=2,
-                    label=f"input channel {i}")
+            ax.plot(
+                np.arange(k), kernel[:, i, o], marker="o" if k <= 16 else None, markersize=2, label=f"input channel {i}"
+            )
         ax.set_ylim(lo - pad, hi + pad)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.axhline(0.0, color="0.7", linewidth=0.5)
@@ -217,6 +219,7 @@ def plot_feature_maps(
     if max_maps < 1:
         raise ValueError(f"max_maps must be >= 1, got {max_maps}")
     x = jnp.asarray(_validate.check_array(x, "x"))
+
     def forward(variables, x):
         return model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"], **call_kwargs)
 

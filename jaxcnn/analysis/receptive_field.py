@@ -105,12 +105,13 @@ class ReceptiveField:
 
 def _positions(position: Any, field: Field, out_shape: tuple) -> tuple:
     nd = len(field)
-    if position is not None:
-        if isinstance(position, (str, bytes)) or not isinstance(position, Sequence) or len(position) != nd:
-            raise TypeError(
-                f"position must be None or a sequence of {nd} ints (one per input spatial dim), "
-                f"got {_validate.fmt(position)}"
-            )
+    if position is not None and (
+        isinstance(position, (str, bytes)) or not isinstance(position, Sequence) or len(position) != nd
+    ):
+        raise TypeError(
+            f"position must be None or a sequence of {nd} ints (one per input spatial dim), "
+            f"got {_validate.fmt(position)}"
+        )
     result = []
     for d, dim in enumerate(field):
         given = None if position is None else position[d]

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn import _validate
 from jaxcnn.analysis import _jaxpr
 from jaxcnn.analysis._inputs import default_rngs, per_example_shape
-from jaxcnn import _validate
 from jaxcnn.functional.conv import default_conv_algorithm
 
 _MARK = "jaxcnn_summary_call_"

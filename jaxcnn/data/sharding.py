@@ -45,10 +45,11 @@ def batch_sharding(
         return NamedSharding(mesh, PartitionSpec(*lead, axis))
     if isinstance(sharding_or_mesh, NamedSharding):
         spec = sharding_or_mesh.spec
-        return NamedSharding(sharding_or_mesh.mesh, PartitionSpec(*lead, spec[batch_dim] if len(spec) > batch_dim else None))
+        return NamedSharding(
+            sharding_or_mesh.mesh, PartitionSpec(*lead, spec[batch_dim] if len(spec) > batch_dim else None)
+        )
     raise TypeError(
-        f"sharding_or_mesh must be a jax.sharding.Mesh or NamedSharding, got "
-        f"{_validate.fmt(sharding_or_mesh)}"
+        f"sharding_or_mesh must be a jax.sharding.Mesh or NamedSharding, got {_validate.fmt(sharding_or_mesh)}"
     )
 
 
@@ -65,11 +66,7 @@ def _local_shards(mesh: Mesh, axes: tuple[str, ...]) -> int:
         return 1
     dims = [mesh.axis_names.index(a) for a in axes]
     me = jax.process_index()
-    coords = {
-        tuple(pos[d] for d in dims)
-        for pos, device in np.ndenumerate(mesh.devices)
-        if device.process_index == me
-    }
+    coords = {tuple(pos[d] for d in dims) for pos, device in np.ndenumerate(mesh.devices) if device.process_index == me}
     return len(coords)
 
 
@@ -139,7 +136,9 @@ def shard_batch(
         if not multi and global_size is not None and global_size != rows:
             raise ValueError(f"global_size={global_size}, but {where} holds {rows} rows in this one-process run")
         if multi:
-            shape = None if global_size is None else (*leaf.shape[:batch_dim], global_size, *leaf.shape[batch_dim + 1 :])
+            shape = (
+                None if global_size is None else (*leaf.shape[:batch_dim], global_size, *leaf.shape[batch_dim + 1 :])
+            )
             leaf = jax.make_array_from_process_local_data(sharding, leaf, shape)
         out.append(leaf)
     if not multi:  # one transfer for the whole batch
@@ -163,6 +162,4 @@ def device_put_batch(batch: Any, where: Any = None, *, axis: str = DATA_AXIS) ->
         return shard_batch(batch, where, axis=axis)
     if where is None or isinstance(where, jax.Device):
         return jax.device_put(batch, where)
-    raise TypeError(
-        f"where must be None, a jax.Device, a Mesh or a NamedSharding, got {_validate.fmt(where)}"
-    )
+    raise TypeError(f"where must be None, a jax.Device, a Mesh or a NamedSharding, got {_validate.fmt(where)}")

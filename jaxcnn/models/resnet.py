@@ -44,15 +44,27 @@ class ResidualBlock(nn.Module):
 
     def conv(self, features: int, kernel: int, strides: int, name: str) -> Conv:
         """A ``kernel x kernel`` convolution without bias, He-initialized, padding ``kernel // 2``."""
-        return Conv(features, kernel, strides=strides, padding=kernel // 2, use_bias=False, kernel_init=conv_init,
-                    dtype=self.dtype, name=name)
+        return Conv(
+            features,
+            kernel,
+            strides=strides,
+            padding=kernel // 2,
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            name=name,
+        )
 
     def bn(self, name: str, train: bool, last: bool = False) -> BatchNorm:
         """BatchNorm in training mode when ``train``; ``last``: the branch's final one (zero scale on request)."""
         zero = last and self.zero_init_residual
-        return BatchNorm(use_running_average=not train, axis_name=self.axis_name,
-                         scale_init=nn.initializers.zeros_init() if zero else nn.initializers.ones_init(),
-                         dtype=self.dtype, name=name)
+        return BatchNorm(
+            use_running_average=not train,
+            axis_name=self.axis_name,
+            scale_init=nn.initializers.zeros_init() if zero else nn.initializers.ones_init(),
+            dtype=self.dtype,
+            name=name,
+        )
 
     def residual(self, x: Any, train: bool) -> jnp.ndarray:
         """The residual branch ``F(x)``: ``(N, H / s, W / s, expansion * features)``."""
@@ -149,8 +161,16 @@ class ResNet(nn.Module):
         block = BLOCKS[_validate.check_choice(self.block, "block", tuple(BLOCKS))]
         stem = _validate.check_choice(self.stem, "stem", ("imagenet", "cifar"))
         k, s = (7, 2) if stem == "imagenet" else (3, 1)
-        stem_conv = Conv(self.width, k, strides=s, padding=k // 2, use_bias=False, kernel_init=conv_init,
-                         dtype=self.dtype, name="conv1")
+        stem_conv = Conv(
+            self.width,
+            k,
+            strides=s,
+            padding=k // 2,
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            name="conv1",
+        )
         x = stem_conv(x)
         x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x)
         x = jax.nn.relu(x)
