@@ -209,7 +209,7 @@ def plot_curves(
             label = series_label(k, {r["kind"] for _, r in rows if isinstance(r.get("kind"), str)})
             ax.plot(xs, [r[k] for _, r in rows], marker="o" if len(rows) < 30 else None, markersize=3, label=label)
         ax.set_title(base)
-        ax.set_xlabel(X_LABELS.get(x, x))
+        ax.set_xlabel(X_LABELS.get(x) or str(x))
         ax.set_ylabel(Y_LABELS.get(base, base))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if x == "step":

@@ -41,7 +41,7 @@ class Dim(NamedTuple):
     jump: int
 
 
-#: One :class:`Dim` per input spatial dim, or ``None`` for "does not depend on x".
+#: One :class:`Dim` per input spatial dim (``None`` where a tensor does not depend on x).
 Field = tuple
 
 

@@ -38,7 +38,7 @@ def unsupported(eqn: Any, why: str = "") -> Unsupported:
     )
 
 
-def union(fields: list, shapes: list, eqn: Any) -> Field:
+def union(fields: list, shapes: list, eqn: Any) -> Field | None:
     """The field of an element that depends on all of ``fields`` (same-shaped operands).
 
     Per spatial dim: ``[min lo, max hi]``; operands that carry the dim on
@@ -60,7 +60,7 @@ def union(fields: list, shapes: list, eqn: Any) -> Field:
     return tuple(dims)
 
 
-def remap(field: Field, shape: tuple, axis_map: Callable[[int], int | None]) -> Field:
+def remap(field: Field | None, shape: tuple, axis_map: Callable[[int], int | None]) -> Field | None:
     """Move each field axis to ``axis_map(axis)``; ``None`` collapses it (see :func:`collapse`)."""
     if field is None:
         return None
@@ -167,7 +167,7 @@ def pool(trace: FieldTrace, eqn: Any, fields: list) -> list:
         raise unsupported(eqn, "the initial value depends on the input")
     if any(b != 1 for b in p["base_dilation"]):
         raise unsupported(eqn, "base dilation")
-    outs = []
+    outs: list[Field | None] = []
     for f, shape in zip(fields[:n_ops], _shapes(eqn)[1]):
         if f is None:
             outs.append(None)

@@ -101,7 +101,7 @@ def _filter_images(fig: Figure, kernel: np.ndarray, nrows: int, ncols: int, scal
     """2-D kernels as image tiles, and one colour bar for all of them."""
     c_in, c_out = kernel.shape[-2:]
     m = float(np.max(np.abs(kernel))) or 1.0
-    axes, image = [], None
+    axes = []
     for o in range(c_out):
         tile = kernel[..., o]
         if scale == "shared":
@@ -113,17 +113,16 @@ def _filter_images(fig: Figure, kernel: np.ndarray, nrows: int, ncols: int, scal
         if c_in == 3:
             ax.imshow(tile, interpolation="nearest")
         else:
-            image = ax.imshow(tile[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.imshow(tile[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_axis_off()
         axes.append(ax)
-    if image is None:  # RGB tiles: the bar shows what an intensity of every channel means
-        image = ScalarMappable(Normalize(0.0, 1.0), cmap="gray")
-    if scale == "shared":
-        image = ScalarMappable(Normalize(-m, m), cmap="gray")
+    if scale == "shared":  # the tiles show (w + m) / 2m: the bar reads in weight units
+        bar = ScalarMappable(Normalize(-m, m), cmap="gray")
         label = "weight" if c_in == 1 else "weight (per colour channel)"
     else:
+        bar = ScalarMappable(Normalize(0.0, 1.0), cmap="gray")
         label = "weight scaled per filter (0: its min, 1: its max)"
-    fig.colorbar(image, ax=axes, shrink=0.8, label=label)
+    fig.colorbar(bar, ax=axes, shrink=0.8, label=label)
 
 
 def _filter_curves(fig: Figure, kernel: np.ndarray, nrows: int, ncols: int) -> None:

@@ -112,7 +112,7 @@ def _positions(position: Any, field: Field, out_shape: tuple) -> tuple:
             f"position must be None or a sequence of {nd} ints (one per input spatial dim), "
             f"got {_validate.fmt(position)}"
         )
-    result = []
+    result: list[int | None] = []
     for d, dim in enumerate(field):
         given = None if position is None else position[d]
         if dim.axis is None:
@@ -252,6 +252,7 @@ def receptive_field(
             )
         out_shape = tuple(closed.jaxpr.outvars[0].aval.shape)
 
+    out_field: Field
     if layers is not None:
         rows = chain_receptive_field(layers, shape)
         out_field, probe_shape = last_field(rows[-1]), (1, *rows[-1].output_shape)
@@ -260,18 +261,18 @@ def receptive_field(
                 f"layers end in spatial shape {rows[-1].output_shape}, but the model's output has shape "
                 f"{out_shape[1:]}; the chain must describe the model up to its output"
             )
-    else:
-        rows, out_field = _traced_field(closed, probe.strip, nd)
-        if out_field is None:
+    elif closed is not None:  # (a model or function is given: checked above)
+        rows, traced = _traced_field(closed, probe.strip, nd)
+        if traced is None:
             raise ValueError(f"the output (shape {out_shape}) does not depend on the input x")
-        probe_shape = out_shape
+        out_field, probe_shape = traced, tuple(closed.jaxpr.outvars[0].aval.shape)
 
     pos = _positions(position, out_field, probe_shape)
     analytic = tuple(
         (d.lo, d.hi) if d.axis is None else (d.lo + p * d.jump, d.hi + p * d.jump) for d, p in zip(out_field, pos)
     )
     measured = mask = None
-    if measure and closed is not None:
+    if measure and closed is not None and probe.fn is not None and out_shape is not None:
         index = [0] * len(out_shape)
         for d, p in zip(out_field, pos):
             if d.axis is not None:
@@ -281,7 +282,7 @@ def receptive_field(
     return ReceptiveField(list(rows), shape, out_example, pos, analytic, measured, mask)
 
 
-def _traced_field(closed: Any, strip: str | None, nd: int) -> tuple[list, Field]:
+def _traced_field(closed: Any, strip: str | None, nd: int) -> tuple[list, Field | None]:
     """The table rows and the output field of a traced jaxpr whose last input is ``x``."""
     trace = FieldTrace(strip)
     in_field = tuple(Dim(1 + d, 0, 0, 1) for d in range(nd))

@@ -60,7 +60,7 @@ def _batch_axes(sharding: NamedSharding, batch_dim: int) -> tuple[str, ...]:
     return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
-def _local_shards(mesh: Mesh, axes: tuple[str, ...]) -> int:
+def _local_shards(mesh: Any, axes: tuple[str, ...]) -> int:
     """Distinct batch shards held by this process's devices (all shards in one process)."""
     if not axes:
         return 1
