@@ -67,7 +67,7 @@ def test_summary_reproduces_lwls_table(which):
     model = get_model("lwls_cnn") if which == "jaxcnn.models" else LinenLWLS()
     s = summary(model, (28, 28, 1))
     rows = {r.name: r for r in s.rows}
-    assert [104, 808, 1548, 117800, 2010] == [p for _, _, p, _ in LWLS_TABLE]  # the lecture's numbers
+    assert [p for _, _, p, _ in LWLS_TABLE] == [104, 808, 1548, 117800, 2010]  # the lecture's numbers
     for name, shape, params, macs in LWLS_TABLE:
         assert (rows[name].output_shape, rows[name].params, rows[name].macs) == (shape, params, macs), name
     assert s.total_params == 122270
@@ -76,7 +76,7 @@ def test_summary_reproduces_lwls_table(which):
     assert rows["conv1"].shape_str == "28x28x4" and rows["dense1"].shape_str == "200"
     text, md = s.to_text(), s.to_markdown()
     assert str(s) == text
-    for name, shape, params, macs in LWLS_TABLE:
+    for name, _shape, params, macs in LWLS_TABLE:
         assert f"{params:,}" in text and f"| {name} |" in md and f"{macs:,}" in md
     assert "122,270" in text.splitlines()[-1]
     table = [line for line in text.splitlines()[1:] if not line.startswith("-")]
@@ -97,11 +97,23 @@ class Shared(nn.Module):
     "model, shape, out_shape, params, macs",
     [
         # grouped conv: 8*8 positions * 9 taps * (4/2) in per group * 6 out
-        (nn.Conv(6, (3, 3), padding="VALID", feature_group_count=2), (10, 10, 4), (8, 8, 6), 3 * 3 * 2 * 6 + 6, 64 * 9 * 2 * 6),
+        (
+            nn.Conv(6, (3, 3), padding="VALID", feature_group_count=2),
+            (10, 10, 4),
+            (8, 8, 6),
+            3 * 3 * 2 * 6 + 6,
+            64 * 9 * 2 * 6,
+        ),
         # dilated 1D conv, SAME: 20 positions * 3 taps * 3 * 5
         (nn.Conv(5, (3,), kernel_dilation=2, padding="SAME"), (20, 3), (20, 5), 3 * 3 * 5 + 5, 20 * 3 * 3 * 5),
         # transposed conv: 25 INPUT positions * 9 taps * 3 * 4; output (5-1)*2+3 = 11
-        (nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding="VALID"), (5, 5, 3), (11, 11, 4), 3 * 3 * 3 * 4 + 4, 25 * 9 * 3 * 4),
+        (
+            nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding="VALID"),
+            (5, 5, 3),
+            (11, 11, 4),
+            3 * 3 * 3 * 4 + 4,
+            25 * 9 * 3 * 4,
+        ),
         (jnn.ConvTranspose(4, 3, strides=2), (5, 5, 3), (11, 11, 4), 3 * 3 * 4 * 3 + 4, 25 * 9 * 4 * 3),
         # Dense on (4, 5, 3): 20 positions * 3 * 7
         (nn.Dense(7), (4, 5, 3), (4, 5, 7), 3 * 7 + 7, 20 * 3 * 7),
@@ -299,7 +311,9 @@ def test_conv_matrix_lecture_example():
     )
     m = conv_matrix(np.array([w1, w2, w3]), (5,), padding=1)
     np.testing.assert_array_equal(m, expected)
-    np.testing.assert_array_equal(conv_matrix(np.array([w1, w2, w3]).reshape(3, 1, 1), (5, 1), padding="SAME"), expected)
+    np.testing.assert_array_equal(
+        conv_matrix(np.array([w1, w2, w3]).reshape(3, 1, 1), (5, 1), padding="SAME"), expected
+    )
     # flip=True (true convolution) reverses the band
     flipped = np.array(  # flip=True (a true convolution) reverses the kernel: (w3, w2, w1)
         [
@@ -327,8 +341,24 @@ def test_conv_matrix_is_toeplitz():
     np.testing.assert_array_equal(conv_matrix(k, (n,), strides=2), scipy.linalg.toeplitz(first_col, first_row)[::2])
 
 
-CASES_1D = [("VALID", 1, 1), ("SAME", 2, 1), ("FULL", 3, 2), ("CAUSAL", 1, 3), (2, 2, 1), ([(3, 1)], 3, 1), ("same", 1, 2)]
-CASES_2D = [("VALID", 2, (1, 2)), ("SAME", 1, 1), ("FULL", (1, 3), 1), ("CAUSAL", 2, 2), (1, 3, 1), ((0, 2), 1, (2, 1)), (((2, 0), (1, 3)), (2, 1), 1)]
+CASES_1D = [
+    ("VALID", 1, 1),
+    ("SAME", 2, 1),
+    ("FULL", 3, 2),
+    ("CAUSAL", 1, 3),
+    (2, 2, 1),
+    ([(3, 1)], 3, 1),
+    ("same", 1, 2),
+]
+CASES_2D = [
+    ("VALID", 2, (1, 2)),
+    ("SAME", 1, 1),
+    ("FULL", (1, 3), 1),
+    ("CAUSAL", 2, 2),
+    (1, 3, 1),
+    ((0, 2), 1, (2, 1)),
+    (((2, 0), (1, 3)), (2, 1), 1),
+]
 
 
 @pytest.mark.parametrize("nd, cases", [(1, CASES_1D), (2, CASES_2D)])
@@ -379,19 +409,56 @@ def _is_png(path):
     return len(data) > 100 and data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _png_size(path):
+    """(width, height) in pixels, read from the PNG's IHDR chunk."""
+    data = path.read_bytes()
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def test_plot_filters(tmp_path, rng):
     rgb = rng.standard_normal((11, 11, 3, 96))
     fig = plot_filters(rgb, tmp_path / "alexnet.png", title="conv1")
-    assert len(fig.axes) == 96 and _is_png(tmp_path / "alexnet.png")
+    assert len(fig.axes) == 96 + 1 and _is_png(tmp_path / "alexnet.png")  # 96 tiles and the colour bar
+    assert fig.axes[-1].get_ylabel() == "weight scaled per filter (0: its min, 1: its max)"
+    assert fig.get_suptitle() == "conv1"
     tile = fig.axes[5].images[0].get_array()
     f = rgb[..., 5]
     np.testing.assert_allclose(tile, (f - f.min()) / (f.max() - f.min()))  # normalized per filter
     grey = plot_filters(rng.standard_normal((5, 5, 1, 4)), ncols=4)
-    assert len(grey.axes) == 4 and grey.axes[0].images[0].get_array().shape == (5, 5)
+    assert len(grey.axes) == 4 + 1 and grey.axes[0].images[0].get_array().shape == (5, 5)
     with pytest.raises(ValueError, match="rank 4"):
-        plot_filters(np.ones((5, 5, 4)))
+        plot_filters(np.ones((5, 5)))
+    with pytest.raises(ValueError, match="rank 4"):
+        plot_filters(np.ones((5, 5, 5, 1, 4)))
     with pytest.raises(ValueError, match="C_in = 1"):
         plot_filters(np.ones((5, 5, 2, 4)))
+    with pytest.raises(ValueError, match="scale"):
+        plot_filters(np.ones((5, 5, 1, 4)), scale="global")
+
+
+def test_plot_filters_title_layer_and_shared_colour_scale(tmp_path, rng):
+    w = rng.standard_normal((5, 5, 1, 4))
+    fig = plot_filters(w, tmp_path / "f.png", layer="conv1", scale="shared", dpi=50)
+    assert fig.get_suptitle() == "conv1: 4 filters 5x5x1"
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() == "weight"
+    m = np.abs(w).max()
+    np.testing.assert_allclose(bar.get_ylim(), (-m, m))  # the bar reads in weight units
+    np.testing.assert_allclose(fig.axes[2].images[0].get_array(), (w[..., 0, 2] + m) / (2 * m))
+    width, height = _png_size(tmp_path / "f.png")
+    assert (width, height) == tuple(round(50 * s) for s in fig.get_size_inches())
+
+
+def test_plot_filters_draws_1d_kernels_as_curves(tmp_path, rng):
+    w = rng.standard_normal((9, 2, 6))  # (k, C_in, C_out): a 1-D model's first layer
+    fig = plot_filters(w, tmp_path / "f1.png", layer="Conv_0")
+    assert _is_png(tmp_path / "f1.png") and fig.get_suptitle() == "Conv_0: 6 filters 9x2"
+    assert len(fig.axes) == 6  # one tile per output channel, no colour bar: the y axis is the weight
+    ax = fig.axes[4]
+    assert len(ax.lines) == 2 + 1  # one curve per input channel (and the zero line)
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), w[:, 1, 4])
+    assert fig.axes[0].get_ylabel() == "weight" and ax.get_xlabel() == "tap"
+    assert {a.get_ylim() for a in fig.axes} == {fig.axes[0].get_ylim()}  # one y scale for all tiles
 
 
 def test_plot_feature_maps(tmp_path, rng):
@@ -413,18 +480,22 @@ def test_plot_feature_maps(tmp_path, rng):
 
 def test_plot_curves(tmp_path):
     log = tmp_path / "metrics.jsonl"
-    records = [{"step": s, "epoch": s // 4, "train_loss": 2.0 / (s + 1), "train_accuracy": s / 10, "lr": 0.1} for s in range(8)]
-    records += [{"step": 4 * e + 3, "epoch": e, "test_loss": 1.5 / (e + 1), "test_accuracy": 0.5 + e / 10} for e in range(2)]
+    records = [
+        {"step": s, "epoch": s // 4, "train_loss": 2.0 / (s + 1), "train_accuracy": s / 10, "lr": 0.1} for s in range(8)
+    ]
+    records += [
+        {"step": 4 * e + 3, "epoch": e, "test_loss": 1.5 / (e + 1), "test_accuracy": 0.5 + e / 10} for e in range(2)
+    ]
     log.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     fig = plot_curves(log, tmp_path / "curves.png")
     assert _is_png(tmp_path / "curves.png")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["loss", "accuracy", "lr"]
     lines = {line.get_label(): line for line in fig.axes[0].lines}
-    assert set(lines) == {"train", "test"}
-    np.testing.assert_allclose(lines["test"].get_xdata(), [3, 7])
-    np.testing.assert_allclose(lines["test"].get_ydata(), [1.5, 0.75])
-    np.testing.assert_allclose(lines["train"].get_xdata(), np.arange(8))
+    assert set(lines) == {"train loss", "test loss"}
+    np.testing.assert_allclose(lines["test loss"].get_xdata(), [3, 7])
+    np.testing.assert_allclose(lines["test loss"].get_ydata(), [1.5, 0.75])
+    np.testing.assert_allclose(lines["train loss"].get_xdata(), np.arange(8))
     by_epoch = plot_curves([{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5}], x="epoch")
     assert by_epoch.axes[0].get_xlabel() == "epoch" and len(by_epoch.axes) == 1
 
@@ -437,3 +508,55 @@ def test_plot_curves(tmp_path):
     with pytest.raises(TypeError, match="metrics"):
         plot_curves(42)
 
+
+def test_plot_curves_labels_units_run_name_and_whole_epoch_ticks(tmp_path):
+    """A log as fit writes it: per-step "train" records, per-epoch "eval" records with val_/test_ series."""
+    run = tmp_path / "lwls-digits"
+    run.mkdir()
+    records = [{"kind": "event", "event": "start", "step": 0}]
+    records += [
+        {"kind": "train", "step": s, "epoch": (s - 1) // 4, "loss": 2.0 / s, "accuracy": s / 12} for s in range(1, 13)
+    ]
+    records += [
+        {
+            "kind": "eval",
+            "epoch": e,
+            "step": 4 * (e + 1),
+            "train_loss": 1.0 / (e + 1),
+            "val_loss": 1.1 / (e + 1),
+            "val_accuracy": 0.6 + e / 10,
+            "test_loss": 1.2 / (e + 1),
+            "seconds": 2.0,
+        }
+        for e in range(3)
+    ]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    fig = plot_curves(run / "metrics.jsonl", run / "curves.png", dpi=40)
+    assert fig.get_suptitle() == "lwls-digits: training curves"
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "seconds"]
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "loss (mean per example)",
+        "accuracy (fraction correct)",
+        "time (s)",
+    ]
+    assert {ax.get_xlabel() for ax in fig.axes} == {"step (optimizer updates)"}
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == [
+        "train loss (per step)",
+        "train loss (per epoch)",
+        "validation loss (per epoch)",
+        "test loss (per epoch)",
+    ]
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [
+        "train accuracy (per step)",
+        "validation accuracy (per epoch)",
+    ]
+    (top,) = fig.axes[0].child_axes  # the epoch axis: a tick at each epoch's last step, whole numbers
+    assert top.get_xlabel() == "end of epoch (counted from 1)"
+    np.testing.assert_allclose(top.get_xticks(), [4, 8, 12])
+    assert [t.get_text() for t in top.get_xticklabels()] == ["1", "2", "3"]
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
+    assert _png_size(run / "curves.png") == tuple(round(40 * s) for s in fig.get_size_inches())
+    by_epoch = plot_curves([r for r in records if r["kind"] == "eval"], x="epoch", title="r")
+    assert by_epoch.get_suptitle() == "r: training curves"
+    assert all(float(t).is_integer() for t in by_epoch.axes[0].get_xticks())

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from jaxcnn import cli
 from jaxcnn.cli import main
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -41,7 +45,18 @@ def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
 @pytest.mark.skipif(not MNIST.is_dir(), reason="the MNIST test files are not at ../shared/data/mnist")
 @pytest.mark.slow
 def test_lwls_on_mnist_split_reaches_97_percent(tmp_path, capsys):
-    argv = ["train", "--data", "mnist", "--data-dir", str(MNIST), "--batch-size", "64", "--out", str(tmp_path / "m"), "--no-progress"]
+    argv = [
+        "train",
+        "--data",
+        "mnist",
+        "--data-dir",
+        str(MNIST),
+        "--batch-size",
+        "64",
+        "--out",
+        str(tmp_path / "m"),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "split 8000/2000" in out
@@ -76,7 +91,9 @@ def test_summary_prints_the_lecture_table(capsys):
 
 
 def test_resume_of_a_finished_run_reports_its_accuracy(quick_run, capsys):
-    assert main(["train", "--quick", "--out", str(quick_run), "--no-progress", "--checkpoint-every", "5", "--resume"]) == 0
+    assert (
+        main(["train", "--quick", "--out", str(quick_run), "--no-progress", "--checkpoint-every", "5", "--resume"]) == 0
+    )
     assert 0.0 < _final_accuracy(capsys.readouterr().out) <= 1.0
 
 
@@ -117,4 +134,122 @@ def test_bench_passes_its_options_through(monkeypatch):
     monkeypatch.setattr(bench_run, "main", lambda argv: seen.append(list(argv)) or 0)
     assert main(["bench", "--quick", "--only", "primitives"]) == 0
     assert main(["bench", "--", "--quick"]) == 0
-    assert seen == [["--quick", "--only", "primitives"], ["--quick"]]
+    here = os.getcwd()  # results go to the current folder, never into the checkout or the package
+    assert seen == [["--quick", "--only", "primitives", "--out", here], ["--quick", "--out", here]]
+
+
+def test_bench_writes_where_the_user_says(monkeypatch, tmp_path):
+    import benchmarks.run as bench_run
+
+    seen = []
+    monkeypatch.setattr(bench_run, "main", lambda argv: seen.append(list(argv)) or 0)
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--render", str(tmp_path / "r.json")]) == 0
+    assert seen == [["--quick", "--out", str(tmp_path)], ["--render", str(tmp_path / "r.json")]]
+
+
+def test_bench_outside_a_checkout_says_how_to_run_it(monkeypatch, capsys):
+    """No sys.path edits: where `benchmarks` is not importable, one line says how to run it from a checkout."""
+    monkeypatch.setitem(sys.modules, "benchmarks", None)
+    monkeypatch.delitem(sys.modules, "benchmarks.run", raising=False)
+    path_before = list(sys.path)
+    assert main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "python -m benchmarks.run" in err and len(err.strip().splitlines()) == 1
+    assert sys.path == path_before
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+    """Only jaxcnn's own `raise` of a bad-input error is one line; the same types from a bug propagate."""
+    from jaxcnn import _figures
+
+    monkeypatch.setitem(cli.COMMANDS, "summary", lambda args: _figures.grid(None, 2))  # Python's TypeError in jaxcnn
+    with pytest.raises(TypeError):
+        main(["summary"])
+
+    def foreign(args):
+        raise KeyError("raised outside jaxcnn")
+
+    monkeypatch.setitem(cli.COMMANDS, "summary", foreign)
+    with pytest.raises(KeyError):
+        main(["summary"])
+    monkeypatch.setitem(cli.COMMANDS, "summary", lambda args: _figures.grid(4, 0))  # jaxcnn's own check
+    assert main(["summary"]) == 2
+
+
+def test_is_user_error_reads_the_raising_frame():
+    from jaxcnn import _validate
+
+    with pytest.raises(ValueError) as own:
+        _validate.check_choice("x", "scale", ("a", "b"))
+    assert cli.is_user_error(own.value)
+    with pytest.raises(ValueError) as foreign:
+        int("not a number")
+    assert not cli.is_user_error(foreign.value)
+    assert cli.is_user_error(cli.CLIError("bad flag"))
+
+
+def test_conv_kernels_come_from_the_parameter_tree():
+    params = {
+        "conv1": {"kernel": np.zeros((5, 5, 1, 4)), "bias": np.zeros(4)},
+        "dense": {"kernel": np.zeros((8, 2))},
+        "block": {"conv": {"kernel": np.zeros((3, 4, 8))}, "bn": {"scale": np.zeros(8)}},
+    }
+    assert [(name, k.shape) for name, k in cli.conv_kernels(params)] == [
+        ("conv1", (5, 5, 1, 4)),
+        ("block/conv", (3, 4, 8)),
+    ]
+
+
+def test_load_data_goes_through_the_data_registry(monkeypatch):
+    import jaxcnn.data as D
+
+    calls = []
+    monkeypatch.setattr(D, "load", lambda name, **kw: calls.append((name, kw)) or "dataset")
+    assert cli.load_data("synthetic", None, 8) == "dataset"
+    assert cli.load_data("Digits", None, 28) == "dataset"
+    assert cli.load_data("mnist", "/data/mnist", 28) == "dataset"
+    assert calls == [
+        ("synthetic", {"input_shape": (8, 8, 1)}),
+        ("Digits", {"size": 28}),
+        ("mnist", {"path": "/data/mnist"}),
+    ]
+
+
+def test_visualize_plots_are_labelled(quick_run, tmp_path, monkeypatch):
+    from jaxcnn import analysis
+
+    figures = {}
+    for name in ("plot_filters", "plot_curves"):
+        real = getattr(analysis, name)
+        monkeypatch.setattr(
+            analysis, name, lambda *a, _real=real, _name=name, **k: figures.setdefault(_name, _real(*a, **k))
+        )
+    assert (
+        main(["visualize", "--checkpoint", str(quick_run), "--what", "filters", "--output", str(tmp_path / "f.png")])
+        == 0
+    )
+    assert (
+        main(["visualize", "--checkpoint", str(quick_run), "--what", "curves", "--output", str(tmp_path / "c.png")])
+        == 0
+    )
+    filters = figures["plot_filters"]
+    assert filters.get_suptitle() == "lwls_cnn conv1: 4 filters 5x5x1" and filters.axes[-1].get_ylabel() == "weight"
+    curves = figures["plot_curves"]
+    assert curves.get_suptitle() == f"{quick_run.name}: training curves"
+    assert all(ax.get_ylabel() and ax.get_xlabel() for ax in curves.axes)
+
+
+@pytest.fixture(scope="module")
+def quick_run_1d(tmp_path_factory):
+    pytest.importorskip("mnist1d")
+    run = tmp_path_factory.mktemp("quick1d") / "run"
+    assert main(["train", "--quick", "--model", "cnn1d", "--data", "mnist1d", "--out", str(run), "--no-progress"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("what", ["filters", "feature-maps"])
+def test_visualize_a_1d_model(quick_run_1d, tmp_path, what):
+    out = tmp_path / f"{what}.png"
+    assert main(["visualize", "--checkpoint", str(quick_run_1d), "--what", what, "--output", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"

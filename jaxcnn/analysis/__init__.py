@@ -19,16 +19,10 @@ not only on the modules of :mod:`jaxcnn.nn`.
 """
 
 from jaxcnn.analysis.conv_matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
+from jaxcnn.analysis.field_chain import FieldLayer, LayerSpec, chain_receptive_field
+from jaxcnn.analysis.field_measure import positive_params
 from jaxcnn.analysis.plots import plot_curves, plot_feature_maps, plot_filters
-from jaxcnn.analysis.receptive_field import (
-    FieldLayer,
-    LayerSpec,
-    ReceptiveField,
-    chain_receptive_field,
-    check_receptive_field,
-    positive_params,
-    receptive_field,
-)
+from jaxcnn.analysis.receptive_field import ReceptiveField, check_receptive_field, receptive_field
 from jaxcnn.analysis.summary import LayerRow, Summary, eqn_macs, summary
 
 __all__ = [

@@ -9,7 +9,7 @@ a pooling layer whatever emits ``reduce_window_*``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from jax.extend import core as jcore
@@ -75,3 +75,48 @@ def walk(jaxpr: Any, outer: tuple[str, ...] = (), multiplier: int = 1) -> Iterat
         times = multiplier * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else multiplier
         for sub in subs:
             yield from walk(sub, names, times)
+
+
+def interpret(
+    jaxpr: Any,
+    args: Sequence[Any],
+    rule: Callable[[Any, list[Any], tuple[str, ...]], Sequence[Any]],
+    *,
+    consts: Sequence[Any] = (),
+    literal: Callable[[Any], Any] = lambda v: v.val,
+    outer: tuple[str, ...] = (),
+) -> list[Any]:
+    r"""Run ``jaxpr`` equation by equation with ``rule``: the one jaxpr interpreter of the analysis tools.
+
+    .. math::
+
+        \text{env}[\text{eqn.outvars}] = \text{rule}(\text{eqn}, \text{env}[\text{eqn.invars}], \text{names})
+
+    in program order. A value is whatever ``rule`` computes: concrete arrays
+    (an evaluator that swaps one primitive for another), or abstract facts such
+    as the receptive field of every tensor. Variables never written read as
+    ``None`` (a constant ``rule`` did not care about).
+
+    Args:
+      jaxpr: an open jaxpr (``closed.jaxpr``).
+      args: one value per ``jaxpr.invars``.
+      rule: ``rule(eqn, in_values, names) -> out_values`` (one per ``eqn.outvars``);
+        ``names`` is the full scope path (``outer`` plus the equation's own). To
+        enter a sub-jaxpr, ``rule`` calls :func:`interpret` again with ``outer=names``.
+      consts: one value per ``jaxpr.constvars`` (``closed.consts``); fewer: ``None``.
+      literal: the value of a literal (a constant written into the jaxpr).
+      outer: the caller's scope names.
+
+    Returns:
+      One value per ``jaxpr.outvars``.
+    """
+    env: dict[Any, Any] = dict(zip(jaxpr.constvars, consts))
+
+    def read(v: Any) -> Any:
+        return literal(v) if is_literal(v) else env.get(v)
+
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        outs = rule(eqn, [read(v) for v in eqn.invars], outer + tuple(scope_names(eqn)))
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]

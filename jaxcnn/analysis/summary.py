@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.analysis import _jaxpr
 from jaxcnn import _validate
+from jaxcnn.analysis import _jaxpr
+from jaxcnn.analysis._inputs import default_rngs, per_example_shape
 from jaxcnn.functional.conv import default_conv_algorithm
 
 _MARK = "jaxcnn_summary_call_"
@@ -146,26 +147,6 @@ class _Call:
     macs: int = 0
 
 
-def _per_example_shape(input_shape: Any) -> tuple[int, ...]:
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
-        raise TypeError(
-            f"input_shape must be a sequence of ints, the shape of one example without the batch "
-            f"axis (e.g. (28, 28, 1)), got {_validate.fmt(input_shape)}"
-        )
-    shape = tuple(_validate.as_int(s, f"input_shape[{i}]") for i, s in enumerate(input_shape))
-    if not shape or any(s < 1 for s in shape):
-        raise ValueError(f"input_shape must be a non-empty sequence of positive ints, got {input_shape!r}")
-    return shape
-
-
-def _default_rngs(rngs: Any) -> dict:
-    if rngs is None:
-        return {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-    if not isinstance(rngs, Mapping):
-        raise TypeError(f"rngs must be a dict of PRNG streams (e.g. {{'params': key}}), got {_validate.fmt(rngs)}")
-    return dict(rngs)
-
-
 def _own_params(tree: Any, path: tuple) -> int:
     node = tree
     for name in path:
@@ -245,8 +226,8 @@ def summary(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a flax.linen.Module, got {_validate.fmt(model)}")
-    shape = _per_example_shape(input_shape)
-    rngs = _default_rngs(rngs)
+    shape = per_example_shape(input_shape)
+    rngs = default_rngs(rngs)
     x = jax.ShapeDtypeStruct((1, *shape), dtype)
     variables = jax.eval_shape(lambda x: model.init(rngs, x, **call_kwargs), x)
     mutable = [c for c in variables if c != "params"] or False

@@ -17,20 +17,16 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class ResidualBlock(nn.Module):
-    """A residual block: ``relu(F(x) + shortcut(x))``.
+    """What the two residual blocks share: ``relu(F(x) + shortcut(x))``, their options and their layers.
 
-    ``kind="basic"``: ``F`` = conv1 3x3 (stride) -> bn1 -> ReLU -> conv2 3x3 -> bn2;
-    output ``features`` channels. ``kind="bottleneck"`` (ResNet v1.5, the
-    stride on the 3x3 conv as torchvision): conv1 1x1 -> bn1 -> ReLU -> conv2
-    3x3 (stride) -> bn2 -> ReLU -> conv3 1x1 -> bn3; output ``4 * features``.
-    The shortcut is the identity, or ``downsample_conv`` (1x1, stride) ->
-    ``downsample_bn`` when the stride or channel count changes. Convs have no
-    bias (BatchNorm follows).
+    A subclass defines the residual branch ``F`` (:meth:`residual`) and its
+    ``expansion`` (output channels ``= expansion * features``). The shortcut is
+    the identity, or ``downsample_conv`` (1x1, stride) -> ``downsample_bn``
+    when the stride or channel count changes. Convs have no bias (BatchNorm follows).
 
     Attributes:
       features: the block's inner width.
       strides: stride of the block (1 or 2).
-      kind: "basic" or "bottleneck".
       zero_init_residual: initialize the last BN's scale to zero, so the block
         starts as the identity (Goyal et al. 2017).
       dtype: compute dtype.
@@ -41,37 +37,80 @@ class ResidualBlock(nn.Module):
 
     features: int
     strides: int = 1
-    kind: str = "basic"
     zero_init_residual: bool = False
     dtype: Any = None
     axis_name: Any = None
+    expansion: ClassVar[int] = 1
 
-    @nn.compact
-    def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
-        conv = lambda f, k, s, name: Conv(  # noqa: E731
-            f, k, strides=s, padding=k // 2, use_bias=False, kernel_init=conv_init, dtype=self.dtype, name=name
-        )
-        zero = nn.initializers.zeros_init()
-        bn = lambda name, last=False: BatchNorm(  # noqa: E731
-            use_running_average=not train,
-            axis_name=self.axis_name,
-            scale_init=zero if last and self.zero_init_residual else nn.initializers.ones_init(),
+    def conv(self, features: int, kernel: int, strides: int, name: str) -> Conv:
+        """A ``kernel x kernel`` convolution without bias, He-initialized, padding ``kernel // 2``."""
+        return Conv(
+            features,
+            kernel,
+            strides=strides,
+            padding=kernel // 2,
+            use_bias=False,
+            kernel_init=conv_init,
             dtype=self.dtype,
             name=name,
         )
-        if self.kind == "basic":
-            out_features = self.features
-            y = jax.nn.relu(bn("bn1")(conv(self.features, 3, self.strides, "conv1")(x)))
-            y = bn("bn2", last=True)(conv(self.features, 3, 1, "conv2")(y))
-        else:
-            out_features = 4 * self.features
-            y = jax.nn.relu(bn("bn1")(conv(self.features, 1, 1, "conv1")(x)))
-            y = jax.nn.relu(bn("bn2")(conv(self.features, 3, self.strides, "conv2")(y)))
-            y = bn("bn3", last=True)(conv(out_features, 1, 1, "conv3")(y))
+
+    def bn(self, name: str, train: bool, last: bool = False) -> BatchNorm:
+        """BatchNorm in training mode when ``train``; ``last``: the branch's final one (zero scale on request)."""
+        zero = last and self.zero_init_residual
+        return BatchNorm(
+            use_running_average=not train,
+            axis_name=self.axis_name,
+            scale_init=nn.initializers.zeros_init() if zero else nn.initializers.ones_init(),
+            dtype=self.dtype,
+            name=name,
+        )
+
+    def residual(self, x: Any, train: bool) -> jnp.ndarray:
+        """The residual branch ``F(x)``: ``(N, H / s, W / s, expansion * features)``."""
+        raise NotImplementedError(f"{type(self).__name__} must define residual(); use BasicBlock or BottleneckBlock")
+
+    @nn.compact
+    def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
+        out_features = self.expansion * self.features
+        y = self.residual(x, train)
         shortcut = x
         if self.strides != 1 or x.shape[-1] != out_features:
-            shortcut = bn("downsample_bn")(conv(out_features, 1, self.strides, "downsample_conv")(x))
+            shortcut = self.bn("downsample_bn", train)(self.conv(out_features, 1, self.strides, "downsample_conv")(x))
         return jax.nn.relu(y + shortcut.astype(y.dtype))
+
+
+class BasicBlock(ResidualBlock):
+    """ResNet-18/34 block: ``F`` = conv1 3x3 (stride) -> bn1 -> ReLU -> conv2 3x3 -> bn2; ``features`` channels out.
+
+    Attributes and returns: as :class:`ResidualBlock`, ``expansion = 1``.
+    """
+
+    expansion: ClassVar[int] = 1
+
+    def residual(self, x: Any, train: bool) -> jnp.ndarray:
+        y = jax.nn.relu(self.bn("bn1", train)(self.conv(self.features, 3, self.strides, "conv1")(x)))
+        return self.bn("bn2", train, last=True)(self.conv(self.features, 3, 1, "conv2")(y))
+
+
+class BottleneckBlock(ResidualBlock):
+    """ResNet-50 block (v1.5, the stride on the 3x3 conv as torchvision); ``4 * features`` channels out.
+
+    ``F`` = conv1 1x1 -> bn1 -> ReLU -> conv2 3x3 (stride) -> bn2 -> ReLU -> conv3 1x1 -> bn3.
+
+    Attributes and returns: as :class:`ResidualBlock`, ``expansion = 4``.
+    """
+
+    expansion: ClassVar[int] = 4
+
+    def residual(self, x: Any, train: bool) -> jnp.ndarray:
+        y = jax.nn.relu(self.bn("bn1", train)(self.conv(self.features, 1, 1, "conv1")(x)))
+        y = jax.nn.relu(self.bn("bn2", train)(self.conv(self.features, 3, self.strides, "conv2")(y)))
+        return self.bn("bn3", train, last=True)(self.conv(self.expansion * self.features, 1, 1, "conv3")(y))
+
+
+#: ``ResNet.block`` -> the block class.
+BLOCKS: dict[str, type[ResidualBlock]] = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
 
 
 class ResNet(nn.Module):
@@ -90,7 +129,7 @@ class ResNet(nn.Module):
 
     Attributes:
       stage_sizes: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
-      block: "basic" or "bottleneck".
+      block: "basic" (:class:`BasicBlock`) or "bottleneck" (:class:`BottleneckBlock`).
       num_classes: outputs (1000).
       width: channels of the stem and of stage 1 (64).
       stem: "imagenet" or "cifar".
@@ -99,6 +138,7 @@ class ResNet(nn.Module):
       axis_name: the pmap/shard_map batch axis name for data-parallel training:
         BatchNorm averages its statistics over it, so the step equals
         single-device training on the global batch. ``None``: per device.
+      head_name: the name of the classifier layer (``"head"``), for transfer learning.
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 
@@ -118,11 +158,19 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
-        kind = _validate.check_choice(self.block, "block", ("basic", "bottleneck"))
+        block = BLOCKS[_validate.check_choice(self.block, "block", tuple(BLOCKS))]
         stem = _validate.check_choice(self.stem, "stem", ("imagenet", "cifar"))
         k, s = (7, 2) if stem == "imagenet" else (3, 1)
-        stem_conv = Conv(self.width, k, strides=s, padding=k // 2, use_bias=False, kernel_init=conv_init,
-                         dtype=self.dtype, name="conv1")
+        stem_conv = Conv(
+            self.width,
+            k,
+            strides=s,
+            padding=k // 2,
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            name="conv1",
+        )
         x = stem_conv(x)
         x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x)
         x = jax.nn.relu(x)
@@ -130,14 +178,13 @@ class ResNet(nn.Module):
             x = MaxPool(3, strides=2, padding=1, name="maxpool")(x)
         for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):
-                x = ResidualBlock(
+                x = block(
                     self.width * 2**i,
                     strides=2 if i > 0 and j == 0 else 1,
-                    kind=kind,
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
                     axis_name=self.axis_name,
                     name=f"layer{i + 1}_block{j + 1}",
                 )(x, train=train)
         x = GlobalAvgPool(name="avgpool")(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype, name=self.head_name)(x)
