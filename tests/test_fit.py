@@ -12,7 +12,7 @@ from flax import linen as nn
 
 import jaxcnn.data as D
 import jaxcnn.nn as jnn
-from jaxcnn.train import CheckpointError, Checkpointer, evaluate, fit, make_optimizer, read_records
+from jaxcnn.train import Checkpointer, CheckpointError, evaluate, fit, make_optimizer, read_records
 
 
 class Net(nn.Module):

@@ -30,7 +30,7 @@ from jaxcnn.train.callbacks import (
     TerminateOnNaN,
     TrainingDiverged,
 )
-from jaxcnn.train.checkpoint import CheckpointError, Checkpointer
+from jaxcnn.train.checkpoint import Checkpointer, CheckpointError
 from jaxcnn.train.compile import CompiledStep
 from jaxcnn.train.curves import plot_curves, read_records
 from jaxcnn.train.evaluate import evaluate, predict

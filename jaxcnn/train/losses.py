@@ -9,7 +9,8 @@ reductions over the batch happen in :mod:`jaxcnn.train.step`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,8 @@ freeze mask last so frozen parameters receive exactly zero updates.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np

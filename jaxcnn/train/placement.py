@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcnn import _validate
+from jaxcnn.data.sharding import shard_batch
 from jaxcnn.train.distributed import host_copy
 from jaxcnn.train.partition import DATA_AXIS, DEFAULT_MIN_SIZE, make_mesh, param_sharding
 
@@ -164,13 +165,8 @@ class Placement:
         if multi and global_size is None:
             batch = {k: np.asarray(v)[(slice(None),) * lead + (rows,)] for k, v in batch.items()}
         total = size if global_size is None else global_size
-        spec = P(None, DATA_AXIS) if lead else P(DATA_AXIS)
         if self.strategy != "pmap":
-            sharding = NamedSharding(self.mesh, spec)
-            if not multi:
-                return jax.device_put(batch, sharding)
-            return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v), _with(np.shape(v), lead, total))
-                    for k, v in batch.items()}
+            return shard_batch(batch, self.mesh, batch_dim=lead, global_size=total)
         n = self.num_devices
 
         def split(a):  # (…, b, …) -> (b / (B/n), …, B / n, …): the device axis first
@@ -179,11 +175,7 @@ class Placement:
             a = a.reshape(a.shape[:lead] + (a.shape[lead] // per, per) + a.shape[lead + 1 :])
             return np.moveaxis(a, lead, 0)
 
-        stacked = NamedSharding(self.mesh, P(DATA_AXIS))
-        if not multi:
-            return jax.device_put(jax.tree.map(split, batch), stacked)
-        return {k: jax.make_array_from_process_local_data(stacked, split(v), (n, *split(v).shape[1:]))
-                for k, v in batch.items()}
+        return shard_batch({k: split(v) for k, v in batch.items()}, self.mesh, global_size=n)
 
     def fetch_state(self, state: Any) -> Any:
         """One ordinary copy of a placed state (NumPy with several processes)."""
@@ -200,11 +192,6 @@ class Placement:
         else:
             metrics = host_copy(metrics)
         return {k: np.asarray(v) for k, v in metrics.items()}
-
-
-def _with(shape: tuple, axis: int, size: int) -> tuple:
-    """``shape`` with ``shape[axis]`` replaced by ``size``."""
-    return tuple(shape[:axis]) + (size,) + tuple(shape[axis + 1 :])
 
 
 def resolve_placement(strategy: str | None, devices: Any, steps_per_call: Any, model_parallel: Any = 1,

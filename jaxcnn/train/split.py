@@ -37,7 +37,8 @@ see ``benchmarks/results/``), no split below 64 examples.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -16,7 +16,8 @@ model's layers in :mod:`jaxcnn.train.hooks`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -18,8 +18,8 @@
 
 from jaxcnn.train.callbacks.base import Callback, CallbackList, Run
 from jaxcnn.train.callbacks.checkpoint import ModelCheckpoint
-from jaxcnn.train.callbacks.evaluation import EvaluateEach
 from jaxcnn.train.callbacks.control import EarlyStopping, ReduceLROnPlateau, TerminateOnNaN, TrainingDiverged
+from jaxcnn.train.callbacks.evaluation import EvaluateEach
 from jaxcnn.train.callbacks.logging import (
     CSVLogger,
     CurvesPlot,
