@@ -68,6 +68,15 @@ def _distributed_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The ``dest`` of every option written on the command line ``argv`` (``--lr 0.1`` or ``--lr=0.1``)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    sub = subparsers[0].choices.get(command) if subparsers and command else None
+    by_flag = {flag: action.dest for action in (sub or parser)._actions for flag in action.option_strings}
+    return {by_flag[a.split("=", 1)[0]] for a in argv if a.split("=", 1)[0] in by_flag}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxcnn", description="Convolutional networks in JAX: train, evaluate, inspect, benchmark."
@@ -109,7 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--augment", action="store_true", help="random crop (pad 2) and horizontal flip while training")
     t.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint that verifies, with the settings of its "
+        "config.json (flags that contradict them are an error)",
+    )
+    t.add_argument("--resume-from", type=int, default=None, metavar="STEP", help="resume from this step's checkpoint")
+    t.add_argument(
+        "--val-split",
+        type=float,
+        default=0.1,
+        help="fraction of the training set held out (stratified, seeded) for per-epoch validation and early "
+        "stopping; 0 for none. The test set is evaluated once, after training (default 0.1)",
+    )
+    t.add_argument(
+        "--grad-accum",
+        type=int,
+        default=1,
+        metavar="K",
+        help="accumulate gradients over K micro-batches per step (the batch's update in the memory of a K-th)",
+    )
+    t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to <out>/tb")
     t.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     t.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
@@ -141,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     e.add_argument("--data", default=None, help="evaluate on another data set than the run's")
     e.add_argument("--data-dir", default=None)
+    e.add_argument("--top-k", type=int, default=5, help="also report top-K accuracy (default 5; 0 for none)")
+    e.add_argument("--confusion", action="store_true", help="print the confusion matrix (rows: true class)")
 
     s = sub.add_parser("summary", help="per-layer table: output shape, parameters, MACs")
     _model_args(s)

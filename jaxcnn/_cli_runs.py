@@ -128,6 +128,90 @@ def read_config(run: Path) -> dict[str, Any]:
         raise CLIError(f"{str(path)!r} is not valid JSON ({e})") from None
 
 
+#: The flags a run's config.json records, by config key (what ``--resume`` restores).
+RUN_FLAGS = {
+    "model": "model", "data": "data", "data_dir": "data_dir", "image_size": "image_size", "seed": "seed",
+    "optimizer": "optimizer", "lr": "lr", "schedule": "schedule", "warmup_steps": "warmup_steps",
+    "weight_decay": "weight_decay", "clip_norm": "clip_norm", "loss": "loss", "label_smoothing": "label_smoothing",
+    "epochs": "epochs", "batch_size": "batch_size", "strategy": "strategy", "precision": "precision",
+    "val_split": "val_split", "grad_accum": "grad_accum", "remainder": "remainder", "augment": "augment",
+}
+MODEL_FLAGS = ("model_arg", "dropout", "batch_norm")
+
+
+def flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def resume_settings(args: argparse.Namespace, old: dict[str, Any], given: set[str]) -> dict[str, Any] | None:
+    """Set ``args`` to the run's recorded settings; a flag given on the command line must agree with them.
+
+    Returns the recorded model options when no model flag was given (else ``None``:
+    they are rebuilt from the flags and compared by the caller).
+
+    Raises:
+      CLIError: naming the first flag that contradicts ``config.json``.
+    """
+    for key, dest in RUN_FLAGS.items():
+        if key not in old:
+            continue
+        if dest in given and getattr(args, dest) != old[key]:
+            raise CLIError(
+                f"{flag(dest)} {getattr(args, dest)!r} contradicts the run's {CONFIG} ({key}={old[key]!r}); "
+                f"drop {flag(dest)} to continue the run as it was set up, or start a new run with another --out"
+            )
+        setattr(args, dest, old[key])
+    return None if given & set(MODEL_FLAGS) else dict(old.get("model_kwargs", {}))
+
+
+#: ``jaxcnn train``'s numeric flags and the smallest value each accepts (None: optional).
+POSITIVE_FLAGS = ("epochs", "batch_size", "grad_accum", "keep", "checkpoint_every", "max_steps", "steps_per_call",
+                  "image_size", "model_parallel")
+
+
+def check_train_flags(args: argparse.Namespace) -> None:
+    """Every numeric ``jaxcnn train`` flag in range, before anything is built or written."""
+    import math
+
+    for dest in POSITIVE_FLAGS:
+        value = getattr(args, dest, None)
+        if value is not None and value < 1:
+            raise CLIError(f"{flag(dest)} must be an integer >= 1, got {value}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise CLIError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not 0 <= args.val_split < 1:
+        raise CLIError(f"--val-split must be in [0, 1) (0: no validation set), got {args.val_split}")
+    if args.early_stopping is not None and (args.early_stopping < 1 or not args.val_split):
+        raise CLIError(f"--early-stopping needs a patience >= 1 epoch and --val-split > 0 (it never reads the test "
+                       f"set), got --early-stopping {args.early_stopping} --val-split {args.val_split}")
+    for dest in ("weight_decay", "label_smoothing", "warmup_steps"):
+        if getattr(args, dest) < 0:
+            raise CLIError(f"{flag(dest)} must be >= 0, got {getattr(args, dest)}")
+
+
+def train_examples(cfg: dict[str, Any], dataset: Any) -> int:
+    """How many examples a run trains on: the training split less the validation rows held out."""
+    split = cfg.get("val_split") or 0
+    if not split:
+        return dataset.num_train
+    from jaxcnn.data import stratified_indices
+
+    return len(stratified_indices(dataset.y_train, split, cfg["seed"])[0])
+
+
+def remove_unstarted_run(out: Path, created: list[Path]) -> None:
+    """Delete the files a ``jaxcnn train`` that failed before its first step created (nothing half-done stays)."""
+    log = out / "metrics.jsonl"
+    trained = log.is_file() and '"kind": "train"' in log.read_text()
+    if trained or any((out / "checkpoints").glob("[0-9]*")):
+        return
+    for path in (out / "metrics.jsonl", out / "metrics.csv", *created):
+        path.unlink(missing_ok=True)
+    for folder in (out / "checkpoints", out / "tb", out):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def build_optimizer(cfg: dict[str, Any], num_train: int):
     """The run's optax optimizer from its config (train and eval must build the same one)."""
     from jaxcnn.train import make_optimizer, make_schedule
@@ -152,7 +236,7 @@ def restore(cfg: dict[str, Any], step: int | None = None):
 
     model = build_model(cfg["model"], cfg["model_kwargs"])
     ds = load_data(cfg["data"], cfg.get("data_dir"), cfg["image_size"])
-    tx = build_optimizer(cfg, ds.num_train)
+    tx = build_optimizer(cfg, train_examples(cfg, ds))
     template = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *ds.input_shape), jnp.float32))
     state, meta = Checkpointer(Path(cfg["run"]) / "checkpoints").restore(template, step)
     return model, ds, state, meta

@@ -15,6 +15,7 @@ exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import linecache
@@ -25,19 +26,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxcnn._cli_parser import build_parser
+from jaxcnn._cli_parser import build_parser, given_options
 from jaxcnn._cli_runs import (
     CONFIG,
+    RUN_FLAGS,
     CLIError,
     augmenter,
     build_model,
     build_optimizer,
+    check_train_flags,
     conv_kernels,
     load_data,
     model_kwargs,
     read_config,
+    remove_unstarted_run,
     restore,
+    resume_settings,
     run_dir,
+    train_examples,
 )
 
 #: The earlier private names (tests/test_distributed.py restores a run with them).
@@ -101,100 +107,78 @@ def _join_processes(args: argparse.Namespace) -> bool:
 
 def cmd_train(args: argparse.Namespace) -> int:
     multi = _join_processes(args)
-    from jaxcnn.train import default_strategy, fit
+    from jaxcnn.train import TensorBoard, default_strategy, fit
     from jaxcnn.train.distributed import barrier, is_primary
 
+    out = run_dir(args)
+    resuming = args.resume or args.resume_from is not None
+    recorded_kw = None
+    if resuming:
+        recorded_kw = resume_settings(args, read_config(out), getattr(args, "given", set()))
+    elif (out / CONFIG).is_file():
+        raise CLIError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out")
+    check_train_flags(args)
     ds = load_data(args.data, args.data_dir, args.image_size)
     if args.quick:
         n = min(512, ds.num_train)
-        ds = type(ds)(
-            ds.x_train[:n],
-            ds.y_train[:n],
-            ds.x_test,
-            ds.y_test,
-            ds.num_classes,
-            ds.name,
-            ds.description + f"; --quick: first {n} training examples",
-        )
+        ds = dataclasses.replace(ds, x_train=ds.x_train[:n], y_train=ds.y_train[:n],
+                                 description=ds.description + f"; --quick: first {n} training examples")
         args.epochs = 1
     strategy = args.strategy or default_strategy()
     kw = model_kwargs(args.model, args, ds.num_classes, strategy, args.precision)
+    if recorded_kw is not None:
+        kw = recorded_kw
     model = build_model(args.model, kw)
     loss: Any = args.loss
     if args.label_smoothing:
         from jaxcnn.train import get_loss
 
         loss = get_loss(args.loss, label_smoothing=args.label_smoothing)
-    out = run_dir(args)
-    config = {
-        "model": args.model,
-        "model_kwargs": kw,
-        "data": args.data,
-        "data_dir": args.data_dir,
-        "image_size": args.image_size,
-        "seed": args.seed,
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-        "schedule": args.schedule,
-        "warmup_steps": args.warmup_steps,
-        "weight_decay": args.weight_decay,
-        "clip_norm": args.clip_norm,
-        "loss": args.loss,
-        "label_smoothing": args.label_smoothing,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "strategy": strategy,
-        "precision": args.precision,
-    }
-    if (out / CONFIG).is_file() and not args.resume:
-        raise CLIError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out")
-    if args.resume:
+    config = {key: getattr(args, dest) for key, dest in RUN_FLAGS.items()}
+    config.update(model_kwargs=kw, strategy=strategy)
+    if resuming:
         old = read_config(out)
-        changed = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+        changed = {k: (old.get(k), v) for k, v in config.items() if k in old and old[k] != v}
         if changed:
             raise CLIError(f"--resume with settings that differ from the run's {CONFIG}: {changed}")
-    tx = build_optimizer(config, ds.num_train)
+    tx = build_optimizer(config, train_examples(config, ds))
     if multi:
         barrier("jaxcnn-train-config-checked")  # every process has checked --out before process 0 writes it
+    created: list[Path] = []
     if is_primary():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        if not resuming:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+            created.append(out / CONFIG)
         print(
             f"jaxcnn train: {args.model} on {ds.name} ({ds.num_train} train / {ds.num_test} test), "
             f"{strategy} on {_device_summary()}; run directory {out}"
         )
         print(f"  data: {ds.description}")
     t0 = time.perf_counter()
-    result = fit(
-        model,
-        ds,
-        tx,
-        loss=loss,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        strategy=strategy,
-        seed=args.seed,
-        out_dir=out,
-        checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep,
-        resume=args.resume,
-        early_stopping=args.early_stopping,
-        steps_per_call=args.steps_per_call,
-        augment=augmenter(ds) if args.augment else None,
-        progress=not args.no_progress,
-        max_steps=args.max_steps,
-        remainder=args.remainder,
-        model_parallel=args.model_parallel,
-        batch_split=args.batch_split,
-    )
-    final = {"test_accuracy": (result.test or {}).get("accuracy"), "test_loss": (result.test or {}).get("loss")}
-    acc = final.get("test_accuracy")
-    acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
+    try:
+        result = fit(
+            model, ds, tx, loss=loss, epochs=args.epochs, batch_size=args.batch_size, strategy=strategy,
+            seed=args.seed, out_dir=out, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
+            resume=args.resume, resume_from=args.resume_from, early_stopping=args.early_stopping,
+            validation=args.val_split or None, steps_per_call=args.steps_per_call,
+            augment=augmenter(ds) if args.augment else None, progress=not args.no_progress,
+            max_steps=args.max_steps, remainder=args.remainder, model_parallel=args.model_parallel,
+            batch_split=args.batch_split, grad_accum=args.grad_accum,
+            callbacks=[TensorBoard(out / "tb")] if args.tensorboard and is_primary() else [],
+        )
+    except BaseException:
+        if is_primary() and not resuming:
+            remove_unstarted_run(out, created)
+        raise
     if not is_primary():
         return 0
+    test = result.test or {}
+    acc = "n/a" if test.get("accuracy") is None else f"{100 * test['accuracy']:.2f}%"
+    best = "" if result.best is None else f"; returned the best epoch, {result.best['epoch'] + 1}"
     print(
-        f"final test accuracy: {acc_text} (test loss {final.get('test_loss', float('nan')):.4f}, "
-        f"{int(result.state.step)} steps, {time.perf_counter() - t0:.1f} s)"
+        f"final test accuracy: {acc} (test loss {test.get('loss', float('nan')):.4f}, "
+        f"{int(result.state.step)} steps, {time.perf_counter() - t0:.1f} s{best})"
     )
     print(f"  logs: {out / 'metrics.jsonl'}, curves: {out / 'curves.png'}, checkpoints: {out / 'checkpoints'}")
     return 0
@@ -217,12 +201,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.data:
         cfg["data"], cfg["data_dir"] = args.data, args.data_dir
     model, ds, state, meta = restore(cfg, args.step)
-    res = evaluate(model, state, ds.x_test, ds.y_test, loss=cfg["loss"])
+    top_k = (args.top_k,) if 0 < args.top_k < ds.num_classes else ()
+    res = evaluate(model, state, ds.x_test, ds.y_test, loss=cfg["loss"], top_k=top_k, confusion=args.confusion)
     acc = res.get("accuracy")
+    extra = "".join(f", top-{k} {100 * res[f'top{k}_accuracy']:.2f}%" for k in top_k)
     print(
         f"{cfg['model']} step {int(state.step)} on {ds.name} test ({res['count']} examples): "
-        f"loss {res['loss']:.4f}" + ("" if acc is None else f", accuracy {100 * acc:.2f}%")
+        f"loss {res['loss']:.4f}" + ("" if acc is None else f", accuracy {100 * acc:.2f}%") + extra
     )
+    if args.confusion:
+        print("confusion matrix (rows: true class, columns: predicted class):")
+        for row in res["confusion"]:
+            print("  " + " ".join(f"{int(v):5d}" for v in row))
     return 0
 
 
@@ -318,11 +308,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" belongs to benchmarks.run, options included
         argv = ["bench", "--", *argv[1:]] if len(argv) > 1 and argv[1] != "--" else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.given = given_options(parser, argv)
+    from jaxcnn.train.callbacks.control import TrainingDiverged
+
     try:
         return COMMANDS[args.command](args)
     except CLIError as e:
         print(f"jaxcnn {args.command}: error: {e}", file=sys.stderr)
+    except TrainingDiverged as e:
+        print(f"jaxcnn {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except USER_ERRORS as e:
         if os.environ.get("JAXCNN_DEBUG") or not is_user_error(e):
             raise

@@ -253,3 +253,37 @@ def test_visualize_a_1d_model(quick_run_1d, tmp_path, what):
     out = tmp_path / f"{what}.png"
     assert main(["visualize", "--checkpoint", str(quick_run_1d), "--what", what, "--output", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_takes_the_runs_settings_and_refuses_contradicting_flags(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    assert main(["train", "--out", run, "--no-progress", "--max-steps", "5", "--lr", "3e-3", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", run, "--resume", "--lr", "0.1", "--no-progress"]) == 2
+    assert "--lr 0.1 contradicts the run's config.json (lr=0.003)" in capsys.readouterr().err
+    assert main(["train", "--out", run, "--resume", "--no-progress"]) == 0  # the README's command, as written
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == sorted(set(steps))  # resuming does not duplicate step records
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["--val-split", "1.5"], "--val-split must be in [0, 1)"),
+    (["--early-stopping", "2", "--val-split", "0"], "--early-stopping needs"),
+    (["--batch-size", "5000"], "batch_size=5000 is larger than the training set"),
+])
+def test_a_train_that_fails_validation_writes_nothing(tmp_path, capsys, flags, message):
+    assert main(["train", "--out", str(tmp_path / "r"), "--no-progress", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_eval_prints_top_k_and_the_confusion_matrix(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    assert main(["train", "--out", run, "--quick", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", run, "--top-k", "3", "--confusion"]) == 0
+    out = capsys.readouterr().out
+    rows = [list(map(int, line.split())) for line in out.splitlines()[2:12]]
+    assert "top-3" in out and len(rows) == 10 and sum(map(sum, rows)) == 359  # every test image counted once
