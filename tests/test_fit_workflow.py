@@ -282,3 +282,52 @@ class _NoDropout(nn.Module):
         x = jnn.Conv(6, 3, use_bias=False, name="conv")(x)
         x = jax.nn.relu(jnn.BatchNorm(use_running_average=not train, name="bn")(x))
         return nn.Dense(10, name="head")(jnn.MaxPool(2)(x).reshape(x.shape[0], -1))
+
+
+def test_reduce_lr_on_plateau_scales_the_injected_learning_rate(ds):
+    from jaxcnn.train import ReduceLROnPlateau
+
+    plateau = ReduceLROnPlateau("val_loss", factor=0.5, patience=1, min_delta=10.0)  # nothing counts as better
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    result = _run(ds, epochs=3, validation=0.25, tx=tx, callbacks=[plateau])
+    # epoch 0 sets the first best; epochs 1 and 2 do not beat it by 10: halve, then halve again
+    assert [e for e, _ in plateau.reductions] == [1, 2]
+    assert [lr for _, lr in plateau.reductions] == pytest.approx([0.05, 0.025])  # float32 hyperparameters
+    assert float(result.state.opt_state.hyperparams["learning_rate"]) == pytest.approx(0.025)
+    assert [r.get("lr") for r in result.history] == [None, *(lr for _, lr in plateau.reductions)]
+    with pytest.raises(ValueError, match="inject_hyperparams"):
+        _run(ds, epochs=2, validation=0.25, tx=optax.sgd(0.1), callbacks=[ReduceLROnPlateau(patience=1, min_delta=10)])
+    with pytest.raises(ValueError, match="test set"):
+        ReduceLROnPlateau("test_loss")
+
+
+def test_callback_hooks_run_in_order_and_can_stop_training(ds):
+    from jaxcnn.train import Callback
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.calls = []
+
+        def on_train_begin(self, run):
+            self.calls.append(("train_begin", run.step))
+
+        def on_epoch_begin(self, run, epoch):
+            self.calls.append(("epoch_begin", epoch))
+
+        def on_step_end(self, run, step, metrics):
+            self.calls.append(("step", step))
+            if step == 15:
+                run.stop("enough")
+
+        def on_epoch_end(self, run, epoch, record):
+            self.calls.append(("epoch_end", epoch))
+
+        def on_train_end(self, run):
+            self.calls.append(("train_end", run.step))
+
+    rec = Recorder()
+    result = _run(ds, epochs=3, callbacks=[rec])  # 12 steps per epoch
+    assert rec.calls[:3] == [("train_begin", 0), ("epoch_begin", 0), ("step", 1)]
+    assert rec.calls[13:16] == [("epoch_end", 0), ("epoch_begin", 1), ("step", 13)]
+    assert rec.calls[-2:] == [("step", 15), ("train_end", 15)]
+    assert result.stopped_early and result.stop_reason == "enough" and int(result.state.step) == 15

@@ -30,7 +30,34 @@ def _monitored(record: dict[str, Any], monitor: str, who: str) -> float | None:
     return None if value is None else float(value)
 
 
-class EarlyStopping(Callback):
+class _Plateau(Callback):
+    """Watches one epoch metric: ``_improved(record)`` says whether it beat the best by ``min_delta``,
+    counting the epochs since in ``since_best``."""
+
+    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a metric name such as 'val_loss', got {_validate.fmt(monitor)}")
+        if monitor.startswith("test_"):
+            raise ValueError(f"monitor={monitor!r}: nothing that selects may read the test set; monitor a val_* "
+                             f"metric")
+        self.monitor, self.mode = monitor, _mode_for(monitor, mode)
+        self.patience = _validate.as_int(patience, "patience")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
+        self.min_delta = _validate.check_nonnegative(min_delta, "min_delta")
+        self.best_value: float | None = None
+        self.since_best = 0
+
+    def _improved(self, record: dict[str, Any]) -> bool:
+        value = _monitored(record, self.monitor, type(self).__name__)
+        if value is not None and improved(value, self.best_value, self.mode, self.min_delta):
+            self.best_value, self.since_best = value, 0
+            return True
+        self.since_best += 1
+        return False
+
+
+class EarlyStopping(_Plateau):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
     Args:
@@ -45,34 +72,20 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 3, min_delta: float = 0.0,
                  restore_best: bool = True):
-        if not isinstance(monitor, str):
-            raise TypeError(f"monitor must be a metric name such as 'val_loss', got {_validate.fmt(monitor)}")
-        if monitor.startswith("test_"):
-            raise ValueError(f"monitor={monitor!r}: early stopping must not read the test set; monitor a val_* metric")
-        self.monitor, self.mode = monitor, _mode_for(monitor, mode)
-        self.patience = _validate.as_int(patience, "patience")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
-        self.min_delta = _validate.check_nonnegative(min_delta, "min_delta")
+        super().__init__(monitor, mode, patience, min_delta)
         self.restore_best = _validate.check_bool(restore_best, "restore_best")
-        self.best_value: float | None = None
-        self.since_best = 0
 
     def on_epoch_end(self, run: Run, epoch: int, record: dict[str, Any]) -> None:
-        value = _monitored(record, self.monitor, "EarlyStopping")
-        if improved(value, self.best_value, self.mode, self.min_delta):
-            self.best_value, self.since_best = value, 0
+        if self._improved(record):
             if self.restore_best:
-                run.best = {"epoch": epoch, "step": record["step"], "monitor": self.monitor, "value": value,
+                run.best = {"epoch": epoch, "step": record["step"], "monitor": self.monitor, "value": self.best_value,
                             "state": jax.device_get(run.state())}
-            return
-        self.since_best += 1
-        if self.since_best >= self.patience:
+        elif self.since_best >= self.patience:
             run.stop(f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
                      f"(best {self.best_value})")
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_Plateau):
     """Multiply the learning rate by ``factor`` when ``monitor`` stops improving for ``patience`` epochs.
 
     The optimizer must carry its learning rate as a hyperparameter:
@@ -83,46 +96,36 @@ class ReduceLROnPlateau(Callback):
       factor: in ``(0, 1)``.
       patience: epochs without improvement before each reduction.
       min_lr: the learning rate never goes below this.
+
+    Attributes:
+      reductions: ``(epoch, new learning rate)`` of every reduction.
     """
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", factor: float = 0.1, patience: int = 2,
                  min_delta: float = 0.0, min_lr: float = 0.0):
-        self.monitor, self.mode = monitor, _mode_for(monitor, mode)
+        super().__init__(monitor, mode, patience, min_delta)
         self.factor = float(factor)
         if not 0.0 < self.factor < 1.0:
             raise ValueError(f"factor must be in (0, 1), got {factor!r}")
-        self.patience = _validate.as_int(patience, "patience")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
-        self.min_delta = _validate.check_nonnegative(min_delta, "min_delta")
         self.min_lr = _validate.check_nonnegative(min_lr, "min_lr")
-        self.best_value: float | None = None
-        self.since_best = 0
-        self.reductions: list[tuple[int, float]] = []  # (epoch, new learning rate)
-        self._epoch = -1
+        self.reductions: list[tuple[int, float]] = []
 
     def on_epoch_end(self, run: Run, epoch: int, record: dict[str, Any]) -> None:
-        value = _monitored(record, self.monitor, "ReduceLROnPlateau")
-        if improved(value, self.best_value, self.mode, self.min_delta):
-            self.best_value, self.since_best = value, 0
-            return
-        self.since_best += 1
-        if self.since_best >= self.patience:
+        if not self._improved(record) and self.since_best >= self.patience:
             self.since_best = 0
-            self._epoch = epoch
-            run.update_state(self._scaled)
-            record["lr"] = self.reductions[-1][1]
+            lr: list[float] = []
+            run.update_state(lambda state: self._scaled(state, lr))
+            self.reductions.append((epoch, lr[0]))
+            record["lr"] = lr[0]
 
-    def _scaled(self, state: Any) -> Any:
-        found: list[float] = []
-
+    def _scaled(self, state: Any, found: list[float]) -> Any:
         def visit(node: Any) -> Any:
             hp = getattr(node, "hyperparams", None)
             if isinstance(hp, dict) and "learning_rate" in hp:
-                lr = max(float(np.asarray(hp["learning_rate"])) * self.factor, self.min_lr)
+                old = np.asarray(hp["learning_rate"])
+                lr = max(float(old) * self.factor, self.min_lr)
                 found.append(lr)
-                return node._replace(hyperparams={**hp, "learning_rate": np.asarray(lr, np.asarray(
-                    hp["learning_rate"]).dtype)})
+                return node._replace(hyperparams={**hp, "learning_rate": np.asarray(lr, old.dtype)})
             return node
 
         opt_state = jax.tree.map(visit, state.opt_state, is_leaf=lambda n: hasattr(n, "hyperparams"))
@@ -131,7 +134,6 @@ class ReduceLROnPlateau(Callback):
                 "ReduceLROnPlateau needs the learning rate as an optimizer hyperparameter: build the optimizer "
                 "with optax.inject_hyperparams, e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)"
             )
-        self.reductions.append((self._epoch, found[0]))
         return state.replace(opt_state=opt_state)
 
 
