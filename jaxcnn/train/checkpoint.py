@@ -48,6 +48,7 @@ from jaxcnn.train.state import TrainState
 STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng")
 DEFAULT_KEEP = 3
 QUARANTINE = "quarantine"
+_TRASH = ".deleting-"
 log = logging.getLogger(__name__)
 
 
@@ -190,8 +191,12 @@ class Checkpointer:
                 )
             self._quarantine(step, reason)
         args = ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(dict(meta or {})))
-        self._manager.save(step, args=args)
+        # force: Orbax otherwise skips, silently, any step below its latest -- exactly what a run
+        # resumed from an older checkpoint (after a fallback) saves next.
+        saved = self._manager.save(step, args=args, force=True)
         self._manager.wait_until_finished()
+        if not saved:
+            raise CheckpointError(f"orbax declined to save the checkpoint of step {step} in {str(self.directory)!r}")
         if jax.process_index() == 0:
             checksum.write(self.path(step))
         self.prune()
@@ -220,10 +225,12 @@ class Checkpointer:
                 break
         else:
             return []
-        for s in doomed:
-            shutil.rmtree(self.path(s))
+        for s in doomed:  # renamed first (atomic), so a kill mid-delete never leaves half a checkpoint
+            os.replace(self.path(s), self.directory / f"{_TRASH}{s}-{os.getpid()}")
         if doomed:
             self._manager.reload()
+        for leftover in self.directory.glob(f"{_TRASH}*"):  # also those of an earlier, killed prune
+            shutil.rmtree(leftover, ignore_errors=True)
         return doomed
 
     def _quarantine(self, step: int, reason: str) -> None:
