@@ -391,9 +391,12 @@ def check_number(
       TypeError: not a real number.
       ValueError: NaN, infinite, or out of the range (the range is in the message).
     """
-    lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
-    hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
-    what = f"a finite number in {lo or '(-inf'}, {hi or 'inf)'}"
+    if high is None:
+        what = "a finite number" if low is None else f"a finite number {'>' if low_open else '>='} {low:g}"
+    else:
+        lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = f"{high:g}" + (")" if high_open else "]")
+        what = f"a finite number in {lo}, {hi}"
     if isinstance(value, (bool, np.bool_, str, bytes)) or value is None or isinstance(value, jax.core.Tracer):
         raise TypeError(f"{name} must be {what}, got {fmt(value)}")
     if not isinstance(value, (int, float, np.integer, np.floating)) and not (
