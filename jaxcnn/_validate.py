@@ -447,3 +447,23 @@ def check_class_labels(y: Any, num_classes: Any, name: str = "y") -> None:
             f"{pos if len(pos) != 1 else pos[0]} (values seen from {y.min()} to {y.max()}; "
             f"{int(bad.sum())} of {y.size} out of range)"
         )
+
+
+def check_nonnegative_values(v: Any, name: str) -> None:
+    """A concrete array with no entry below 0 (or NaN): a variance, a count. Traced arrays pass unchecked.
+
+    Checking a traced value would need a device-to-host sync inside a compiled
+    function, so only concrete (eager) values are read.
+
+    Raises:
+      ValueError: an entry is negative or NaN (its index and value are named).
+    """
+    if isinstance(v, jax.core.Tracer):
+        return
+    a = np.asarray(v)
+    bad = ~(a >= 0)
+    if bad.any():
+        i = tuple(int(j) for j in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} must be >= 0 everywhere (a variance), got {a[i]} at index {i[0] if len(i) == 1 else i}"
+        )
