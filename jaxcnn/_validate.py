@@ -250,15 +250,15 @@ def check_unit_interval(value: Any, name: str) -> float:
 
 
 def check_nonnegative(value: Any, name: str) -> float:
-    """A concrete number >= 0 (an epsilon)."""
+    """A concrete, finite number >= 0 (an epsilon)."""
     if isinstance(value, (bool, str, bytes)) or value is None or isinstance(value, jax.core.Tracer):
         raise TypeError(f"{name} must be a non-negative number, got {fmt(value)}")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a non-negative number, got {fmt(value)}") from None
-    if not number >= 0.0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if not 0.0 <= number < float("inf"):  # also rejects NaN
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}" + (" (it must be finite)" if number > 0 else ""))
     return number
 
 

@@ -17,8 +17,13 @@ import numpy as np
 import pytest
 
 from jaxcnn.models import get_model
-from jaxcnn.train import CheckpointError, Checkpointer, create_train_state, make_optimizer
-from jaxcnn.train import checksum
+from jaxcnn.train import (
+    Checkpointer,
+    CheckpointError,
+    checksum,
+    create_train_state,
+    make_optimizer,
+)
 
 
 @pytest.fixture(scope="module")

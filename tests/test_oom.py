@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from jaxcnn.train.oom import OutOfMemoryError, is_out_of_memory, oom_guard, requested_bytes
+from jaxcnn.train.oom import (
+    OutOfMemoryError,
+    is_out_of_memory,
+    oom_guard,
+    requested_bytes,
+)
 
 # Messages as XLA writes them on CPU (checked under ulimit below), GPU (BFC allocator) and TPU (compiler).
 CPU = "RESOURCE_EXHAUSTED: Out of memory allocating 14400000000 bytes."
@@ -37,21 +42,18 @@ def test_recognizes_oom_and_nothing_else():
 
 
 def test_guard_gives_one_message_with_what_size_and_options():
-    with pytest.raises(OutOfMemoryError) as info:
-        with oom_guard("compiling the training step of lwls_cnn", batch_size=512):
-            raise RuntimeError(GPU)
+    with pytest.raises(OutOfMemoryError) as info, oom_guard("compiling the training step of lwls_cnn", batch_size=512):
+        raise RuntimeError(GPU)
     e = info.value
     text = str(e)
     assert "out of memory while compiling the training step of lwls_cnn: XLA asked for 16.00 GiB (17179869184 bytes)" in text
     assert "batch_size=512 -> 256" in text and "--grad-accum" in text and "--precision bf16" in text
     assert "\n" not in text and e.requested_bytes == 17179869184 and isinstance(e.original, RuntimeError)
     assert e.__cause__ is None and e.__suppress_context__  # printed alone, without XLA's traceback
-    with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):  # other errors pass through unchanged
-        with oom_guard("running"):
-            raise RuntimeError("INVALID_ARGUMENT: shapes do not match")
-    with pytest.raises(TypeError, match="what must be a non-empty string"):
-        with oom_guard(""):
-            pass
+    with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"), oom_guard("running"):  # others pass through
+        raise RuntimeError("INVALID_ARGUMENT: shapes do not match")
+    with pytest.raises(TypeError, match="what must be a non-empty string"), oom_guard(""):
+        pass
 
 
 _OVERSIZED = textwrap.dedent(
@@ -77,7 +79,7 @@ def test_oversized_computation_under_ulimit_gives_one_clear_message():
     env.pop("XLA_FLAGS", None)
     # 3 GB of address space: enough for JAX, not for the 100000 x 8192 float32 hidden layer (3.3 GB)
     cmd = f"ulimit -v 3000000; exec {sys.executable} -c {_quote(_OVERSIZED)}"
-    out = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1, out.stdout

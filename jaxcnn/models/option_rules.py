@@ -11,8 +11,8 @@ not a ``ZeroDivisionError`` inside an initializer at ``init``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 

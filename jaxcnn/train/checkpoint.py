@@ -309,7 +309,7 @@ class Checkpointer:
             try:
                 restored = self._manager.restore(step, args=args)
                 return tree_to_state(template, jax.tree.map(np.asarray, restored.state)), dict(restored.meta or {})
-            except Exception as e:  # orbax/tensorstore raise many kinds; say which file and why
+            except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many kinds; say which and why
                 reason = f"{type(e).__name__}: {str(e)[:300]}; it may be corrupt or from another model"
         raise CheckpointError(
             f"checkpoint of step {step} in {str(self.path(step))!r} could not be restored: {reason}. "
