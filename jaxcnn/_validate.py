@@ -367,103 +367,31 @@ def batch_part_arg(batch_part: Any, name: str) -> tuple[int, int]:
     return index, count
 
 
-def check_number(
-    value: Any,
-    name: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """A concrete, finite real number in a range (a learning rate, a beta, a decay); returns it as a float.
+def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """A concrete, finite real number in a range (a learning rate, a beta, a decay), as a float.
 
     Args:
-      value: the number (int, float or NumPy scalar; not bool, str, None or a traced value).
+      value: an int, float or NumPy/JAX scalar (not bool, str, None or a traced value).
       name: argument name for the message.
-      low, high: the bounds (``None``: unbounded on that side).
-      low_open, high_open: exclude the bound itself (``(0, 1)`` instead of ``[0, 1]``).
+      low, high: the bounds (``None``: unbounded); ``low_open``/``high_open`` exclude them.
 
     Returns:
-      ``float(value)``.
-
-    Raises:
-      TypeError: not a real number.
-      ValueError: NaN, infinite, or out of the range (the range is in the message).
+      ``float(value)``; ``TypeError`` for a non-number, ``ValueError`` for NaN, infinity or out of range.
     """
     if high is None:
-        what = "a finite number" if low is None else f"a finite number {'>' if low_open else '>='} {low:g}"
+        what = "a finite number" + ("" if low is None else f" {'>' if low_open else '>='} {low:g}")
     else:
         lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
-        hi = f"{high:g}" + (")" if high_open else "]")
-        what = f"a finite number in {lo}, {hi}"
-    if isinstance(value, (bool, np.bool_, str, bytes)) or value is None or isinstance(value, jax.core.Tracer):
-        raise TypeError(f"{name} must be {what}, got {fmt(value)}")
-    if not isinstance(value, (int, float, np.integer, np.floating)) and not (
-        hasattr(value, "shape") and np.ndim(value) == 0 and jnp.issubdtype(jnp.result_type(value), jnp.number)
+        what = f"a finite number in {lo}, {high:g}" + (")" if high_open else "]")
+    scalar = hasattr(value, "shape") and np.ndim(value) == 0 and jnp.issubdtype(jnp.result_type(value), jnp.number)
+    if isinstance(value, (bool, np.bool_, jax.core.Tracer)) or not (
+        isinstance(value, (int, float, np.integer, np.floating)) or scalar
     ):
         raise TypeError(f"{name} must be {what}, got {fmt(value)}")
-    number = float(value)
-    bad = not np.isfinite(number)
-    bad = bad or (low is not None and (number <= low if low_open else number < low))
-    bad = bad or (high is not None and (number >= high if high_open else number > high))
-    if bad:
+    x = float(value)
+    if not np.isfinite(x) or (low is not None and (x <= low if low_open else x < low)) or (
+        high is not None and (x >= high if high_open else x > high)
+    ):
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    return number
-
-
-def check_class_labels(y: Any, num_classes: Any, name: str = "y") -> None:
-    """Host-side check of concrete class labels: integer dtype, every value in ``[0, num_classes)``.
-
-    One rule for every place labels enter (data sets, batches, the train engine).
-    Labels outside the range would give a NaN or silently wrong loss
-    (``one_hot`` of an out-of-range index is all zeros), so they are refused.
-
-    Args:
-      y: integer labels of any shape (NumPy or a concrete JAX array; not traced).
-      num_classes: the number of classes, an int >= 1.
-      name: argument name for the message.
-
-    Raises:
-      TypeError: ``y`` is traced, not an array, or not of an integer dtype.
-      ValueError: ``num_classes < 1``, or a label is outside ``[0, num_classes)`` (the
-        message gives the first offending position and value, and the range seen).
-    """
-    num_classes = as_int(num_classes, "num_classes")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if isinstance(y, jax.core.Tracer):
-        raise TypeError(
-            f"{name} must be concrete labels (check them on the host, before the compiled step), got {fmt(y)}"
-        )
-    y = np.asarray(check_array(y, name))
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer class indices, got {fmt(y)}")
-    bad = (y < 0) | (y >= num_classes)
-    if bad.any():
-        pos = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} must hold class indices in [0, {num_classes}), got {y[pos]} at position "
-            f"{pos if len(pos) != 1 else pos[0]} (values seen from {y.min()} to {y.max()}; "
-            f"{int(bad.sum())} of {y.size} out of range)"
-        )
-
-
-def check_nonnegative_values(v: Any, name: str) -> None:
-    """A concrete array with no entry below 0 (or NaN): a variance, a count. Traced arrays pass unchecked.
-
-    Checking a traced value would need a device-to-host sync inside a compiled
-    function, so only concrete (eager) values are read.
-
-    Raises:
-      ValueError: an entry is negative or NaN (its index and value are named).
-    """
-    if isinstance(v, jax.core.Tracer):
-        return
-    a = np.asarray(v)
-    bad = ~(a >= 0)
-    if bad.any():
-        i = tuple(int(j) for j in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} must be >= 0 everywhere (a variance), got {a[i]} at index {i[0] if len(i) == 1 else i}"
-        )
+    return x

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn import _validate
+from jaxcnn import _validate, _values
 
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool = True) -> int:
@@ -111,7 +111,7 @@ def batches(
             f"x and y must have the same number of rows, got shapes {x.shape} and {y.shape}"
         )
     if num_classes is not None:
-        _validate.check_class_labels(y, num_classes, "y")
+        _values.check_class_labels(y, num_classes, "y")
     n = len(x)
     total = num_batches(n, batch_size, drop_remainder)
     if seed < 0 or epoch < 0 or start < 0:

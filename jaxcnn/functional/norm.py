@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn import _validate
+from jaxcnn import _validate, _values
 
 
 def moments(x: Any, axes: tuple[int, ...], axis_name: Any = None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -273,7 +273,7 @@ def batch_norm(
     scale_b = None if scale is None else _validate.channel_vector(scale, x.ndim)
     bias_b = None if bias is None else _validate.channel_vector(bias, x.ndim)
     if not training:
-        _validate.check_nonnegative_values(var, "var")  # concrete values only: no sync under jit
+        _values.check_nonnegative_values(var, "var")  # concrete values only: no sync under jit
         m = _validate.channel_vector(mean.astype(jnp.float32), x.ndim)
         v = _validate.channel_vector(var.astype(jnp.float32), x.ndim)
         return affine(standardize(x, m, v, epsilon), scale_b, bias_b, x.dtype), (mean, var)

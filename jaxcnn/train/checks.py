@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import _validate
+from jaxcnn import _validate, _values
 
 
 def check_labels(y: Any, num_classes: int, *, name: str = "y") -> None:
@@ -37,7 +37,7 @@ def check_labels(y: Any, num_classes: int, *, name: str = "y") -> None:
     Example:
       >>> check_labels(np.array([0, 3, 9]), 10)
     """
-    _validate.check_class_labels(y, num_classes, name)
+    _values.check_class_labels(y, num_classes, name)
 
 
 def labels_in_range(y: Any, num_classes: int) -> jnp.ndarray:
