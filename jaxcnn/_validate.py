@@ -250,15 +250,15 @@ def check_unit_interval(value: Any, name: str) -> float:
 
 
 def check_nonnegative(value: Any, name: str) -> float:
-    """A concrete number >= 0 (an epsilon)."""
+    """A concrete, finite number >= 0 (an epsilon)."""
     if isinstance(value, (bool, str, bytes)) or value is None or isinstance(value, jax.core.Tracer):
         raise TypeError(f"{name} must be a non-negative number, got {fmt(value)}")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a non-negative number, got {fmt(value)}") from None
-    if not number >= 0.0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if not 0.0 <= number < float("inf"):  # also rejects NaN
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}" + (" (it must be finite)" if number > 0 else ""))
     return number
 
 
@@ -368,3 +368,48 @@ def check_precision(precision: Any, name: str = "precision") -> Any:
         f"{name} must be None, a jax.lax.Precision, one of "
         f"{', '.join(repr(m.lower()) for m in lax.Precision.__members__)}, or a pair of them, got {fmt(precision)}"
     )
+<<<<<<< HEAD
+=======
+
+
+def batch_part_arg(batch_part: Any, name: str) -> tuple[int, int]:
+    """``(index, count)``: one of ``count`` equal parts of a batch (``None``: the whole batch, ``(0, 1)``)."""
+    if batch_part is None:
+        return 0, 1
+    if not isinstance(batch_part, (tuple, list)) or len(batch_part) != 2:
+        raise TypeError(f"{name} must be None or a pair (index, count), got {fmt(batch_part)}")
+    index, count = as_int(batch_part[0], f"{name}[0]"), as_int(batch_part[1], f"{name}[1]")
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"{name} must be (index, count) with count >= 1 and 0 <= index < count, got {batch_part!r}")
+    return index, count
+
+
+def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """A concrete, finite real number in a range (a learning rate, a beta, a decay), as a float.
+
+    Args:
+      value: an int, float or NumPy/JAX scalar (not bool, str, None or a traced value).
+      name: argument name for the message.
+      low, high: the bounds (``None``: unbounded); ``low_open``/``high_open`` exclude them.
+
+    Returns:
+      ``float(value)``; ``TypeError`` for a non-number, ``ValueError`` for NaN, infinity or out of range.
+    """
+    if high is None:
+        what = "a finite number" + ("" if low is None else f" {'>' if low_open else '>='} {low:g}")
+    else:
+        lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        what = f"a finite number in {lo}, {high:g}" + (")" if high_open else "]")
+    scalar = hasattr(value, "shape") and np.ndim(value) == 0 and jnp.issubdtype(jnp.result_type(value), jnp.number)
+    if isinstance(value, (bool, np.bool_, jax.core.Tracer)) or not (
+        isinstance(value, (int, float, np.integer, np.floating)) or scalar
+    ):
+        raise TypeError(f"{name} must be {what}, got {fmt(value)}")
+    x = float(value)
+    if not np.isfinite(x) or (low is not None and (x <= low if low_open else x < low)) or (
+        high is not None and (x >= high if high_open else x > high)
+    ):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return x
+>>>>>>> reliability

@@ -80,9 +80,9 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_harms_nothing(small_digits, 
         p.write_bytes(b"\0garbage" * 8)
     intact = {p: p.read_bytes() for p in (tmp_path / "checkpoints" / "10").rglob("*") if p.is_file()}
     with pytest.raises(CheckpointError, match=r"checkpoint of step 20 .* could not be restored.*Other checkpoints: \[10\]"):
-        ckpt.restore(result.state)
-    state, _ = ckpt.restore(result.state, step=10)  # the older one still loads
-    assert int(state.step) == 10
+        ckpt.restore(result.state, step=20)
+    state, _ = ckpt.restore(result.state)  # the newest that verifies: the older one still loads
+    assert int(state.step) == 10 and ckpt.last_restore.skipped[0][0] == 20
     assert intact == {p: p.read_bytes() for p in (tmp_path / "checkpoints" / "10").rglob("*") if p.is_file()}
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn import _validate
+from jaxcnn import _validate, _values
 
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool = True) -> int:
@@ -49,6 +49,7 @@ def batches(
     drop_remainder: bool = True,
     pad_remainder: bool = False,
     start: int = 0,
+    num_classes: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Iterate over one epoch of ``(x, y)`` in minibatches ``{"x": ..., "y": ...}`` (NumPy).
 
@@ -77,12 +78,16 @@ def batches(
       pad_remainder: pad it instead (needs ``drop_remainder=False``).
       start: skip the first ``start`` batches of the epoch without building
         them (resume in the middle of an epoch).
+      num_classes: when given, ``y`` must hold integer class indices in
+        ``[0, num_classes)`` (checked once, at the call); ``None`` for other
+        targets (regression).
 
     Yields:
       dicts ``{"x": (B, ...), "y": (B, ...)}`` plus ``"weight": (B,)`` float32
       with ``pad_remainder``; fresh arrays, safe to modify.
 
     Raises (at the call, before the first batch):
+      TypeError, ValueError: ``num_classes`` given and ``y`` not integer labels in range.
       ValueError: ``x`` and ``y`` differ in length, ``pad_remainder`` with
         ``drop_remainder``, or ``drop_remainder`` with fewer than ``batch_size``
         examples (it would yield nothing).
@@ -105,6 +110,8 @@ def batches(
         raise ValueError(
             f"x and y must have the same number of rows, got shapes {x.shape} and {y.shape}"
         )
+    if num_classes is not None:
+        _values.check_class_labels(y, num_classes, "y")
     n = len(x)
     total = num_batches(n, batch_size, drop_remainder)
     if seed < 0 or epoch < 0 or start < 0:

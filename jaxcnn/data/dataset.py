@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import _validate
+from jaxcnn import _validate, _values
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -62,11 +62,7 @@ class Dataset:
                 raise ValueError(f"y_{part} must be an int32 array of shape (N,), got {_validate.fmt(y)}")
             if len(x) != len(y):
                 raise ValueError(f"x_{part} has {len(x)} examples but y_{part} has {len(y)} labels")
-            if len(y) and (y.min() < 0 or y.max() >= num_classes):
-                raise ValueError(
-                    f"y_{part} must hold class indices in [0, {num_classes}), got values "
-                    f"from {y.min()} to {y.max()}"
-                )
+            _values.check_class_labels(y, num_classes, f"y_{part}")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise ValueError(
                 f"x_train and x_test must have the same per-example shape, got "

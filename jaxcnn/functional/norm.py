@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn import _validate
+from jaxcnn import _validate, _values
 
 
 def moments(x: Any, axes: tuple[int, ...], axis_name: Any = None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -221,7 +221,9 @@ def batch_norm(
 
     Args:
       x: ``(N, *spatial, C)`` or ``(N, C)``.
-      mean, var: running statistics, ``(C,)``.
+      mean, var: running statistics, ``(C,)``. At inference a concrete ``var``
+        with an entry below 0 (or NaN) is a ``ValueError``; a traced one (inside
+        ``jit``) is not checked, as that would need a host sync.
       scale, bias: optional ``gamma``, ``beta``, ``(C,)``.
       training: keyword-only, required: use batch statistics (and update the
         running ones) or the running statistics.
@@ -271,6 +273,7 @@ def batch_norm(
     scale_b = None if scale is None else _validate.channel_vector(scale, x.ndim)
     bias_b = None if bias is None else _validate.channel_vector(bias, x.ndim)
     if not training:
+        _values.check_nonnegative_values(var, "var")  # concrete values only: no sync under jit
         m = _validate.channel_vector(mean.astype(jnp.float32), x.ndim)
         v = _validate.channel_vector(var.astype(jnp.float32), x.ndim)
         return affine(standardize(x, m, v, epsilon), scale_b, bias_b, x.dtype), (mean, var)

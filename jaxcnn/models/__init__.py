@@ -24,9 +24,14 @@ cnn1d          small 1D classifier (MNIST-1D)                       (N, 40[, C])
 cnn3d          small 3D classifier                                  (N, D, H, W[, C])
 *_tiny         small variants for tests                             small
 =============  ===================================================  ==================
+
+``check_input(model, variables, x)`` checks an input and a set of variables
+against a model before anything is compiled (rank, batch axis, every
+parameter's shape), with one jaxcnn error naming what differs.
 """
 
 from jaxcnn.models.alexnet import AlexNet
+from jaxcnn.models.inputs import check_input, check_sample, check_variables
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.lwls import LWLSCNN
 from jaxcnn.models.mlp import MLP
@@ -53,6 +58,9 @@ __all__ = [
     "TransferReport",
     "WaveNet",
     "WaveNetLayer",
+    "check_input",
+    "check_sample",
+    "check_variables",
     "drop_head",
     "freeze_labels",
     "freeze_mask",

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.models._blocks import conv_block, scaled
-from jaxcnn.nn import AdaptiveAvgPool, Dropout, Flatten, MaxPool
+from jaxcnn.nn import AdaptiveAvgPool, Dense, Dropout, Flatten, MaxPool
 
 
 class AlexNet(nn.Module):
@@ -94,5 +94,5 @@ class AlexNet(nn.Module):
         x = Flatten(name="flatten")(x)
         for i in (1, 2):
             x = Dropout(self.dropout_rate, axis_name=self.axis_name, name=f"dropout{i}")(x, deterministic=not train)
-            x = jax.nn.relu(nn.Dense(c(self.hidden), dtype=self.dtype, name=f"dense{i}")(x))
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+            x = jax.nn.relu(Dense(c(self.hidden), dtype=self.dtype, name=f"dense{i}")(x))
+        return Dense(self.num_classes, dtype=self.dtype, name="head")(x)

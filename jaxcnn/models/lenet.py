@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from jaxcnn import _validate
 from jaxcnn.models._blocks import conv_block
-from jaxcnn.nn import AvgPool, Flatten, MaxPool
+from jaxcnn.nn import AvgPool, Dense, Flatten, MaxPool
 
 
 class LeNet5(nn.Module):
@@ -77,6 +77,6 @@ class LeNet5(nn.Module):
         x = conv_block(x, 16, 5, padding="VALID", name="conv2", bn_name="bn2", **act)
         x = pool(2, name="pool2")(x)
         x = Flatten(name="flatten")(x)
-        x = self.activation(nn.Dense(120, dtype=self.dtype, name="dense1")(x))
-        x = self.activation(nn.Dense(84, dtype=self.dtype, name="dense2")(x))
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        x = self.activation(Dense(120, dtype=self.dtype, name="dense1")(x))
+        x = self.activation(Dense(84, dtype=self.dtype, name="dense2")(x))
+        return Dense(self.num_classes, dtype=self.dtype, name="head")(x)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.models._blocks import conv_block
-from jaxcnn.nn import Dropout, Flatten
+from jaxcnn.nn import Dense, Dropout, Flatten
 
 
 class LWLSCNN(nn.Module):
@@ -67,6 +67,6 @@ class LWLSCNN(nn.Module):
                 use_bias=not self.batch_norm, train=train, dtype=self.dtype, axis_name=self.axis_name,
             )
         x = Flatten(name="flatten")(x)
-        x = jax.nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense1")(x))
+        x = jax.nn.relu(Dense(self.hidden, dtype=self.dtype, name="dense1")(x))
         x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="dense2")(x)
+        return Dense(self.num_classes, dtype=self.dtype, name="dense2")(x)

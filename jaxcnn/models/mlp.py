@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.nn import BatchNorm, Dropout, Flatten
+from jaxcnn.nn import BatchNorm, Dense, Dropout, Flatten
 
 
 class MLP(nn.Module):
@@ -45,10 +45,10 @@ class MLP(nn.Module):
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
         x = Flatten(name="flatten")(x)
         for i, w in enumerate(self.widths, start=1):
-            x = nn.Dense(w, dtype=self.dtype, name=f"dense{i}")(x)
+            x = Dense(w, dtype=self.dtype, name=f"dense{i}")(x)
             if self.batch_norm:
                 bn = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name=f"bn{i}")
                 x = bn(x)
             x = jax.nn.relu(x)
             x = Dropout(self.dropout_rate, axis_name=self.axis_name, name=f"dropout{i}")(x, deterministic=not train)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return Dense(self.num_classes, dtype=self.dtype, name="head")(x)

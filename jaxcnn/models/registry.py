@@ -13,6 +13,7 @@ from jaxcnn.models.alexnet import AlexNet
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.lwls import LWLSCNN
 from jaxcnn.models.mlp import MLP
+from jaxcnn.models.option_rules import check_options
 from jaxcnn.models.resnet import ResNet
 from jaxcnn.models.small import CNN1D, CNN3D
 from jaxcnn.models.vgg import CONFIGS, VGG
@@ -93,6 +94,8 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
       ValueError: ``name`` is not registered (the message lists the names).
       TypeError: a keyword is not an option of that model (named in the message,
         with the accepted ones).
+      TypeError, ValueError: an option of the wrong kind or value (``num_classes=0``,
+        ``widths=(0,)``), named with the model (see :mod:`jaxcnn.models.option_rules`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -110,4 +113,5 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
             f"get_model({name!r}) got unexpected option(s) {', '.join(unknown)}; "
             f"{name} accepts: {', '.join(sorted(accepted - {'name'}))}"
         )
+    check_options(name, model_class(name), kwargs)
     return constructor(**kwargs)

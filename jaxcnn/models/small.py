@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcnn.models._blocks import conv_block, positive_ints, with_channel_axis
-from jaxcnn.nn import Dropout, Flatten, GlobalAvgPool, MaxPool
+from jaxcnn.nn import Dense, Dropout, Flatten, GlobalAvgPool, MaxPool
 
 
 class CNN1D(nn.Module):
@@ -61,7 +61,7 @@ class CNN1D(nn.Module):
             )
         x = Flatten(name="flatten")(x)
         x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return Dense(self.num_classes, dtype=self.dtype, name="head")(x)
 
 
 class CNN3D(nn.Module):
@@ -103,4 +103,4 @@ class CNN3D(nn.Module):
             x = MaxPool(2, name=f"pool{i}")(x)
         x = GlobalAvgPool(name="avgpool")(x)
         x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return Dense(self.num_classes, dtype=self.dtype, name="head")(x)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.models._blocks import conv_block
-from jaxcnn.nn import AdaptiveAvgPool, Dropout, Flatten, MaxPool
+from jaxcnn.nn import AdaptiveAvgPool, Dense, Dropout, Flatten, MaxPool
 
 #: Configurations of the paper's Table 1: filters of each 3x3 conv, "M" a 2x2 max pool.
 CONFIGS: dict[str, tuple[Union[int, str], ...]] = {
@@ -75,6 +75,6 @@ class VGG(nn.Module):
         x = AdaptiveAvgPool(self.pool_size, name="avgpool")(x)
         x = Flatten(name="flatten")(x)
         for j in (1, 2):
-            x = jax.nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=f"dense{j}")(x))
+            x = jax.nn.relu(Dense(self.hidden, dtype=self.dtype, name=f"dense{j}")(x))
             x = Dropout(self.dropout_rate, axis_name=self.axis_name, name=f"dropout{j}")(x, deterministic=not train)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return Dense(self.num_classes, dtype=self.dtype, name="head")(x)

@@ -20,11 +20,13 @@ LayerNorm            F.layer_norm                                x's shape
 Dropout              F.dropout (key from the "dropout" stream)   x's shape
 ===================  ==========================================  =========================
 
-``Dense`` and ``Sequential`` are ``flax.linen``'s, and the activations are
-``jax.nn``'s, re-exported here for convenience.
+``Dense`` is ``flax.linen.Dense`` with its input checked against its kernel
+(a clear error naming the layer instead of Flax's ``ScopeParamShapeError``);
+``Sequential`` is ``flax.linen``'s and the activations are ``jax.nn``'s,
+re-exported here for convenience.
 """
 
-from flax.linen import Dense, Sequential, initializers
+from flax.linen import Sequential, initializers
 from jax.nn import (
     celu,
     elu,
@@ -45,6 +47,7 @@ from jax.nn import (
 from jax.numpy import tanh
 
 from jaxcnn.nn.conv import Conv, ConvTranspose
+from jaxcnn.nn.dense import Dense
 from jaxcnn.nn.dropout import Dropout
 from jaxcnn.nn.norm import BatchNorm, GroupNorm, LayerNorm
 from jaxcnn.nn.pool import (

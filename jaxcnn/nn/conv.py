@@ -12,6 +12,7 @@ from flax.linen.dtypes import promote_dtype
 
 from jaxcnn import _validate
 from jaxcnn.functional.conv import conv, conv_transpose
+from jaxcnn.nn._checks import checked_param
 
 Initializer = Any
 KernelSize = Union[int, Sequence[int]]
@@ -49,6 +50,14 @@ def check_channels(features: Any, groups: Any, c_in: int, name: str) -> tuple[in
             f"features ({features})"
         )
     return features, groups
+
+
+def _params(module: nn.Module, kernel_shape: tuple[int, ...], features: int, x_shape: Any) -> tuple[Any, Any]:
+    """The ``"kernel"`` and (with ``use_bias``) ``"bias"`` of a conv layer, checked against the input's shape."""
+    kernel = checked_param(module, "kernel", module.kernel_init, kernel_shape, module.param_dtype, x_shape)
+    if not module.use_bias:
+        return kernel, None
+    return kernel, checked_param(module, "bias", module.bias_init, (features,), module.param_dtype, x_shape)
 
 
 class Conv(nn.Module):
@@ -109,8 +118,7 @@ class Conv(nn.Module):
     def __call__(self, x: Any) -> jnp.ndarray:
         window = window_shape(self.kernel_size, x, "Conv")
         features, groups = check_channels(self.features, self.groups, x.shape[-1], "Conv")
-        kernel = self.param("kernel", self.kernel_init, (*window, x.shape[-1] // groups, features), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (features,), self.param_dtype) if self.use_bias else None
+        kernel, bias = _params(self, (*window, x.shape[-1] // groups, features), features, x.shape)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         return conv(
             x,
@@ -177,8 +185,7 @@ class ConvTranspose(nn.Module):
     def __call__(self, y: Any) -> jnp.ndarray:
         window = window_shape(self.kernel_size, y, "ConvTranspose")
         features, groups = check_channels(self.features, self.groups, y.shape[-1], "ConvTranspose")
-        kernel = self.param("kernel", self.kernel_init, (*window, features // groups, y.shape[-1]), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (features,), self.param_dtype) if self.use_bias else None
+        kernel, bias = _params(self, (*window, features // groups, y.shape[-1]), features, y.shape)
         y, kernel, bias = promote_dtype(y, kernel, bias, dtype=self.dtype)
         return conv_transpose(
             y,

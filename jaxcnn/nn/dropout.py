@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxcnn import _validate
 from jaxcnn.functional.dropout import dropout
+from jaxcnn.nn._checks import check_rng
 
 
 class Dropout(nn.Module):
@@ -67,9 +68,15 @@ class Dropout(nn.Module):
         )
         rate = _validate.check_unit_interval(self.rate, "rate")
         training = not deterministic and rate > 0.0
+<<<<<<< HEAD
         key = None
         if training:
             key = self.make_rng(self.rng_collection) if rng is None else rng
+=======
+        if training:
+            check_rng(self, self.rng_collection, f"is in training mode (deterministic=False) with rate {rate}")
+        key = self.make_rng(self.rng_collection) if training else None
+>>>>>>> reliability
         return dropout(
             x,
             rate,

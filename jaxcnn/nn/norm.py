@@ -11,14 +11,16 @@ from flax.linen.dtypes import promote_dtype
 
 from jaxcnn import _validate
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
+from jaxcnn.nn._checks import check_batch_stats, checked_param
 
 Initializer = Any
 
 
-def _affine_params(module: nn.Module, shape: tuple[int, ...]) -> tuple[Any, Any]:
-    """The optional ``"scale"`` and ``"bias"`` parameters of a normalization module."""
-    scale = module.param("scale", module.scale_init, shape, module.param_dtype) if module.use_scale else None
-    bias = module.param("bias", module.bias_init, shape, module.param_dtype) if module.use_bias else None
+def _affine_params(module: nn.Module, shape: tuple[int, ...], x_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """The optional ``"scale"`` and ``"bias"`` parameters of a normalization module, checked against ``x_shape``."""
+    p = module.param_dtype
+    scale = checked_param(module, "scale", module.scale_init, shape, p, x_shape) if module.use_scale else None
+    bias = checked_param(module, "bias", module.bias_init, shape, p, x_shape) if module.use_bias else None
     return scale, bias
 
 
@@ -99,9 +101,10 @@ class BatchNorm(nn.Module):
         )
         x = _validate.check_array(x, "x")
         c = x.shape[-1]
+        check_batch_stats(self, not use_running_average, c)
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
-        scale, bias = _affine_params(self, (c,))
+        scale, bias = _affine_params(self, (c,), x.shape)
         x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
         initializing = self.is_initializing()
         y, (new_mean, new_var) = batch_norm(
@@ -154,7 +157,15 @@ class GroupNorm(nn.Module):
     @nn.compact
     def __call__(self, x: Any) -> jnp.ndarray:
         x = _validate.check_array(x, "x")
+<<<<<<< HEAD
         scale, bias = _affine_params(self, (x.shape[-1],))
+=======
+        c = x.shape[-1]
+        num_groups = _validate.as_int(self.num_groups, "num_groups")
+        if num_groups < 1 or c % num_groups:
+            raise ValueError(f"num_groups must be a positive divisor of the channels C={c}, got {num_groups}")
+        scale, bias = _affine_params(self, (c,), x.shape)
+>>>>>>> reliability
         x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
         return group_norm(x, self.num_groups, scale, bias, epsilon=self.epsilon)  # checks num_groups
 
@@ -197,6 +208,6 @@ class LayerNorm(nn.Module):
         x = _validate.check_array(x, "x")
         if x.ndim < 2:
             raise ValueError(f"x must have a batch axis and at least one more, got shape {tuple(x.shape)}")
-        scale, bias = _affine_params(self, tuple(x.shape[1:]))
+        scale, bias = _affine_params(self, tuple(x.shape[1:]), x.shape)
         x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
         return layer_norm(x, scale, bias, epsilon=self.epsilon)

@@ -15,32 +15,13 @@ the same two calls.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any
 
 import flax.linen as nn
 
+from jaxcnn.models.call import takes_train, train_kwargs
 
-@functools.lru_cache(maxsize=256)
-def _call_takes_train(cls: type) -> bool:
-    if issubclass(cls, nn.Sequential):
-        return False
-    try:
-        params = inspect.signature(cls.__call__).parameters
-    except (TypeError, ValueError):
-        return True
-    return "train" in params
-
-
-def takes_train(model: Any) -> bool:
-    """Whether ``model.__call__`` has a ``train`` parameter (``flax.linen.Sequential`` never does)."""
-    return _call_takes_train(type(model))
-
-
-def train_kwargs(model: Any, train: bool) -> dict[str, bool]:
-    """``{"train": train}`` for models that take it, else ``{}``."""
-    return {"train": train} if takes_train(model) else {}
+__all__ = ["apply", "check_model", "init", "takes_train", "train_kwargs"]
 
 
 def check_model(model: Any, name: str = "model") -> Any:

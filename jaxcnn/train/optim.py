@@ -46,14 +46,20 @@ def make_schedule(
       learning_rate: the peak (or constant) rate, > 0.
       total_steps: needed by "cosine" and "warmup_cosine".
       warmup_steps: for "warmup_cosine".
-      decay_steps, decay_rate: for "step".
-      end_value: final value of "warmup_cosine".
+      decay_steps, decay_rate: for "step"; ``decay_rate`` a finite number > 0.
+      end_value: final value of "warmup_cosine", a finite number >= 0.
+
+    Raises:
+      TypeError, ValueError: an argument of the wrong kind or out of its range
+        (a learning rate that is not finite and > 0, a NaN or negative value).
 
     Returns:
       An ``optax.Schedule`` (step -> learning rate).
     """
     name = _validate.check_choice(name, "schedule", SCHEDULES)
     lr = _positive(learning_rate, "learning_rate")
+    end_value = _validate.check_number(end_value, "end_value", low=0.0)
+    decay_rate = _validate.check_number(decay_rate, "decay_rate", low=0.0, low_open=True)
     if name == "constant":
         return optax.constant_schedule(lr)
     if name in ("cosine", "warmup_cosine"):
@@ -77,11 +83,72 @@ def make_schedule(
 
 
 def _positive(value: Any, name: str) -> float:
-    if isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {_validate.fmt(value)}")
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
+    """A finite number > 0 (a learning rate, a clipping norm)."""
+    return _validate.check_number(value, name, low=0.0, low_open=True)
+
+
+#: optax keyword arguments and their ranges: (low, high, high_open); betas and decays in [0, 1)
+KWARG_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "b1": (0.0, 1.0, True),
+    "b2": (0.0, 1.0, True),
+    "decay": (0.0, 1.0, True),
+    "eps": (0.0, None, False),
+    "eps_root": (0.0, None, False),
+    "initial_accumulator_value": (0.0, None, False),
+}
+
+
+def _check_kwargs(kwargs: dict[str, Any]) -> None:
+    """Range-check the optax keyword arguments jaxcnn knows (``b1=1.5`` is an error, not a divergence)."""
+    for key, value in kwargs.items():
+        if key in KWARG_RANGES:
+            low, high, high_open = KWARG_RANGES[key]
+            _validate.check_number(value, key, low=low, high=high, high_open=high_open)
+        elif key in ("nesterov", "centered"):
+            _validate.check_bool(value, key)
+
+
+def _mask_labels(trainable: Any):
+    """``param_labels`` for ``optax.multi_transform``: "train"/"freeze" per parameter, from ``trainable``.
+
+    ``trainable`` may be the parameters' tree or a prefix of it (``{"conv1": False,
+    "head": True}``). Checked when the optimizer state is created (``tx.init``):
+    a parameter no entry covers, or an entry that is no parameter, is a
+    ``ValueError`` naming ``trainable`` and the paths.
+    """
+    entries: dict[tuple[str, ...], bool] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(trainable)[0]:
+        key = _key(path)
+        if isinstance(leaf, (jax.Array, np.ndarray)) and leaf.shape == () and leaf.dtype == bool:
+            leaf = bool(leaf)  # a concrete boolean scalar array
+        entries[key] = _validate.check_bool(leaf, f"trainable[{'/'.join(key)!r}]")
+
+    def labels(params: Any) -> Any:
+        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+        out, uncovered, used = [], [], set()
+        for path, _ in flat:
+            key = _key(path)
+            owner = next((key[:i] for i in range(len(key), -1, -1) if key[:i] in entries), None)
+            if owner is None:
+                uncovered.append("/".join(key))
+                continue
+            used.add(owner)
+            out.append("train" if entries[owner] else "freeze")
+        unused = ["/".join(k) for k in entries if k not in used]
+        if uncovered or unused:
+            raise ValueError(
+                f"trainable does not match the parameters: no entry for {uncovered[:3] or 'none'}"
+                f"{' ...' if len(uncovered) > 3 else ''}; entries that are no parameter: {unused[:3] or 'none'}"
+                f"{' ...' if len(unused) > 3 else ''}. Build it from the parameters with "
+                f"jaxcnn.models.freeze_mask(params, ...)"
+            )
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    return labels
+
+
+def _key(path: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def _is_scalar_array(v: Any) -> bool:
@@ -123,9 +190,16 @@ def make_optimizer(
       weight_decay: see above; >= 0.
       clip_norm: clip the global gradient norm to this value first.
       trainable: ``None`` (train everything) or a pytree of bools matching the
-        parameters (True = train); False leaves get exactly zero updates. See
-        :func:`jaxcnn.models.freeze_mask` for building it from paths.
-      **optimizer_kwargs: passed to the optax constructor (e.g. ``b1``, ``eps``).
+        parameters, or a prefix of them (True = train); False leaves get exactly
+        zero updates. See :func:`jaxcnn.models.freeze_mask` for building it from
+        paths. Checked against the parameters at ``tx.init(params)``.
+      **optimizer_kwargs: passed to the optax constructor (e.g. ``b1``, ``eps``);
+        betas and ``decay`` must be in ``[0, 1)``, ``eps`` >= 0 (:data:`KWARG_RANGES`).
+
+    Raises:
+      TypeError, ValueError: an argument of the wrong kind or out of range (a
+        learning rate that is inf, NaN or <= 0; ``b1=1.5``; a negative weight
+        decay; a ``trainable`` leaf that is not a bool).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -139,7 +213,9 @@ def make_optimizer(
     else:
         lr = _positive(learning_rate, "learning_rate")
     momentum = _validate.check_unit_interval(momentum, "momentum")
-    weight_decay = _validate.check_nonnegative(weight_decay, "weight_decay")
+    weight_decay = _validate.check_number(weight_decay, "weight_decay", low=0.0)
+    _check_kwargs(optimizer_kwargs)
+    labels = None if trainable is None else _mask_labels(trainable)
     constructors: dict[str, Callable[..., optax.GradientTransformation]] = {
         "sgd": lambda: optax.sgd(lr, **optimizer_kwargs),
         "momentum": lambda: optax.sgd(lr, momentum=momentum, **optimizer_kwargs),
@@ -160,7 +236,6 @@ def make_optimizer(
         chain.append(optax.add_decayed_weights(weight_decay))
     chain.append(core)
     tx = chain[0] if len(chain) == 1 else optax.chain(*chain)
-    if trainable is not None:
-        labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable)
+    if labels is not None:
         tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
     return tx

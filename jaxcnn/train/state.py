@@ -12,6 +12,7 @@ from flax import linen as nn
 from flax.training import train_state
 
 from jaxcnn import _validate
+from jaxcnn.models.inputs import check_sample, check_variables, expected_variables
 from jaxcnn.train import model_api
 
 
@@ -66,17 +67,30 @@ def create_train_state(
 
     Returns:
       A :class:`TrainState` at step 0.
+
+    Raises:
+      TypeError: ``model`` is not a Flax module, ``tx`` not an optax optimizer
+        (``None``, a name such as ``"adam"``), ``sample_x`` not an array.
+      ValueError: ``sample_x`` has a rank the model does not take (e.g. no batch
+        axis), or ``params``/``batch_stats`` do not match what the model creates
+        for ``sample_x`` (another model's, or another input shape's).
     """
     seed = _validate.as_int(seed, "seed")
+    check_optimizer(tx)
+    sample_x = check_sample(model, sample_x, "sample_x")
+    if params is not None:
+        given = {"params": params, **({} if batch_stats is None else {"batch_stats": batch_stats})}
+        check_variables(model, given, sample_x, name=None,
+                        collections=("params",) if batch_stats is None else None)
     # Initial weights come from an "rbg" key: XLA:CPU compiles threefry-based
     # initializers ~10x slower (lwls_cnn: 5.3 s vs 0.6 s). The training key stays
     # threefry, whose partitionable bits make sharded dropout equal single-device.
     init_key = jax.random.key(seed, impl="rbg")
     train_key = jax.random.fold_in(jax.random.key(seed), 1)
-    if params is None:
+    if params is None or (batch_stats is None and _has_batch_stats(model, sample_x)):
         variables = _init_fn(model)(init_key, jnp.zeros(sample_x.shape, sample_x.dtype))
-        params = variables["params"]
-        if batch_stats is None:
+        params = variables["params"] if params is None else params
+        if batch_stats is None:  # fine-tuning from params alone: fresh running statistics
             batch_stats = variables.get("batch_stats", {})
     return TrainState.create(
         apply_fn=model.apply,
@@ -85,6 +99,28 @@ def create_train_state(
         batch_stats={} if batch_stats is None else batch_stats,
         rng=jax.random.key_data(train_key),
     )
+
+
+def check_optimizer(tx: Any, name: str = "tx") -> None:
+    """``tx`` is an optax ``GradientTransformation`` (has callable ``init`` and ``update``).
+
+    Raises:
+      TypeError: anything else (``None``, an optimizer's name, an optax constructor not called).
+    """
+    if isinstance(tx, str):
+        raise TypeError(
+            f"{name} must be an optax optimizer, got the string {tx!r}; build one with "
+            f"jaxcnn.train.make_optimizer({tx!r}, learning_rate)"
+        )
+    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+        raise TypeError(
+            f"{name} must be an optax optimizer (a GradientTransformation with init and update, e.g. "
+            f"jaxcnn.train.make_optimizer('adam', 1e-3)), got {_validate.fmt(tx)}"
+        )
+
+
+def _has_batch_stats(model: nn.Module, sample_x: Any) -> bool:
+    return bool(expected_variables(model, tuple(sample_x.shape), sample_x.dtype).get("batch_stats"))
 
 
 def _init_fn(model: nn.Module):
