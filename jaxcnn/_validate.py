@@ -368,20 +368,6 @@ def check_precision(precision: Any, name: str = "precision") -> Any:
         f"{name} must be None, a jax.lax.Precision, one of "
         f"{', '.join(repr(m.lower()) for m in lax.Precision.__members__)}, or a pair of them, got {fmt(precision)}"
     )
-<<<<<<< HEAD
-=======
-
-
-def batch_part_arg(batch_part: Any, name: str) -> tuple[int, int]:
-    """``(index, count)``: one of ``count`` equal parts of a batch (``None``: the whole batch, ``(0, 1)``)."""
-    if batch_part is None:
-        return 0, 1
-    if not isinstance(batch_part, (tuple, list)) or len(batch_part) != 2:
-        raise TypeError(f"{name} must be None or a pair (index, count), got {fmt(batch_part)}")
-    index, count = as_int(batch_part[0], f"{name}[0]"), as_int(batch_part[1], f"{name}[1]")
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"{name} must be (index, count) with count >= 1 and 0 <= index < count, got {batch_part!r}")
-    return index, count
 
 
 def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
@@ -412,4 +398,3 @@ def check_number(value: Any, name: str, *, low: float | None = None, high: float
     ):
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return x
->>>>>>> reliability

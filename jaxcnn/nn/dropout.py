@@ -68,15 +68,11 @@ class Dropout(nn.Module):
         )
         rate = _validate.check_unit_interval(self.rate, "rate")
         training = not deterministic and rate > 0.0
-<<<<<<< HEAD
         key = None
         if training:
+            if rng is None:
+                check_rng(self, self.rng_collection, f"is in training mode (deterministic=False) with rate {rate}")
             key = self.make_rng(self.rng_collection) if rng is None else rng
-=======
-        if training:
-            check_rng(self, self.rng_collection, f"is in training mode (deterministic=False) with rate {rate}")
-        key = self.make_rng(self.rng_collection) if training else None
->>>>>>> reliability
         return dropout(
             x,
             rate,

@@ -157,15 +157,7 @@ class GroupNorm(nn.Module):
     @nn.compact
     def __call__(self, x: Any) -> jnp.ndarray:
         x = _validate.check_array(x, "x")
-<<<<<<< HEAD
-        scale, bias = _affine_params(self, (x.shape[-1],))
-=======
-        c = x.shape[-1]
-        num_groups = _validate.as_int(self.num_groups, "num_groups")
-        if num_groups < 1 or c % num_groups:
-            raise ValueError(f"num_groups must be a positive divisor of the channels C={c}, got {num_groups}")
-        scale, bias = _affine_params(self, (c,), x.shape)
->>>>>>> reliability
+        scale, bias = _affine_params(self, (x.shape[-1],), x.shape)
         x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
         return group_norm(x, self.num_groups, scale, bias, epsilon=self.epsilon)  # checks num_groups
 
