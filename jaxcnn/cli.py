@@ -312,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.given = given_options(parser, argv)
     from jaxcnn.train.callbacks.control import TrainingDiverged
+    from jaxcnn.train.oom import OutOfMemoryError
 
     try:
         return COMMANDS[args.command](args)
@@ -320,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"jaxcnn {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OutOfMemoryError as e:
+        print(f"jaxcnn {args.command}: error: {e}", file=sys.stderr)
     except USER_ERRORS as e:
         if os.environ.get("JAXCNN_DEBUG") or not is_user_error(e):
             raise

@@ -12,10 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import linen as nn
 from flax import traverse_util
 
 from jaxcnn import _validate
 from jaxcnn import data as data_lib
+from jaxcnn.models.inputs import check_input
 from jaxcnn.train import callbacks as cb
 from jaxcnn.train.batches import grouped, process_batches, take
 from jaxcnn.train.checkpoint import Checkpointer
@@ -25,6 +27,7 @@ from jaxcnn.train.fit_setup import FitPlan, plan_fit
 from jaxcnn.train.freeze import freeze_optimizer
 from jaxcnn.train.losses import LossFn, get_loss
 from jaxcnn.train.model_api import check_model
+from jaxcnn.train.oom import oom_guard
 from jaxcnn.train.partition import DEFAULT_MIN_SIZE
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.step import make_eval_step, make_train_step
@@ -196,14 +199,16 @@ def fit(
     plan = plan.for_devices(train_step.data_parallel)
     if state is None:
         state = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *plan.input_shape), jnp.float32), seed=seed)
+    if isinstance(model, nn.Module):  # the data fits the model: one clear error before anything compiles
+        check_input(model, state.variables(), plan.x_train[:1])
     out = Path(out_dir) if out_dir is not None else None
-    state, run_start, planned, total = _starting_point(state, plan, out, resume, resume_from, max_steps,
-                                                       checkpoint_every)
+    state, run_start, planned, total, restored = _starting_point(state, plan, out, resume, resume_from, max_steps,
+                                                                 checkpoint_every)
     run = cb.Run(name=out.name if out else "run", out_dir=out, primary=is_primary(), epochs=-(-total // plan.per_epoch),
                  steps_per_epoch=plan.per_epoch, total_steps=total, step=int(state.step),
                  config={**plan.describe(), "strategy": train_step.strategy, "devices": train_step.num_devices,
                          "processes": jax.process_count(), "run_start": run_start,
-                         "planned_steps": planned},
+                         "planned_steps": planned, **({"restored": restored} if restored else {})},
                  param_paths=tuple("/".join(map(str, p)) for p in traverse_util.flatten_dict(state.params)))
     callback = cb.CallbackList(_default_callbacks(out, run.primary, progress, verbose, early_stopping, nan_guard,
                                                   checkpoint_every, keep_checkpoints, plan, list(callbacks)))
@@ -216,19 +221,9 @@ def fit(
     run.update_state = update_state
     callback.on_train_begin(run)
     try:
-        for epoch in range(run.step // plan.per_epoch, run.epochs):
-            callback.on_epoch_begin(run, epoch)
-            record = _train_epoch(run, callback, plan, epoch, train_step, single_step, placed, steps_per_call)
-            if record is None or run.diverged:
-                break
-            if plan.x_val is not None:
-                val = evaluate(model, run.state(), plan.x_val, plan.y_val, loss=loss_fn,
-                               batch_size=plan.eval_batch_size, step=eval_step)
-                record.update({"val_loss": val["loss"], "val_accuracy": val.get("accuracy")})
-            run.history.append(record)
-            callback.on_epoch_end(run, epoch, record)
-            if run.stopped:
-                break
+        with oom_guard(f"training {type(model).__name__} with strategy {train_step.strategy!r}",
+                       batch_size=plan.padded_size):
+            _epochs(run, callback, plan, model, loss_fn, (train_step, single_step, eval_step), placed, steps_per_call)
     finally:
         callback.on_train_end(run)
     if run.diverged:
@@ -244,6 +239,25 @@ def fit(
             cb.MetricsLog(out / "metrics.jsonl").write({"kind": "test", "step": int(final.step), **test})
     best = None if run.best is None else {k: v for k, v in run.best.items() if k != "state"}
     return FitResult(final, run.history, test, best, run.stopped, run.stop_reason, out)
+
+
+def _epochs(run: cb.Run, callback: cb.Callback, plan: FitPlan, model: Any, loss_fn: LossFn, steps: tuple,
+            placed: dict, steps_per_call: int) -> None:
+    """The epochs still to run: train, validate, report; until done or a callback stops the run."""
+    train_step, single_step, eval_step = steps
+    for epoch in range(run.step // plan.per_epoch, run.epochs):
+        callback.on_epoch_begin(run, epoch)
+        record = _train_epoch(run, callback, plan, epoch, train_step, single_step, placed, steps_per_call)
+        if record is None or run.diverged:
+            return
+        if plan.x_val is not None:
+            val = evaluate(model, run.state(), plan.x_val, plan.y_val, loss=loss_fn, batch_size=plan.eval_batch_size,
+                           step=eval_step)
+            record.update({"val_loss": val["loss"], "val_accuracy": val.get("accuracy")})
+        run.history.append(record)
+        callback.on_epoch_end(run, epoch, record)
+        if run.stopped:
+            return
 
 
 def _optimizer(state: TrainState | None, tx: Any, trainable: Any) -> tuple[TrainState | None, Any]:
@@ -269,18 +283,20 @@ def _optimizer(state: TrainState | None, tx: Any, trainable: Any) -> tuple[Train
 
 
 def _starting_point(state, plan: FitPlan, out, resume, resume_from, max_steps, checkpoint_every):
-    """``(state, run_start, planned_end, stop_at)``: restore on resume, else train on from ``state``.
+    """``(state, run_start, planned_end, stop_at, restored)``: restore on resume, else train on from ``state``.
 
     ``planned_end`` is the step the run's ``epochs`` end at (kept in every
     checkpoint, so a resumed run finishes the plan); ``stop_at`` is where this
-    call stops (``max_steps`` may stop it earlier).
+    call stops (``max_steps`` may stop it earlier); ``restored`` says which
+    checkpoint a resume read and which newer ones it skipped (they failed
+    their checksum), or ``None``.
     """
     resume = _validate.check_bool(resume, "resume")
     if (resume or resume_from is not None) and out is None:
         raise ValueError("resume=True needs out_dir (the run folder whose checkpoints to continue from)")
     if checkpoint_every is not None and out is None:
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
-    run_start, total = int(state.step), None
+    run_start, total, restored = int(state.step), None, None
     if out is not None:
         ckpt = Checkpointer(out / "checkpoints")
         latest = ckpt.latest_step()
@@ -288,7 +304,7 @@ def _starting_point(state, plan: FitPlan, out, resume, resume_from, max_steps, c
             if latest is None:
                 raise ValueError(f"resume=True but {str(out)!r} holds no checkpoint to resume from")
             state, meta = ckpt.restore(state, resume_from)
-            run_start, total = int(meta.get("run_start", 0)), meta.get("planned_steps")
+            run_start, total, restored = int(meta.get("run_start", 0)), meta.get("planned_steps"), str(ckpt.last_restore)
         elif latest is not None:
             raise ValueError(
                 f"{str(out)!r} already holds checkpoints (latest step {latest}); pass resume=True "
@@ -296,7 +312,7 @@ def _starting_point(state, plan: FitPlan, out, resume, resume_from, max_steps, c
             )
     planned = int(run_start + plan.per_epoch * plan.epochs if total is None else total)
     stop_at = planned if max_steps is None else min(planned, int(state.step) + plan.check_max_steps(max_steps))
-    return state, run_start, planned, stop_at
+    return state, run_start, planned, stop_at, restored
 
 
 def _default_callbacks(out, primary, progress, verbose, early_stopping, nan_guard, checkpoint_every, keep,

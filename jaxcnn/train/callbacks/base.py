@@ -86,7 +86,12 @@ class Run:
         return self.stop_reason is not None
 
     def stop(self, reason: str) -> None:
-        """Stop after the current step (the first reason given is kept)."""
+        """Stop training (the first reason given is kept).
+
+        A step hook's metrics are read one step late, so the step already
+        dispatched when it calls ``stop`` still completes (and reaches
+        ``on_step_end``); an epoch hook stops before the next epoch.
+        """
         if self.stop_reason is None:
             self.stop_reason = reason
 
