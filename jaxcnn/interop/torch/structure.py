@@ -60,8 +60,16 @@ def _shape(v: Any) -> tuple[int, ...] | None:
     return tuple(v.shape) if hasattr(v, "shape") else None
 
 
+_CACHE: dict[tuple[str, tuple[int, ...], str], Structure] = {}
+_CACHE_SIZE = 16
+
+
 def trace(model: nn.Module, input_shape: Sequence[int], dtype: Any = jnp.float32) -> Structure:
     """Trace ``model.init`` on an input of ``input_shape`` (channels-last, with the batch axis).
+
+    Results are cached by the model's ``repr`` (its class and every attribute),
+    the shape and the dtype: converting several checkpoints of one model
+    traces it once.
 
     Args:
       model: a Flax linen module.
@@ -76,6 +84,15 @@ def trace(model: nn.Module, input_shape: Sequence[int], dtype: Any = jnp.float32
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
         raise TypeError(f"input_shape must be a sequence of ints (N, *spatial, C), got {_validate.fmt(input_shape)}")
     input_shape = tuple(_validate.as_int(n, f"input_shape[{i}]") for i, n in enumerate(input_shape))
+    key = (repr(model), input_shape, str(jnp.dtype(dtype)))
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _trace(model, input_shape, dtype)
+    return _CACHE[key]
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...], dtype: Any) -> Structure:
     calls: list[ModuleCall] = []
 
     def record(next_fun, args, kwargs, context):
