@@ -62,7 +62,7 @@ def load_state_dict(path: Any) -> dict[str, np.ndarray]:
       path: the file.
 
     Returns:
-      ``{key: np.ndarray}`` in the file's order.
+      ``{key: np.ndarray}`` (in the file's order; safetensors files store keys sorted).
 
     Raises:
       FileNotFoundError: no such file.
