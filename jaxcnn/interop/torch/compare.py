@@ -158,7 +158,7 @@ def compare(
         if ours is None or theirs is None:
             rows.append(LayerDiff(jax_name, torch_name, "not run", float("nan"), float("nan"), False))
             continue
-        theirs = theirs if getattr(model, "channels_first", False) else layout.channels_last(theirs)
+        theirs = layout.channels_last(theirs)  # inside, every jaxcnn layer is channels-last
         ours = np.asarray(ours)
         if ours.shape != theirs.shape:
             rows.append(LayerDiff(jax_name, torch_name, f"{ours.shape} vs {theirs.shape}", float("inf"),
