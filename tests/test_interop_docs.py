@@ -15,7 +15,7 @@ GUIDE = ROOT / "docs" / "porting_from_pytorch.md"
 
 
 def test_porting_guide_worked_example_runs(capsys):
-    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.DOTALL)
     assert len(blocks) >= 3
     namespace: dict = {"__name__": "porting_guide"}
     for block in blocks:

@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 tf = torch.nn.functional
 
-import jaxcnn.functional as F  # noqa: E402
-import jaxcnn.nn as jnn  # noqa: E402
-from jaxcnn.interop.torch.layout import channels_first, channels_last  # noqa: E402
+import jaxcnn.functional as F
+import jaxcnn.nn as jnn
+from jaxcnn.interop.torch.layout import channels_first, channels_last
 
 MAX = {1: tf.max_pool1d, 2: tf.max_pool2d, 3: tf.max_pool3d}
 
@@ -38,19 +38,19 @@ def _torch_grad(fn, x, w):
 def test_max_pool_dilation_ceil_values_indices_gradients(shape, k, s, p, d, ceil):
     nd = len(shape) - 2
     x = _x(shape)
-    tk = lambda t: MAX[nd](t, k, s, p, d, ceil_mode=ceil, return_indices=True)  # noqa: E731
+    tk = lambda t: MAX[nd](t, k, s, p, d, ceil_mode=ceil, return_indices=True)
     ref_v, ref_i = (a.numpy() for a in tk(torch.from_numpy(x)))
     w = _x(ref_v.shape, 1)
     _, ref_g = _torch_grad(lambda t: tk(t)[0], x, w)
-    tup = lambda v: (v,) * nd if isinstance(v, int) else v  # noqa: E731
-    args = dict(window=tup(k), strides=s, padding=p, ceil_mode=ceil, dilation=d)
+    tup = lambda v: (v,) * nd if isinstance(v, int) else v
+    args = {"window": tup(k), "strides": s, "padding": p, "ceil_mode": ceil, "dilation": d}
     v, i = F.max_pool_with_indices(channels_last(x), **args)
     np.testing.assert_allclose(channels_first(v), ref_v, atol=1e-6)
     np.testing.assert_array_equal(channels_first(i), ref_i)
     y = F.max_pool(channels_last(x), **args)
     np.testing.assert_allclose(channels_first(y), ref_v, atol=1e-6)
     for f in (F.max_pool, lambda *a, **kw: F.max_pool_with_indices(*a, **kw)[0]):
-        g = jax.grad(lambda t: jnp.sum(f(t, **args) * jnp.asarray(channels_last(w))))(jnp.asarray(channels_last(x)))
+        g = jax.grad(lambda t, f=f: jnp.sum(f(t, **args) * jnp.asarray(channels_last(w))))(jnp.asarray(channels_last(x)))
         np.testing.assert_allclose(channels_first(g), ref_g, atol=1e-6)
     layer = jnn.MaxPool(tup(k), s, p, ceil_mode=ceil, dilation=d)
     np.testing.assert_allclose(channels_first(layer.apply({}, channels_last(x))), ref_v, atol=1e-6)
@@ -61,7 +61,7 @@ def test_avg_pool_divisor_override(divisor):
     x = _x((2, 3, 7, 6))
     ref, ref_g = _torch_grad(lambda t: tf.avg_pool2d(t, 3, 2, 1, ceil_mode=True, divisor_override=divisor), x,
                              _x((2, 3, 4, 4), 1))
-    f = lambda t: F.avg_pool(t, 3, 2, 1, ceil_mode=True, divisor_override=divisor)  # noqa: E731
+    f = lambda t: F.avg_pool(t, 3, 2, 1, ceil_mode=True, divisor_override=divisor)
     np.testing.assert_allclose(channels_first(f(channels_last(x))), ref, atol=1e-5)
     g = jax.grad(lambda t: jnp.sum(f(t) * jnp.asarray(channels_last(_x((2, 3, 4, 4), 1)))))(jnp.asarray(channels_last(x)))
     np.testing.assert_allclose(channels_first(g), ref_g, atol=1e-5)
@@ -82,7 +82,7 @@ def test_adaptive_max_pool_indices(shape, out):
     v, i = F.adaptive_max_pool(channels_last(x), out, return_indices=True)
     np.testing.assert_allclose(channels_first(v), ref_v)
     np.testing.assert_array_equal(channels_first(i), ref_i)
-    v2, i2 = F.adaptive_max_pool_with_indices(channels_last(x), out)
+    _, i2 = F.adaptive_max_pool_with_indices(channels_last(x), out)
     np.testing.assert_array_equal(np.asarray(i2), np.asarray(i))
     g = jax.grad(lambda t: jnp.sum(F.adaptive_max_pool_with_indices(t, out)[0] * jnp.asarray(channels_last(w))))(
         jnp.asarray(channels_last(x)))
@@ -98,7 +98,7 @@ def test_batch_norm_without_running_statistics():
     w = _x((4, 3, 5, 5), 1)
     ref, ref_g = _torch_grad(bn, x, w)
     scale, bias = jnp.asarray(bn.weight.detach().numpy()), jnp.asarray(bn.bias.detach().numpy())
-    f = lambda t: F.batch_norm(t, None, None, scale, bias, training=True)  # noqa: E731
+    f = lambda t: F.batch_norm(t, None, None, scale, bias, training=True)
     y, stats = f(jnp.asarray(channels_last(x)))
     assert stats == (None, None)
     np.testing.assert_allclose(channels_first(y), ref, atol=1e-5)

@@ -11,9 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-import interop_torch_models as tm  # noqa: E402
-from jaxcnn.interop.torch import compare, from_torch, from_torch_module, layout  # noqa: E402
-from jaxcnn.models import get_model  # noqa: E402
+import interop_torch_models as tm
+
+from jaxcnn.interop.torch import compare, from_torch, from_torch_module, layout
+from jaxcnn.models import get_model
 
 
 def _randomize(net):

@@ -12,8 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import interop_torch_models as tm  # noqa: E402
-from jaxcnn.interop.torch import (  # noqa: E402
+import interop_torch_models as tm
+
+from jaxcnn.interop.torch import (
     CheckpointError,
     StateDictMismatchError,
     TorchNotInstalledError,
@@ -25,8 +26,8 @@ from jaxcnn.interop.torch import (  # noqa: E402
     save_state_dict,
     to_torch,
 )
-from jaxcnn.models import get_model  # noqa: E402
-from jaxcnn.nn import BatchNorm, Conv, ConvTranspose, Flatten  # noqa: E402
+from jaxcnn.models import get_model
+from jaxcnn.nn import BatchNorm, Conv, ConvTranspose, Flatten
 
 
 @pytest.fixture(scope="module")

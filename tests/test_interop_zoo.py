@@ -12,10 +12,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import interop_torch_models as tm  # noqa: E402
-from jaxcnn.interop.torch import from_torch, layout, to_torch  # noqa: E402
-from jaxcnn.interop.torch.structure import trace  # noqa: E402
-from jaxcnn.models import get_model  # noqa: E402
+import interop_torch_models as tm
+
+from jaxcnn.interop.torch import from_torch, layout, to_torch
+from jaxcnn.interop.torch.structure import trace
+from jaxcnn.models import get_model
 
 TOL = 1e-4
 

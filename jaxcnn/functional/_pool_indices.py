@@ -18,7 +18,15 @@ import numpy as np
 from jax import lax
 
 from jaxcnn import _validate
-from jaxcnn.functional._pool_geometry import PoolGeometry, adaptive_bins, adaptive_sizes, lowest, pool_geometry, pool_rank, unbatch
+from jaxcnn.functional._pool_geometry import (
+    PoolGeometry,
+    adaptive_bins,
+    adaptive_sizes,
+    lowest,
+    pool_geometry,
+    pool_rank,
+    unbatch,
+)
 
 
 def _axis_grid(values: list[np.ndarray], nd: int) -> np.ndarray:

@@ -26,7 +26,11 @@ from jaxcnn.functional._pool_geometry import (  # noqa: F401  (PoolGeometry, ada
     unbatch,
     window_counts,
 )
-from jaxcnn.functional._pool_indices import adaptive_max_pool_with_indices, max_pool_with_indices, max_taps  # noqa: F401
+from jaxcnn.functional._pool_indices import (  # noqa: F401
+    adaptive_max_pool_with_indices,
+    max_pool_with_indices,
+    max_taps,
+)
 
 
 def max_pool(

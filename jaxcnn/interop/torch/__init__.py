@@ -22,8 +22,19 @@ See ``docs/porting_from_pytorch.md``.
 from jaxcnn.interop.torch import layout
 from jaxcnn.interop.torch._deps import TorchNotInstalledError
 from jaxcnn.interop.torch.compare import Comparison, LayerDiff, compare
-from jaxcnn.interop.torch.convert import IncompatibleKeys, StateDictMismatchError, from_torch, to_torch
-from jaxcnn.interop.torch.files import CheckpointError, load_state_dict, load_variables, load_weights, save_state_dict
+from jaxcnn.interop.torch.convert import (
+    IncompatibleKeys,
+    StateDictMismatchError,
+    from_torch,
+    to_torch,
+)
+from jaxcnn.interop.torch.files import (
+    CheckpointError,
+    load_state_dict,
+    load_variables,
+    load_weights,
+    save_state_dict,
+)
 from jaxcnn.interop.torch.module import from_torch_module
 from jaxcnn.interop.torch.ported import Activation, PortedCNN, TorchFlatten
 

@@ -13,7 +13,7 @@ leaf is converted by the layout rule of its module (see
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -22,12 +22,17 @@ import numpy as np
 
 from jaxcnn import _validate
 from jaxcnn.interop.torch._deps import require_torch, to_numpy
-from jaxcnn.interop.torch.rules import NUM_BATCHES_TRACKED, Leaf, leaf_rule, torch_leaf_name
+from jaxcnn.interop.torch.rules import (
+    NUM_BATCHES_TRACKED,
+    Leaf,
+    leaf_rule,
+    torch_leaf_name,
+)
 from jaxcnn.interop.torch.structure import Structure, trace
 from jaxcnn.interop.torch.zoo import zoo_spec
 from jaxcnn.models import get_model
 
-MappingLike = Union[Mapping[str, Union[str, None]], Callable[[str], Union[str, None]], None]
+MappingLike = Mapping[str, str | None] | Callable[[str], str | None] | None
 _COLLECTIONS = ("params", "batch_stats")
 
 
@@ -53,10 +58,10 @@ class StateDictMismatchError(ValueError):
 
     def __init__(self, what: str, report: IncompatibleKeys):
         self.report = report
-        lines = [
+        lines = [(
             f"the state_dict does not match {what}: {len(report.missing)} missing, {len(report.unexpected)} "
             f"unexpected, {len(report.mismatched)} with the wrong shape (pass strict=False to load the rest)"
-        ]
+        )]
         lines += [f"  missing key: {k}" for k in report.missing]
         lines += [f"  unexpected key: {k}" for k in report.unexpected]
         lines += [f"  shape mismatch: {k}" for k in report.mismatched]

@@ -10,7 +10,16 @@ import jax.numpy as jnp
 from jaxcnn.interop.torch import layout
 from jaxcnn.interop.torch._deps import require_torch, to_numpy
 from jaxcnn.interop.torch.ported import Activation, PortedCNN, TorchFlatten
-from jaxcnn.nn import AdaptiveAvgPool, AdaptiveMaxPool, AvgPool, BatchNorm, Conv, ConvTranspose, Dropout, MaxPool
+from jaxcnn.nn import (
+    AdaptiveAvgPool,
+    AdaptiveMaxPool,
+    AvgPool,
+    BatchNorm,
+    Conv,
+    ConvTranspose,
+    Dropout,
+    MaxPool,
+)
 
 _ACTIVATION_CLASSES = {"ReLU": "relu", "ReLU6": "relu6", "SiLU": "silu", "Sigmoid": "sigmoid", "Tanh": "tanh",
                        "Identity": "identity"}
