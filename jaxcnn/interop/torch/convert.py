@@ -127,9 +127,14 @@ def plan(structure: Structure, mapping: Callable[[str], str | None]) -> list[Lea
     return sorted(leaves, key=lambda leaf: order.get(leaf.path, len(order)))
 
 
-def _shape_of(structure: Structure, leaf: Leaf) -> tuple[int, ...]:
-    node = structure.shapes[leaf.collection]
-    for k in [*leaf.path.split("/"), leaf.name] if leaf.path else [leaf.name]:
+def _keys(leaf: Leaf) -> list[str]:
+    """The leaf's keys in the variables tree: collection, module path parts, name."""
+    return [leaf.collection, *(leaf.path.split("/") if leaf.path else []), leaf.name]
+
+
+def _shape_of(structure: Structure, leaf: Leaf) -> tuple[tuple[int, ...], Any]:
+    node = structure.shapes
+    for k in _keys(leaf):
         node = node[k]
     return tuple(node.shape), node.dtype
 
@@ -211,7 +216,7 @@ def from_torch(
     missing, mismatched, used, out = [], [], set(), {}
     for leaf in leaves:
         target, dtype = _shape_of(structure, leaf)
-        where = f"{leaf.collection}/{leaf.path}/{leaf.name}"
+        where = "/".join(_keys(leaf))
         if leaf.torch_key not in state_dict:
             missing.append(f"{leaf.torch_key} ({where}, expected shape {leaf.rule.torch_shape(target)})")
             continue
@@ -221,7 +226,7 @@ def from_torch(
         if tuple(value.shape) != expected:
             mismatched.append(f"{leaf.torch_key}: got {tuple(value.shape)}, expected {expected} ({where})")
             continue
-        _set(out, [leaf.collection, *leaf.path.split("/"), leaf.name], jnp.asarray(leaf.rule.from_torch(value), dtype))
+        _set(out, _keys(leaf), jnp.asarray(leaf.rule.from_torch(value), dtype))
     unexpected = [k for k in state_dict if k not in used and not str(k).endswith(NUM_BATCHES_TRACKED)]
     report = IncompatibleKeys(tuple(missing), tuple(unexpected), tuple(mismatched))
     if strict:
@@ -277,9 +282,9 @@ def to_torch(
     out: dict[str, Any] = {}
     missing = []
     for leaf in plan(structure, _path_mapping(model, mapping)):
-        value = _get(variables, [leaf.collection, *leaf.path.split("/"), leaf.name])
+        value = _get(variables, _keys(leaf))
         if value is None:
-            missing.append(f"{leaf.collection}/{leaf.path}/{leaf.name}")
+            missing.append("/".join(_keys(leaf)))
             continue
         out[leaf.torch_key] = np.asarray(leaf.rule.to_torch(np.asarray(value)))
         if leaf.collection == "batch_stats" and leaf.name == "var":
