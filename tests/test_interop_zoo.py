@@ -152,3 +152,29 @@ def test_round_trips_are_exact(name):
     trip = from_torch(name, to_torch(name, init, model_kwargs=kw), model_kwargs=kw)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), dict(init), trip))
     tmod.load_state_dict(to_torch(name, init, model_kwargs=kw))  # PyTorch accepts it as is (strict)
+
+
+@pytest.mark.parametrize("name,kw,make", [
+    ("resnet34", {}, lambda: tm.ResNet(tm.BasicBlock, [3, 4, 6, 3])),
+    ("resnet50", {}, lambda: tm.resnet50()),
+    ("vgg11", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(tm.VGG_A, False, hidden=8, pool_size=1)),
+    ("vgg16", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(VGG_D, False, hidden=8, pool_size=1)),
+    ("vgg16_bn", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(VGG_D, True, hidden=8, pool_size=1)),
+])
+def test_zoo_mapping_names_every_torchvision_key_with_its_shape(name, kw, make):
+    """Every key and shape of the torchvision-named model, and nothing else (no forward pass needed)."""
+    from jaxcnn.interop.torch.convert import _path_mapping, plan
+
+    sd = make().state_dict()
+    model = get_model(name, **kw)
+    structure = trace(model, (1, 224, 224, 3))
+    leaves = plan(structure, _path_mapping(model, None))
+    assert {leaf.torch_key for leaf in leaves} == {k for k in sd if not k.endswith("num_batches_tracked")}
+    for leaf in leaves:
+        node = structure.shapes
+        for k in [leaf.collection, *leaf.path.split("/"), leaf.name]:
+            node = node[k]
+        assert leaf.rule.torch_shape(tuple(node.shape)) == tuple(sd[leaf.torch_key].shape), leaf.torch_key
+
+
+VGG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
