@@ -142,6 +142,12 @@ def test_load_files_written_by_the_test(tmp_path, lenet_sd, suffix):
     expected = from_torch("lenet5", lenet_sd)
     for got in (load_weights(path, "lenet5"), load_variables(str(path), "lenet5", {})):
         assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), got, expected))
+    # fine-tuning with a new head: the CLI's --init-from with another num_classes
+    init = get_model("lenet5", num_classes=3).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    tuned, report = load_variables(path, "lenet5", {"num_classes": 3}, strict=False, variables=init)
+    assert {m.split(":")[0] for m in report.mismatched} == {"fc3.weight", "fc3.bias"}
+    np.testing.assert_array_equal(tuned["params"]["head"]["bias"], init["params"]["head"]["bias"])
+    np.testing.assert_array_equal(tuned["params"]["conv1"]["bias"], lenet_sd["conv1.bias"].numpy())
 
 
 def test_safetensors_load_without_torch(tmp_path, lenet_sd, monkeypatch):

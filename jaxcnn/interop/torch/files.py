@@ -119,20 +119,25 @@ def load_weights(path: Any, name_or_model: Any, **kwargs: Any) -> Any:
     return from_torch(name_or_model, load_state_dict(path), **kwargs)
 
 
-def load_variables(path: Any, model_name: Any, model_kwargs: Mapping[str, Any] | None = None, *, strict: bool = True) -> Any:
+def load_variables(
+    path: Any, model_name: Any, model_kwargs: Mapping[str, Any] | None = None, *, strict: bool = True,
+    variables: Any = None,
+) -> Any:
     """The variables of ``get_model(model_name, **model_kwargs)`` from a PyTorch checkpoint file, in one call.
 
     For the command line: ``jaxcnn train --init-from FILE`` and ``jaxcnn eval
     --weights FILE``. Strict by default: any missing, unexpected or
     mis-shaped key is an error listing them all. With ``strict=False``,
-    returns ``(variables, IncompatibleKeys)`` (e.g. a new head: pass
-    ``model_kwargs={"num_classes": 10}`` and fill the head from ``model.init``
-    via :func:`from_torch`'s ``variables=``).
+    returns ``(variables, IncompatibleKeys)``: for fine-tuning with a new head,
+    pass ``model_kwargs={"num_classes": 10}``, ``strict=False`` and
+    ``variables=model.init(...)``, whose head (reported as mismatched) is kept.
 
     Args:
       path: ``.pt`` / ``.pth`` / ``.safetensors`` file with torchvision key names.
       model_name: a zoo name, e.g. ``"resnet18"`` (or a Flax module).
       model_kwargs: the options the model is built with.
+      strict: as :func:`jaxcnn.interop.torch.from_torch`.
+      variables: starting variables for what a non-strict load leaves out.
 
     Returns:
       ``{"params": ..., "batch_stats": ...}`` for ``model.apply``.
@@ -140,4 +145,4 @@ def load_variables(path: Any, model_name: Any, model_kwargs: Mapping[str, Any] |
     Example:
       >>> variables = load_variables("resnet18.pth", "resnet18", {"num_classes": 1000})  # doctest: +SKIP
     """
-    return load_weights(path, model_name, model_kwargs=model_kwargs, strict=strict)
+    return load_weights(path, model_name, model_kwargs=model_kwargs, strict=strict, variables=variables)
