@@ -104,10 +104,13 @@ STEP_CASES = {
     "vgg11_bn": ({"num_classes": 10, "hidden": 32, "pool_size": 1, "dropout_rate": 0.0},
                  lambda: tm.VGG(tm.VGG_A, True, num_classes=10, hidden=32, pool_size=1, dropout=0.0), (4, 3, 32, 32)),
     "alexnet": CASES["alexnet"],
+    "resnet50": ({"num_classes": 10, "width": 16}, lambda: tm.resnet50(num_classes=10, width=16), (2, 3, 32, 32)),
 }
+SLOW_STEPS = ("vgg11_bn", "resnet50")  # keep the default suite fast: ResNet-18 and AlexNet run by default
 
 
-@pytest.mark.parametrize("name", list(STEP_CASES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_STEPS else n
+                                  for n in STEP_CASES])
 def test_one_sgd_step_matches_torch(name):
     kw, make, shape = STEP_CASES[name]
     torch.manual_seed(1)
