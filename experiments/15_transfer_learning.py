@@ -30,7 +30,9 @@ PyTorch, with keys ``conv1``, ``conv2``, ``conv3`` (``Conv2d(1, 4, 5)``,
 (``Linear(588, 200)``, after PyTorch's NCHW flatten) and ``dense2``
 (``Linear(200, 10)``), converted strictly by
 :func:`jaxcnn.interop.torch.load_weights` (layouts and the flatten order
-handled there). Its MNIST accuracy is reported in place of the pretraining's::
+handled there). Its MNIST accuracy is reported in place of the pretraining's,
+and the transfer claims are checked as usual, so they hold only for a
+checkpoint that really learned MNIST (a random one runs, and fails them)::
 
     python -m experiments.15_transfer_learning --init-from lwls_mnist.pt
 """
