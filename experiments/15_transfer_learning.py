@@ -217,8 +217,10 @@ def run(ctx: Context, init_from: str | None = None) -> None:
         return r["acc"]["frozen"][i].mean() - r["acc"]["scratch"][i].mean()
 
     last = len(counts) - 1
+    source = (f"Pretrained for {pre_epochs} epochs on 8,000 MNIST images" if init_from is None
+              else f"Starting from the PyTorch checkpoint {os.path.basename(init_from)}")
     ctx.text(
-        f"Pretrained for {pre_epochs} epochs on 8,000 MNIST images ({pre_acc:.1%} on the 2,000 held "
+        f"{source} ({pre_acc:.1%} on the 2,000 held "
         f"out), the LWLS CNN recognizes {main_r['zero_shot']:.1%} of the scikit-learn test digits in MNIST framing "
         f"without seeing a single labelled one, but only {other_r['zero_shot']:.1%} of the stretched ones, which are "
         f"bigger and bolder than anything in MNIST. In MNIST framing, with {counts[0]} labelled digits (one per class), "
