@@ -43,6 +43,7 @@ from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
 from jaxcnn.functional.pool import (
     adaptive_avg_pool,
     adaptive_max_pool,
+    adaptive_max_pool_with_indices,
     avg_pool,
     global_avg_pool,
     global_max_pool,
@@ -54,6 +55,7 @@ from jaxcnn.functional.pool import (
 __all__ = [
     "adaptive_avg_pool",
     "adaptive_max_pool",
+    "adaptive_max_pool_with_indices",
     "avg_pool",
     "batch_norm",
     "celu",

@@ -12,6 +12,7 @@ from jax import lax
 
 from jaxcnn import _validate
 from jaxcnn.functional._conv_cpu import conv_cpu
+from jaxcnn.functional._unbatched import kernel_pins_rank
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 ALGORITHMS = ("xla", "taps", "chunked")
@@ -78,6 +79,7 @@ def _add_bias(y, bias):
     return y if bias is None else y + _validate.channel_vector(bias, y.ndim)
 
 
+@kernel_pins_rank  # unbatched (*spatial, C) input, one rank short of the kernel
 def conv(
     x: Any,
     kernel: Any,
@@ -112,7 +114,7 @@ def conv(
     (stride 1, output at t depends only on inputs at positions <= t).
 
     Args:
-      x: input ``(N, *spatial, C_in)`` with 1, 2 or 3 spatial dims.
+      x: input ``(N, *spatial, C_in)`` with 1, 2 or 3 spatial dims, or unbatched ``(*spatial, C_in)``.
       kernel: ``(*window, C_in // groups, C_out)`` ("HWIO").
       bias: optional ``(C_out,)``.
       strides: int or one int per spatial dim, >= 1.
@@ -291,6 +293,7 @@ def pad_input(x: Any, pads: tuple[tuple[int, int], ...], mode: str) -> jnp.ndarr
     return jnp.pad(x, ((0, 0), *pads, (0, 0)), mode=_NUMPY_PAD_MODE[mode])
 
 
+@kernel_pins_rank
 def conv_transpose(
     y: Any,
     kernel: Any,
@@ -315,7 +318,7 @@ def conv_transpose(
         (n - 1) * s - lo - hi + d * (k - 1) + output_padding + 1
 
     Args:
-      y: ``(N, *spatial, C_out)``.
+      y: ``(N, *spatial, C_out)``, or unbatched ``(*spatial, C_out)``.
       kernel: laid out as for the forward conv, ``(*window, C_in // groups, C_out)``.
         PyTorch's ``ConvTransposeNd.weight`` is the same tensor as
         ``(C_out, C_in // groups, *window)`` (PyTorch calls our ``C_out`` its

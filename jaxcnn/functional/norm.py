@@ -221,8 +221,11 @@ def batch_norm(
 
     Args:
       x: ``(N, *spatial, C)`` or ``(N, C)``.
-      mean, var: running statistics, ``(C,)``. At inference a concrete ``var``
-        with an entry below 0 (or NaN) is a ``ValueError``; a traced one (inside
+      mean, var: running statistics, ``(C,)``; or both ``None`` for none
+        (PyTorch's ``track_running_stats=False``): then only ``training=True``
+        is accepted, the batch statistics normalize, and ``(None, None)`` is
+        returned for the new statistics. At inference a concrete ``var`` with
+        an entry below 0 (or NaN) is a ``ValueError``; a traced one (inside
         ``jit``) is not checked, as that would need a host sync.
       scale, bias: optional ``gamma``, ``beta``, ``(C,)``.
       training: keyword-only, required: use batch statistics (and update the
@@ -243,7 +246,7 @@ def batch_norm(
 
     Returns:
       ``(y, (new_mean, new_var))``; ``y`` has ``x``'s shape and dtype, the
-      statistics are float32 ``(C,)``.
+      statistics are float32 ``(C,)`` (``None`` without running statistics).
 
     Example:
       >>> import jax.numpy as jnp, jaxcnn.functional as F
@@ -261,8 +264,13 @@ def batch_norm(
     c = x.shape[-1]
     mean = _validate.check_vector(mean, c, "mean")
     var = _validate.check_vector(var, c, "var")
-    if mean is None or var is None:
-        raise TypeError("mean and var must be (C,) arrays of running statistics, got None")
+    if (mean is None) != (var is None):
+        raise TypeError("mean and var must both be (C,) arrays of running statistics, or both None, got one None")
+    if mean is None and not _validate.check_bool(training, "training"):
+        raise ValueError(
+            "mean and var are None (no running statistics), so only training=True can normalize (with the "
+            "batch statistics, as PyTorch's track_running_stats=False); got training=False"
+        )
     scale = _validate.check_vector(scale, c, "scale")
     bias = _validate.check_vector(bias, c, "bias")
     training = _validate.check_bool(training, "training")
@@ -279,6 +287,8 @@ def batch_norm(
         return affine(standardize(x, m, v, epsilon), scale_b, bias_b, x.dtype), (mean, var)
     weights = None if mask is None else _mask_weights(mask, x)
     y, batch_mean, batch_var = _batch_norm_train(x, scale_b, bias_b, weights, epsilon, axis_name)
+    if mean is None:
+        return y, (None, None)
     new_mean = momentum * mean.astype(jnp.float32) + (1 - momentum) * batch_mean.reshape(c)
     new_var = momentum * var.astype(jnp.float32) + (1 - momentum) * batch_var.reshape(c)
     return y, (new_mean, new_var)

@@ -55,6 +55,9 @@ class BatchNorm(nn.Module):
       use_scale, use_bias: learn ``gamma`` / ``beta``.
       axis_name: pmap/shard_map axis to average batch statistics over
         (synchronized batch norm); ignored during ``init``.
+      track_running_stats: ``False`` keeps no running statistics (no
+        ``batch_stats``) and always normalizes with the batch's, in training
+        and inference alike, as PyTorch's ``track_running_stats=False``.
       scale_init, bias_init: initializers.
       dtype: compute dtype of the output (``None``: promote input and
         parameters); statistics are float32 regardless.
@@ -92,6 +95,7 @@ class BatchNorm(nn.Module):
     bias_init: Initializer = initializers.zeros_init()
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    track_running_stats: bool = True
 
     @nn.compact
     def __call__(self, x: Any, use_running_average: bool | None = None, *, mask: Any = None) -> jnp.ndarray:
@@ -101,6 +105,11 @@ class BatchNorm(nn.Module):
         )
         x = _validate.check_array(x, "x")
         c = x.shape[-1]
+        if not _validate.check_bool(self.track_running_stats, "track_running_stats"):
+            scale, bias = _affine_params(self, (c,), x.shape)
+            x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+            return batch_norm(x, None, None, scale, bias, training=True, epsilon=self.epsilon,
+                              axis_name=None if self.is_initializing() else self.axis_name, mask=mask)[0]
         check_batch_stats(self, not use_running_average, c)
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)

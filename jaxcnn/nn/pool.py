@@ -20,9 +20,11 @@ class MaxPool(nn.Module):
       strides: int, one per spatial dim, or ``None`` (= ``window``).
       padding: any padding spec ("VALID" default); padding is ``-inf``.
       ceil_mode: ``ceil`` instead of ``floor`` in the output size, as PyTorch.
+      dilation: spacing of the window's taps (PyTorch's ``dilation``), int or per dim.
 
     Returns (``__call__``):
-      ``(N, *out_spatial, C)`` with ``floor((n + lo + hi - k) / s) + 1`` per dim.
+      ``(N, *out_spatial, C)`` with ``floor((n + lo + hi - k_eff) / s) + 1`` per
+      dim, ``k_eff = (k - 1) * dilation + 1``.
 
     Example:
       >>> import jax.numpy as jnp, jaxcnn.nn as jnn
@@ -34,9 +36,10 @@ class MaxPool(nn.Module):
     strides: Any = None
     padding: Any = "VALID"
     ceil_mode: bool = False
+    dilation: Any = 1
 
     def __call__(self, x: Any) -> jnp.ndarray:
-        return P.max_pool(x, self.window, self.strides, self.padding, self.ceil_mode)
+        return P.max_pool(x, self.window, self.strides, self.padding, self.ceil_mode, self.dilation)
 
 
 class AvgPool(nn.Module):
@@ -46,6 +49,7 @@ class AvgPool(nn.Module):
       window, strides, padding, ceil_mode: as :class:`MaxPool`.
       count_include_pad: divide by the full window including zero padding
         (default, as PyTorch) or by the number of real input elements.
+      divisor_override: divide every window's sum by this int instead (``None``).
 
     Returns (``__call__``):
       ``(N, *out_spatial, C)``, sizes as :class:`MaxPool`.
@@ -56,9 +60,12 @@ class AvgPool(nn.Module):
     padding: Any = "VALID"
     ceil_mode: bool = False
     count_include_pad: bool = True
+    divisor_override: Any = None
 
     def __call__(self, x: Any) -> jnp.ndarray:
-        return P.avg_pool(x, self.window, self.strides, self.padding, self.ceil_mode, self.count_include_pad)
+        return P.avg_pool(
+            x, self.window, self.strides, self.padding, self.ceil_mode, self.count_include_pad, self.divisor_override
+        )
 
 
 class GlobalAvgPool(nn.Module):
