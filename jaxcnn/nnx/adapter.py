@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import _validate
@@ -45,9 +46,11 @@ class LinenLike:
         NNX modules are initialized when they are built (from their
         ``nnx.Rngs``), so ``rngs`` and the inputs are accepted for Linen
         compatibility and not used: this returns the wrapped module's current
-        values. Build the module with another seed for other initial weights.
+        values (copies: a step that donates its state never deletes the
+        module's own arrays). Build the module with another seed for other
+        initial weights.
         """
-        return to_linen(self.module)
+        return jax.tree.map(jnp.copy, to_linen(self.module))
 
     def merge(self, variables: dict[str, Any]) -> nnx.Module:
         """A new NNX module holding ``variables`` (e.g. the trained ``state.variables()`` after ``fit``)."""

@@ -83,7 +83,10 @@ class Mirror(nnx.Module):
         self.linen_model = linen_model
         self.takes_train = "train" in inspect.signature(type(linen_model).__call__).parameters
         self.deterministic = _validate.check_bool(deterministic, "deterministic")
-        self.rngs = rngs["dropout"].fork()
+        try:
+            self.rngs = rngs["dropout"].fork()
+        except KeyError:  # an Rngs without a "dropout" (or default) stream: keys come with each call
+            self.rngs = nnx.data(None)
         layers = _trace_layers(linen_model, tuple(_spec(a) for a in sample_inputs), self.takes_train, call_kwargs)
         if twins.twin_of(linen_model) is not None and type(linen_model) is not nn.Sequential:
             raise TypeError(f"{type(linen_model).__name__} is itself a layer: use jaxcnn.nnx.twins.build for one layer")
@@ -111,7 +114,7 @@ class Mirror(nnx.Module):
         train = (not self.deterministic) if train is None else _validate.check_bool(train, "train")
         if isinstance(rngs, nnx.Rngs):
             rngs = rngs["dropout"]()
-        key = self.rngs() if rngs is None and train else rngs
+        key = self.rngs() if rngs is None and train and self.rngs is not None else rngs
         paths = set(self.layer_paths)
 
         def run_twin(next_fun, args, kw, context):
