@@ -55,7 +55,8 @@ def test_twenty_lwls_steps_with_dropout_equal_linen():
     assert _same_run("lwls_cnn", "jit", 20, 16, (28, 28, 1), dropout_rate=0.5) <= 1e-6
 
 
-@pytest.mark.parametrize("strategy", ["sharded", "pmap", "shard_map"])
+@pytest.mark.parametrize("strategy", ["sharded", pytest.param("pmap", marks=pytest.mark.slow),
+                                      pytest.param("shard_map", marks=pytest.mark.slow)])
 def test_batchnorm_dropout_model_equals_linen_on_8_devices(strategy):
     assert jax.device_count() == 8
     assert _same_run("lwls_cnn", strategy, 3, 16, (28, 28, 1), dropout_rate=0.5, batch_norm=True) <= 1e-6

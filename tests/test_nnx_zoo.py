@@ -69,7 +69,8 @@ def converted(name, shape, **options):
     return linen, variables, jnnx.from_linen(abstract, variables)
 
 
-@pytest.mark.parametrize("name", sorted(RUN))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("mlp", "cnn1d") else n
+                                  for n in sorted(RUN)])
 def test_converted_zoo_model_equals_linen_in_train_and_eval(name):
     options, shape = RUN[name]
     x = jax.random.normal(KEY, shape)
