@@ -65,7 +65,8 @@ def test_twin_equals_linen_given_the_linen_variables(cls, index, case):
         dropout_key = jax.random.key(7)
         want, updates = case.linen.apply(variables, *inputs, **kw, rngs={"dropout": dropout_key}, mutable=["batch_stats"])
         run = nnx.clone(layer)
-        got = case.linen.apply({}, method=lambda m: twins.call(run, m, inputs, kw), rngs={"dropout": dropout_key})
+        got = case.linen.apply({}, method=lambda m, run=run, kw=kw: twins.call(run, m, inputs, kw),
+                               rngs={"dropout": dropout_key})
         jax.tree.map(np.testing.assert_array_equal, want, got)
         new_stats = jnnx.to_linen(run).get("batch_stats", {})
         jax.tree.map(np.testing.assert_array_equal, dict(updates).get("batch_stats", variables.get("batch_stats", {})),

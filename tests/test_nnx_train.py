@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 import optax
 import pytest
 from flax import nnx
@@ -79,7 +79,7 @@ def test_adapter_apply_matches_linen_with_batch_mask_and_batch_part():
     model = jnnx.as_linen_like(jnnx.from_linen(nnx.eval_shape(lambda: jaxcnn.get_model(
         "resnet_tiny", api="nnx", rngs=nnx.Rngs(params=0), input_shape=x.shape)), variables))
     mask = jnp.array([True, True, False, True, True, False])
-    from jaxcnn.train.step import _layer_interceptor  # how the engine masks Linen models
+    from jaxcnn.train.step import _layer_interceptor
 
     def masked_linen(v):
         with nn.intercept_methods(_layer_interceptor(None, mask)):

@@ -52,6 +52,7 @@ from jaxcnn.nnx.pool import (
 from jaxcnn.nnx.zoo import INPUT_SHAPES, get_model
 
 __all__ = [
+    "INPUT_SHAPES",
     "AdaptiveAvgPool",
     "AdaptiveMaxPool",
     "AvgPool",
@@ -63,7 +64,6 @@ __all__ = [
     "GlobalAvgPool",
     "GlobalMaxPool",
     "GroupNorm",
-    "INPUT_SHAPES",
     "LayerNorm",
     "LinenLike",
     "MaxPool",

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flax import nnx
+from flax.linen import initializers
 
 from jaxcnn import _validate
 
@@ -49,3 +50,9 @@ def check_rngs(rngs: Any, name: str = "rngs") -> nnx.Rngs:
     if not isinstance(rngs, nnx.Rngs):
         raise TypeError(f"{name} must be a flax.nnx.Rngs (e.g. rngs=nnx.Rngs(0)), got {_validate.fmt(rngs)}")
     return rngs
+
+
+#: The default initializers, as the Linen layers' (module-level: built once, shared).
+LECUN_NORMAL = initializers.lecun_normal()
+ZEROS = initializers.zeros_init()
+ONES = initializers.ones_init()

@@ -194,5 +194,5 @@ def as_linen_like(module: nnx.Module) -> LinenLike:
     """
     if not isinstance(module, nnx.Module):
         raise TypeError(f"module must be a flax.nnx.Module, got {_validate.fmt(module)}")
-    graphdef, _, _, rest = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
-    return LinenLike(graphdef, rest, module)
+    parts = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
+    return LinenLike(parts[0], parts[-1], module)

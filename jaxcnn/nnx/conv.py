@@ -6,7 +6,6 @@ from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
-from flax.linen import initializers
 from flax.linen.dtypes import promote_dtype
 
 from jaxcnn.functional.conv import conv, conv_transpose
@@ -62,8 +61,8 @@ class Conv(nnx.Module):
         padding_mode: str = "zeros",
         flip: bool = False,
         use_bias: bool = True,
-        kernel_init: Initializer = initializers.lecun_normal(),
-        bias_init: Initializer = initializers.zeros_init(),
+        kernel_init: Initializer = _args.LECUN_NORMAL,
+        bias_init: Initializer = _args.ZEROS,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         precision: Any = None,
@@ -143,8 +142,8 @@ class ConvTranspose(nnx.Module):
         dilation: Any = 1,
         groups: int = 1,
         use_bias: bool = True,
-        kernel_init: Initializer = initializers.lecun_normal(),
-        bias_init: Initializer = initializers.zeros_init(),
+        kernel_init: Initializer = _args.LECUN_NORMAL,
+        bias_init: Initializer = _args.ZEROS,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         spatial_dims: int | None = None,

@@ -6,7 +6,6 @@ from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
-from flax.linen import initializers
 from flax.linen.dtypes import promote_dtype
 
 from jaxcnn import _validate
@@ -17,7 +16,7 @@ from jaxcnn.nnx.context import default_mask
 Initializer = Any
 
 
-def _affine(module: nnx.Module, shape: tuple[int, ...], use_scale: bool, use_bias: bool, scale_init: Initializer,
+def _affine(module: Any, shape: tuple[int, ...], use_scale: bool, use_bias: bool, scale_init: Initializer,
             bias_init: Initializer, param_dtype: Any, rngs: nnx.Rngs) -> None:
     """Create the optional ``scale`` and ``bias`` parameters of a normalization layer (``None`` when off)."""
     rngs = _args.check_rngs(rngs)
@@ -25,7 +24,7 @@ def _affine(module: nnx.Module, shape: tuple[int, ...], use_scale: bool, use_bia
     module.bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype)) if use_bias else nnx.data(None)
 
 
-def _values(module: nnx.Module) -> tuple[Any, Any]:
+def _values(module: Any) -> tuple[Any, Any]:
     """The current ``scale`` and ``bias`` arrays (or ``None``)."""
     return (None if module.scale is None else module.scale[...], None if module.bias is None else module.bias[...])
 
@@ -88,8 +87,8 @@ class BatchNorm(nnx.Module):
         use_scale: bool = True,
         use_bias: bool = True,
         axis_name: Any = None,
-        scale_init: Initializer = initializers.ones_init(),
-        bias_init: Initializer = initializers.zeros_init(),
+        scale_init: Initializer = _args.ONES,
+        bias_init: Initializer = _args.ZEROS,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -164,8 +163,8 @@ class GroupNorm(nnx.Module):
         epsilon: float = 1e-5,
         use_scale: bool = True,
         use_bias: bool = True,
-        scale_init: Initializer = initializers.ones_init(),
-        bias_init: Initializer = initializers.zeros_init(),
+        scale_init: Initializer = _args.ONES,
+        bias_init: Initializer = _args.ZEROS,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -215,8 +214,8 @@ class LayerNorm(nnx.Module):
         epsilon: float = 1e-5,
         use_scale: bool = True,
         use_bias: bool = True,
-        scale_init: Initializer = initializers.ones_init(),
-        bias_init: Initializer = initializers.zeros_init(),
+        scale_init: Initializer = _args.ONES,
+        bias_init: Initializer = _args.ZEROS,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,

@@ -16,7 +16,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 import jaxcnn.nn as jnn
@@ -183,7 +182,8 @@ def build(layer: nn.Module, inputs: tuple, rngs: nnx.Rngs) -> nnx.Module:
             )
     if "rngs" in accepted and twin.rngs:
         kwargs["rngs"] = rngs
-    return twin.nnx(**kwargs)
+    built: nnx.Module = twin.nnx(**kwargs)
+    return built
 
 
 def _first(args: tuple, kwargs: dict, index: int, name: str) -> Any:
