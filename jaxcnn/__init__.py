@@ -7,6 +7,7 @@ Layers of the package, each importing only the ones above it::
     jaxcnn.models       model zoo by name: get_model("lwls_cnn"), list_models()
     jaxcnn.data         data sets (embedded digits first), batching, sharding, augmentation
     jaxcnn.nnx          Flax NNX twins of every jaxcnn.nn layer, the zoo in NNX, converters
+                        (jaxcnn.get_model(name, api="linen" | "nnx") lives there: models sits below nnx)
     jaxcnn.train        TrainState, optimizers, compiled jit/pmap/sharded steps, fit, checkpoints
     jaxcnn.analysis     parameter/MAC summary, receptive fields, conv as a matrix, plots
     jaxcnn.cli          the ``jaxcnn`` command: train | eval | summary | bench | visualize
@@ -14,7 +15,7 @@ Layers of the package, each importing only the ones above it::
 
 from jaxcnn import analysis, data, functional, models, nn, nnx, train
 from jaxcnn.models import list_models
-from jaxcnn.nnx.zoo import get_model  # get_model(name, api="linen" | "nnx"): the dispatch lives above models
+from jaxcnn.nnx.zoo import get_model
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "analysis", "data", "functional", "get_model", "list_models", "models", "nn", "nnx", "train"]
