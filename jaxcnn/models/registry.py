@@ -106,6 +106,8 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
       (2, 10)
     """
     constructor = _lookup(name)
+    if "api" in kwargs:  # models sits below jaxcnn.nnx and cannot build NNX models itself
+        raise TypeError(f"jaxcnn.models.get_model builds Linen models; use jaxcnn.get_model({name!r}, api=...)")
     accepted = set(options(name)) | {"name"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:

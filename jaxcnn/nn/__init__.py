@@ -13,6 +13,8 @@ ConvTranspose        F.conv_transpose                            (N, *out, featu
 MaxPool, AvgPool     F.max_pool, F.avg_pool                      (N, *out, C)
 GlobalAvgPool/Max    F.global_avg_pool, F.global_max_pool        (N, C)
 AdaptiveAvgPool/Max  F.adaptive_avg_pool, F.adaptive_max_pool    (N, *output_size, C)
+MaxPoolWithIndices   F.max_pool_with_indices                     (values, indices)
+MaxUnpool            F.max_unpool                                (N, *output_size, C)
 Flatten              jnp.reshape                                 (N, prod(rest))
 BatchNorm            F.batch_norm                                x's shape
 GroupNorm            F.group_norm                                x's shape
@@ -59,6 +61,7 @@ from jaxcnn.nn.pool import (
     GlobalMaxPool,
     MaxPool,
 )
+from jaxcnn.nn.unpool import MaxPoolWithIndices, MaxUnpool
 
 __all__ = [
     "AdaptiveAvgPool",
@@ -75,6 +78,8 @@ __all__ = [
     "GroupNorm",
     "LayerNorm",
     "MaxPool",
+    "MaxPoolWithIndices",
+    "MaxUnpool",
     "Sequential",
     "celu",
     "elu",
