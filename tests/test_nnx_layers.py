@@ -131,7 +131,7 @@ def test_nnx_batchnorm_trains_in_place_and_evaluates_with_running_stats():
     assert isinstance(bn.mean, nnx.BatchStat) and isinstance(bn.scale, nnx.Param)
 
 
-def test_layer_defaults_mask_reaches_batchnorm_and_part_reaches_dropout():
+def test_layer_defaults_mask_reaches_batchnorm_and_row_keys_reach_dropout():
     x = jax.random.normal(KEY, (6, 4))
     mask = jnp.array([True, True, False, True, False, True])
     bn = jnnx.BatchNorm(4, rngs=nnx.Rngs(0))
@@ -140,8 +140,7 @@ def test_layer_defaults_mask_reaches_batchnorm_and_part_reaches_dropout():
     np.testing.assert_array_equal(y, nnx.clone(bn)(x, mask=mask))
     key = jax.random.key(2)
     whole = jnnx.Dropout(0.5)(x, rngs=key)
-    with jnnx.layer_defaults(batch_part=(1, 2)):
-        part = jnnx.Dropout(0.5)(x[3:], rngs=key)
+    part = jnnx.Dropout(0.5)(x[3:], rngs=F.row_keys(key, 3, 3))  # rows 3..5 of the batch
     np.testing.assert_array_equal(part, whole[3:])
 
 

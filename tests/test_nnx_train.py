@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,17 +71,17 @@ def test_twenty_steps_equal_linen_under_every_strategy(strategy, name, shape, op
     assert _same_run(name, strategy, 20, 16, shape, **options) <= 1e-6
 
 
-def test_adapter_apply_matches_linen_with_batch_mask_and_batch_part():
+def test_adapter_apply_matches_linen_with_batch_mask_and_part_keys():
     x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
     linen = jaxcnn.get_model("resnet_tiny")
     variables = jax.jit(lambda k: linen.init(k, x))(jax.random.key(1, impl="rbg"))
     model = jnnx.as_linen_like(jnnx.from_linen(nnx.eval_shape(lambda: jaxcnn.get_model(
         "resnet_tiny", api="nnx", rngs=nnx.Rngs(params=0), input_shape=x.shape)), variables))
     mask = jnp.array([True, True, False, True, True, False])
-    from jaxcnn.train.step import _layer_interceptor
+    from jaxcnn.train.hooks import layer_hooks
 
     def masked_linen(v):
-        with nn.intercept_methods(_layer_interceptor(None, mask)):
+        with layer_hooks(None, mask):
             return linen.apply(v, x, train=True, mutable=["batch_stats"])
 
     want, wu = jax.jit(masked_linen)(variables)
@@ -100,7 +99,10 @@ def test_adapter_apply_matches_linen_with_batch_mask_and_batch_part():
         "lwls_cnn", api="nnx", rngs=nnx.Rngs(params=0), dropout_rate=0.5)), dv))
     key = jax.random.key(5)
     whole = drop.apply(dv, xs, train=True, rngs={"dropout": key})
-    part = dm.apply(dv, xs[2:], train=True, rngs={"dropout": key}, batch_part=(1, 2))
+    from jaxcnn.train.split import part_keys
+
+    with part_keys(2):  # the engine's split: a part of a batch, its rows 2..3
+        part = dm.apply(dv, xs[2:], train=True, rngs={"dropout": key})
     np.testing.assert_allclose(part, whole[2:], rtol=1e-5, atol=1e-5)  # same masks; matmuls of 2 vs 4 rows
     assert dm.mixing_layers() == []
     assert dm.apply(dv, xs, train=False, mutable=["batch_stats"])[1] == {}

@@ -64,7 +64,6 @@ class LinenLike:
         rngs: dict[str, Any] | None = None,
         mutable: Any = False,
         batch_mask: Any = None,
-        batch_part: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run the module on ``args`` with ``variables``, as ``flax.linen.Module.apply``.
@@ -84,8 +83,6 @@ class LinenLike:
             when the module has no statistics).
           batch_mask: ``(B,)`` bool: the rows every :class:`jaxcnn.nnx.BatchNorm`
             computes its training statistics from (padded rows ``False``).
-          batch_part: ``(index, count)`` for every :class:`jaxcnn.nnx.Dropout`
-            (the inputs are one of ``count`` equal parts of the batch).
           **kwargs: passed to the module's ``__call__``.
 
         Returns:
@@ -103,7 +100,7 @@ class LinenLike:
                 nnx.reseed(module, dropout=key)
         if batch_mask is not None and train:
             self._check_maskable(module)
-        with layer_defaults(batch_mask=batch_mask, batch_part=batch_part):
+        with layer_defaults(batch_mask=batch_mask):
             out = module(*args, **kwargs)
         if not mutable:
             return out

@@ -10,7 +10,6 @@ from flax import nnx
 
 from jaxcnn import _validate
 from jaxcnn.functional.dropout import MODES, dropout
-from jaxcnn.nnx.context import default_part
 
 
 class Dropout(nnx.Module):
@@ -49,10 +48,10 @@ class Dropout(nnx.Module):
       rngs: :class:`flax.nnx.Rngs` or ``RngStream`` to store (its
         ``rng_collection`` stream is forked), or ``None`` to pass keys at call time.
 
-    ``__call__(x, deterministic=None, *, rngs=None, batch_part=None)``: ``x``
-    any shape -> the same shape and dtype. ``batch_part`` ``(index, count)``
-    (default: that of an enclosing :func:`jaxcnn.nnx.context.layer_defaults`)
-    says ``x`` is one of ``count`` equal parts of the batch.
+    ``__call__(x, deterministic=None, *, rngs=None)``: ``x`` any shape -> the
+    same shape and dtype. ``rngs`` at call time may be a key, or one key per
+    example (``(N,)`` typed keys, e.g. :func:`jaxcnn.functional.row_keys` of a
+    part of a batch, which then draws the whole batch's masks for its rows).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -104,8 +103,7 @@ class Dropout(nnx.Module):
             return source
         raise TypeError(f"rngs must be a flax.nnx.Rngs, RngStream or PRNG key, got {_validate.fmt(source)}")
 
-    def __call__(self, x: Any, deterministic: bool | None = None, *, rngs: Any = None,
-                 batch_part: tuple[int, int] | None = None) -> jnp.ndarray:
+    def __call__(self, x: Any, deterministic: bool | None = None, *, rngs: Any = None) -> jnp.ndarray:
         deterministic = _validate.check_bool(self.deterministic if deterministic is None else deterministic,
                                              "deterministic")
         training = not deterministic and self.rate > 0.0
@@ -117,5 +115,4 @@ class Dropout(nnx.Module):
             mode=self.mode,
             broadcast_axes=self.broadcast_axes,
             axis_name=self.axis_name,
-            batch_part=default_part(batch_part),
         )

@@ -57,6 +57,12 @@ class Twin:
     rngs: bool = True
 
 
+def _dense_twin(cls: type) -> Twin:
+    """``nnx.Linear`` for a Linen ``Dense`` class (flax's, or jaxcnn's checked subclass)."""
+    return Twin(nnx.Linear, lambda layer, inputs: {"in_features": inputs[0].shape[-1]}, {"features": "out_features"},
+                (Case(cls(7), _normal((3, 5))),), frozenset({"promote_dtype", "dot_general", "dot_general_cls"}))
+
+
 def _normal(*shapes: tuple) -> Inputs:
     return lambda key: tuple(jax.random.normal(k, s) for k, s in zip(jax.random.split(key, len(shapes)), shapes))
 
@@ -119,9 +125,8 @@ TWINS: dict[type, Twin] = {
         Case(jnn.Dropout(0.5, mode="scaled", broadcast_axes=(1, 2)), _C,
              ({"deterministic": False}, {"deterministic": True})),
     ), rngs=False),
-    nn.Dense: Twin(nnx.Linear, lambda layer, inputs: {"in_features": inputs[0].shape[-1]},
-                   {"features": "out_features"}, (Case(nn.Dense(7), _normal((3, 5))),),
-                   frozenset({"promote_dtype", "dot_general", "dot_general_cls"})),
+    nn.Dense: _dense_twin(nn.Dense),
+    jnn.Dense: _dense_twin(jnn.Dense),  # flax's Dense with jaxcnn's input check
     nn.Sequential: Twin(
         lambda layer, inputs, rngs: _mirror()(layer, *inputs, rngs=rngs),
         cases=(Case(nn.Sequential([jnn.Conv(4, 3), jax.nn.relu, jnn.MaxPool(2), jnn.Flatten(), nn.Dense(3)]), _C),),
@@ -205,6 +210,8 @@ def call(twin_layer: nnx.Module, layer: nn.Module, args: tuple, kwargs: dict) ->
         det = _first(args, kwargs, 1, "deterministic")
         det = layer.deterministic if det is None else det
         training = det is False and layer.rate > 0.0
-        key = layer.make_rng(layer.rng_collection) if training else None
-        return twin_layer(args[0], deterministic=det, rngs=key, batch_part=kwargs.get("batch_part"))
+        key = kwargs.get("rng")  # per-example keys of a part of the batch (jaxcnn.train.split), or the stream's
+        if key is None and training:
+            key = layer.make_rng(layer.rng_collection)
+        return twin_layer(args[0], deterministic=det, rngs=key if training else None)
     return twin_layer(*args, **kwargs)

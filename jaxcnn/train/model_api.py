@@ -21,7 +21,7 @@ import flax.linen as nn
 
 from jaxcnn.models.call import takes_train, train_kwargs
 
-__all__ = ["apply", "check_model", "init", "takes_train", "train_kwargs"]
+__all__ = ["apply", "check_axis_name", "check_model", "init", "mixing_layers", "takes_train", "train_kwargs"]
 
 
 def check_model(model: Any, name: str = "model") -> Any:
@@ -50,6 +50,41 @@ def init(model: Any, key: Any, x: Any) -> dict[str, Any]:
     return model.init({"params": key, "dropout": key}, x, **train_kwargs(model, False))
 
 
-def apply(model: Any, variables: Any, x: Any, *, train: bool, rngs: Any = None, mutable: Any = False) -> Any:
-    """``model.apply(variables, x, [train=train,] rngs=rngs, mutable=mutable)``."""
-    return model.apply(variables, x, rngs=rngs, mutable=mutable, **train_kwargs(model, train))
+def _adapted(model: Any) -> bool:
+    """Whether ``model`` is an NNX module seen through :func:`jaxcnn.nnx.as_linen_like`."""
+    from jaxcnn.nnx.adapter import LinenLike
+
+    return isinstance(model, LinenLike)
+
+
+def apply(model: Any, variables: Any, x: Any, *, train: bool, rngs: Any = None, mutable: Any = False,
+          mask: Any = None) -> Any:
+    """``model.apply(variables, x, [train=train,] rngs=rngs, mutable=mutable)``.
+
+    ``mask`` ``(B,)``: the real rows of a padded batch. Linen BatchNorm layers get
+    it from :func:`jaxcnn.train.hooks.layer_hooks`; an adapted NNX model takes it
+    as ``batch_mask`` (Flax interceptors do not reach NNX layers).
+    """
+    extra = {"batch_mask": mask} if mask is not None and _adapted(model) else {}
+    return model.apply(variables, x, rngs=rngs, mutable=mutable, **train_kwargs(model, train), **extra)
+
+
+def mixing_layers(model: Any) -> list[str] | None:
+    """Layers of an adapted NNX model that forbid splitting a batch; ``None`` for Linen (found by tracing).
+
+    Its BatchNorm layers, and its Dropout layers: the split hands per-example
+    keys to Linen layers through an interceptor, which does not reach NNX layers.
+    """
+    if not _adapted(model):
+        return None
+    from flax import nnx
+
+    dropouts = [f"{'/'.join(map(str, path))} ({type(m).__module__}.{type(m).__name__})"
+                for path, m in nnx.iter_graph(model.module) if isinstance(m, nnx.Module) and "Dropout" in type(m).__name__]
+    return sorted(set(model.mixing_layers()) | set(dropouts))
+
+
+def check_axis_name(model: Any, axis_name: str) -> None:
+    """An adapted NNX model checks its BatchNorm/Dropout axis names itself (Linen: :mod:`jaxcnn.train.hooks`)."""
+    if _adapted(model):
+        model.check_axis_name(axis_name)

@@ -103,21 +103,22 @@ def mixing_layers(apply: Callable[[], Any]) -> list[str]:
     return found
 
 
-def resolve_parts(batch_split: int | str, batch_size: int, apply: Callable[[], Any]) -> int:
+def resolve_parts(batch_split: int | str, batch_size: int, apply: Callable[[], Any],
+                  found: list[str] | None = None) -> int:
     """How many parts a step splits a (per-device) batch of ``batch_size`` into.
 
     ``"auto"``: :func:`auto_parts`, or 1 when :func:`mixing_layers` finds a layer
-    that mixes examples. An explicit ``k > 1`` must divide the batch, and such a
-    model is an error.
+    that mixes examples (or ``found``, the model's own list, lists one). An
+    explicit ``k > 1`` must divide the batch, and such a model is an error.
     """
     if batch_split == 1:
         return 1
     if batch_split == "auto":
         parts = auto_parts(batch_size)
-        return 1 if parts == 1 or mixing_layers(apply) else parts
+        return 1 if parts == 1 or (found if found is not None else mixing_layers(apply)) else parts
     if batch_size % batch_split:
         raise ValueError(f"batch_split={batch_split} must divide the (per-device) batch size {batch_size}")
-    found = mixing_layers(apply)
+    found = found if found is not None else mixing_layers(apply)
     if found:
         raise ValueError(
             f"batch_split={batch_split} would change this model's step: layers {found} mix the examples of a "

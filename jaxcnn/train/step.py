@@ -92,6 +92,8 @@ def train_step_body(
 
     def body(state: TrainState, batch: Batch):
         x, y = batch["x"], batch["y"]
+        if axis_name is not None:
+            model_api.check_axis_name(model, axis_name)
         if augment is not None:
             key = jax.random.fold_in(state.step_key(), 1)
             if axis_name is not None:
@@ -105,8 +107,9 @@ def train_step_body(
 
         def loss_of(params, batch_stats, part):
             variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-            with layer_hooks(axis_name, part["w"] > 0 if padded else None):
-                out = model_api.apply(model, variables, part["x"], train=True, rngs=rngs, mutable=mutable)
+            mask = part["w"] > 0 if padded else None
+            with layer_hooks(axis_name, mask):
+                out = model_api.apply(model, variables, part["x"], train=True, rngs=rngs, mutable=mutable, mask=mask)
             outputs, updates = out if mutable else (out, {})
             per_example = loss_fn(outputs, part["y"])
             new_stats = updates.get("batch_stats", batch_stats)
@@ -117,7 +120,8 @@ def train_step_body(
             grad_fn = split.accumulate_grad(grad_fn, grad_accum, axis_name)
         else:
             whole = lambda: model_api.apply(model, state.variables(), x, train=True, rngs=rngs, mutable=mutable)
-            grad_fn = split.split_grad(grad_fn, split.resolve_parts(batch_split, x.shape[0], whole), axis_name)
+            parts = split.resolve_parts(batch_split, x.shape[0], whole, model_api.mixing_layers(model))
+            grad_fn = split.split_grad(grad_fn, parts, axis_name)
         grads, (outputs, per_example, batch_stats) = grad_fn(state.params, state.batch_stats, {"x": x, "y": y, "w": w})
         grads = _psum(grads, axis_name)
         stats = freeze.frozen_stat_paths(frozen, state.params, state.batch_stats)
@@ -228,8 +232,12 @@ def make_train_step(
         batch_split = 1
     if grad_accum > 1 and batch_split != 1:
         raise ValueError(f"grad_accum={grad_accum} and batch_split={batch_split} cannot be combined; use one")
+    model = model_api.check_model(model)
+    if grad_accum > 1 and model_api.mixing_layers(model):
+        raise ValueError(f"grad_accum={grad_accum} is not supported for this NNX model: layers "
+                         f"{model_api.mixing_layers(model)} cannot be given each micro-batch's rows; use grad_accum=1")
     frozen = frozenset() if trainable is None or update_frozen_stats else freeze.frozen_param_paths(trainable)
-    body_key = (train_step_body, model_api.check_model(model), get_loss(loss_fn), augment, batch_split, grad_accum,
+    body_key = (train_step_body, model, get_loss(loss_fn), augment, batch_split, grad_accum,
                 frozen)
     return CompiledStep(body_key, placement, donate=donate, unroll=unroll)
 
