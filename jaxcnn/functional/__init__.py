@@ -37,8 +37,10 @@ from optax import (  # losses, as optax defines them
     squared_error,
 )
 
+from jaxcnn.functional.blur import binomial_filter, blur_pool, max_blur_pool
 from jaxcnn.functional.conv import choose_algorithm, conv, conv_transpose, cpu_compiler_options, default_conv_algorithm
 from jaxcnn.functional.dropout import dropout
+from jaxcnn.functional.spectral import conv_power_iteration
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
 from jaxcnn.functional.pool import (
     adaptive_avg_pool,
@@ -56,9 +58,12 @@ __all__ = [
     "adaptive_max_pool",
     "avg_pool",
     "batch_norm",
+    "binomial_filter",
+    "blur_pool",
     "celu",
     "conv",
     "conv_transpose",
+    "conv_power_iteration",
     "default_conv_algorithm",
     "choose_algorithm",
     "cpu_compiler_options",
@@ -75,6 +80,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "log_softmax",
+    "max_blur_pool",
     "max_pool",
     "max_pool_with_indices",
     "max_unpool",

@@ -18,6 +18,9 @@ BatchNorm            F.batch_norm                                x's shape
 GroupNorm            F.group_norm                                x's shape
 LayerNorm            F.layer_norm                                x's shape
 Dropout              F.dropout (key from the "dropout" stream)   x's shape
+BlurPool             F.blur_pool                                 (N, *ceil(n / s), C)
+MaxBlurPool          F.max_blur_pool                             (N, *out, C)
+SpectralNormConv     F.conv, kernel / F.conv_power_iteration     (N, *out, features)
 ===================  ==========================================  =========================
 
 ``Dense`` and ``Sequential`` are ``flax.linen``'s, and the activations are
@@ -44,6 +47,7 @@ from jax.nn import (
 )
 from jax.numpy import tanh
 
+from jaxcnn.nn.blur import BlurPool, MaxBlurPool
 from jaxcnn.nn.conv import Conv, ConvTranspose
 from jaxcnn.nn.dropout import Dropout
 from jaxcnn.nn.norm import BatchNorm, GroupNorm, LayerNorm
@@ -56,12 +60,14 @@ from jaxcnn.nn.pool import (
     GlobalMaxPool,
     MaxPool,
 )
+from jaxcnn.nn.spectral import SpectralNormConv
 
 __all__ = [
     "AdaptiveAvgPool",
     "AdaptiveMaxPool",
     "AvgPool",
     "BatchNorm",
+    "BlurPool",
     "Conv",
     "ConvTranspose",
     "Dense",
@@ -71,8 +77,10 @@ __all__ = [
     "GlobalMaxPool",
     "GroupNorm",
     "LayerNorm",
+    "MaxBlurPool",
     "MaxPool",
     "Sequential",
+    "SpectralNormConv",
     "celu",
     "elu",
     "gelu",
