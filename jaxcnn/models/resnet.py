@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn import _validate
-from jaxcnn.nn import BatchNorm, Conv, GlobalAvgPool, MaxPool
+from jaxcnn.nn import BatchNorm, BlurPool, Conv, GlobalAvgPool, MaxBlurPool, MaxPool
 
 #: He (Kaiming) normal with fan-out, torchvision's init for ResNet convs.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -35,6 +35,9 @@ class ResidualBlock(nn.Module):
         starts as the identity (Goyal et al. 2017).
       dtype: compute dtype.
       axis_name: batch axis name for synchronized BatchNorm (see :class:`ResNet`).
+      blur_filter: 0 (off) or the BlurPool filter size m: anti-aliased as Zhang
+        (2019): the strided conv runs at stride 1 and ``blur`` (``BlurPool(m, s)``)
+        follows its ReLU; the shortcut blurs before its 1x1 conv.
 
     Returns (``__call__(x, *, train)``): ``(N, H / s, W / s, features * expansion)``.
     """
@@ -45,9 +48,13 @@ class ResidualBlock(nn.Module):
     zero_init_residual: bool = False
     dtype: Any = None
     axis_name: Any = None
+    blur_filter: int = 0
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
+        blur = self.blur_filter and self.strides != 1
+        down = lambda y, name: BlurPool(self.blur_filter, self.strides, name=name)(y) if blur else y  # noqa: E731
+        stride = 1 if blur else self.strides
         conv = lambda f, k, s, name: Conv(  # noqa: E731
             f, k, strides=s, padding=k // 2, use_bias=False, kernel_init=conv_init, dtype=self.dtype, name=name
         )
@@ -61,16 +68,16 @@ class ResidualBlock(nn.Module):
         )
         if self.kind == "basic":
             out_features = self.features
-            y = jax.nn.relu(bn("bn1")(conv(self.features, 3, self.strides, "conv1")(x)))
+            y = down(jax.nn.relu(bn("bn1")(conv(self.features, 3, stride, "conv1")(x))), "blur")
             y = bn("bn2", last=True)(conv(self.features, 3, 1, "conv2")(y))
         else:
             out_features = 4 * self.features
             y = jax.nn.relu(bn("bn1")(conv(self.features, 1, 1, "conv1")(x)))
-            y = jax.nn.relu(bn("bn2")(conv(self.features, 3, self.strides, "conv2")(y)))
+            y = down(jax.nn.relu(bn("bn2")(conv(self.features, 3, stride, "conv2")(y))), "blur")
             y = bn("bn3", last=True)(conv(out_features, 1, 1, "conv3")(y))
         shortcut = x
         if self.strides != 1 or x.shape[-1] != out_features:
-            shortcut = bn("downsample_bn")(conv(out_features, 1, self.strides, "downsample_conv")(x))
+            shortcut = bn("downsample_bn")(conv(out_features, 1, stride, "downsample_conv")(down(x, "downsample_blur")))
         return jax.nn.relu(y + shortcut.astype(y.dtype))
 
 
@@ -99,6 +106,10 @@ class ResNet(nn.Module):
       axis_name: the pmap/shard_map batch axis name for data-parallel training:
         BatchNorm averages its statistics over it, so the step equals
         single-device training on the global batch. ``None``: per device.
+      blur_filter: 0 (off) or a BlurPool filter size (3 as Zhang's default):
+        anti-aliased downsampling everywhere (the stem's max pool becomes
+        ``MaxBlurPool``, every strided block blurs, see :class:`ResidualBlock`);
+        the parameters are unchanged.
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 
@@ -114,6 +125,7 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     dtype: Any = None
     axis_name: Any = None
+    blur_filter: int = 0
     head_name: ClassVar[str] = "head"
 
     @nn.compact
@@ -127,7 +139,8 @@ class ResNet(nn.Module):
         x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x)
         x = jax.nn.relu(x)
         if stem == "imagenet":
-            x = MaxPool(3, strides=2, padding=1, name="maxpool")(x)
+            x = (MaxBlurPool(2, self.blur_filter, 2, name="maxpool") if self.blur_filter
+                 else MaxPool(3, strides=2, padding=1, name="maxpool"))(x)
         for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):
                 x = ResidualBlock(
@@ -137,6 +150,7 @@ class ResNet(nn.Module):
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
                     axis_name=self.axis_name,
+                    blur_filter=self.blur_filter,
                     name=f"layer{i + 1}_block{j + 1}",
                 )(x, train=train)
         x = GlobalAvgPool(name="avgpool")(x)
