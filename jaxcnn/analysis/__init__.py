@@ -14,6 +14,7 @@ not only on the modules of :mod:`jaxcnn.nn`.
 :func:`conv_matrix_stats`       sparsity and weight sharing of ``M``
 :func:`conv_singular_values`    all singular values (circular, DFT) or the top ones
 :func:`effective_receptive_field`  Luo et al.'s gradient-map ERF and its radius
+:func:`erf_from_map`            the ERF statistics of a given (averaged) map
 :func:`erf_gradient_map`        the (jit-able) mean |input gradient| of a centre unit
 :func:`plot_erf`                ERF maps side by side with the theoretical field
 :func:`plot_filters`            first-layer kernels as image tiles
@@ -23,7 +24,7 @@ not only on the modules of :mod:`jaxcnn.nn`.
 """
 
 from jaxcnn.analysis.conv_matrix import ConvMatrixStats, conv_matrix, conv_matrix_stats
-from jaxcnn.analysis.erf import EffectiveReceptiveField, effective_receptive_field, erf_gradient_map, plot_erf
+from jaxcnn.analysis.erf import EffectiveReceptiveField, effective_receptive_field, erf_from_map, erf_gradient_map, plot_erf
 from jaxcnn.analysis.plots import plot_curves, plot_feature_maps, plot_filters
 from jaxcnn.analysis.receptive_field import (
     FieldLayer,
@@ -51,6 +52,7 @@ __all__ = [
     "conv_matrix_stats",
     "conv_singular_values",
     "effective_receptive_field",
+    "erf_from_map",
     "erf_gradient_map",
     "eqn_macs",
     "plot_curves",

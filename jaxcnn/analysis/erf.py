@@ -39,8 +39,17 @@ def _shape(input_shape: Any) -> tuple[int, ...]:
     return shape
 
 
+STATISTICS = ("abs", "square")
+
+
 def erf_gradient_map(
-    model: Any, variables: Any, input_shape: Sequence[int], *, n_samples: int = 16, key: Any = None
+    model: Any,
+    variables: Any,
+    input_shape: Sequence[int],
+    *,
+    n_samples: int = 16,
+    key: Any = None,
+    statistic: str = "abs",
 ) -> jnp.ndarray:
     r"""The mean absolute input gradient of the centre output unit: Luo et al.'s ERF map (not normalized).
 
@@ -55,6 +64,10 @@ def erf_gradient_map(
     output spatial dim (all output channels) and 0 elsewhere, as Luo et al.
     set it; one backward pass serves the whole batch of ``S`` inputs (the
     examples are independent: a model is run with ``train=False``).
+    ``statistic="square"`` averages ``g^2`` instead of ``|g|``: the variance of
+    the gradient, the quantity of Luo et al.'s random-weight analysis (sec. 2.3;
+    with zero-mean random weights ``E[g] = 0``, and ``E[g^2]`` of a linear stack
+    has exactly the shape of the uniform-weight map).
 
     Args:
       model: a ``flax.linen.Module`` (called ``model.apply(variables, x,
@@ -63,6 +76,7 @@ def erf_gradient_map(
       input_shape: one example, ``(*spatial, C)``.
       n_samples: random inputs ``S`` to average over, >= 1.
       key: PRNG key of the inputs; default ``jax.random.key(0)``.
+      statistic: "abs" (mean ``|g|``, default) or "square" (mean ``g^2``).
 
     Returns:
       ``(*spatial,)`` float32, non-negative.
@@ -83,6 +97,7 @@ def erf_gradient_map(
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     key = jax.random.key(0) if key is None else _validate.check_key(key)
+    statistic = _validate.check_choice(statistic, "statistic", STATISTICS)
     fn = _apply_fn(model, variables)
     x = jax.random.normal(key, (n_samples, *shape), jnp.float32)
     y, vjp = jax.vjp(fn, x)
@@ -94,7 +109,8 @@ def erf_gradient_map(
     centre = tuple((m - 1) // 2 for m in y.shape[1:-1])
     seed = jnp.zeros(y.shape, y.dtype).at[(slice(None), *centre, slice(None))].set(1.0)
     (g,) = vjp(seed)
-    return jnp.mean(jnp.sum(jnp.abs(g), axis=-1), axis=0).astype(jnp.float32)
+    g = jnp.abs(g) if statistic == "abs" else jnp.square(g)
+    return jnp.mean(jnp.sum(g, axis=-1), axis=0).astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +144,7 @@ def effective_receptive_field(
     *,
     n_samples: int = 16,
     key: Any = None,
+    statistic: str = "abs",
     mass: float = 0.95,
 ) -> EffectiveReceptiveField:
     r"""Effective receptive field of the centre output unit, with its size.
@@ -148,7 +165,7 @@ def effective_receptive_field(
     ``2 L + 1`` grows like ``L``. ``mass_radius`` is a second, distribution-free size.
 
     Args:
-      model, variables, input_shape, n_samples, key: as :func:`erf_gradient_map`.
+      model, variables, input_shape, n_samples, key, statistic: as :func:`erf_gradient_map`.
       mass: fraction in ``(0, 1]`` for ``mass_radius`` (0.95).
 
     Returns:
@@ -164,15 +181,39 @@ def effective_receptive_field(
     Reference: W. Luo, Y. Li, R. Urtasun, R. Zemel, "Understanding the Effective
     Receptive Field in Deep Convolutional Neural Networks", NeurIPS 2016.
     """
+    shape = _shape(input_shape)
+    key = jax.random.key(0) if key is None else _validate.check_key(key)
+    statistic = _validate.check_choice(statistic, "statistic", STATISTICS)
+    raw = jax.jit(lambda v, k: erf_gradient_map(model, v, shape, n_samples=n_samples, key=k, statistic=statistic))(variables, key)
+    return erf_from_map(raw, mass=mass)
+
+
+def erf_from_map(raw: Any, *, mass: float = 0.95) -> EffectiveReceptiveField:
+    """The statistics of :func:`effective_receptive_field` for a given non-negative gradient map.
+
+    Use it for a map averaged over several weight draws (average the
+    normalized maps, then call this).
+
+    Args:
+      raw: ``(*spatial,)`` non-negative map, 1-3 dims.
+      mass: as :func:`effective_receptive_field`.
+
+    Returns:
+      An :class:`EffectiveReceptiveField` (``raw`` kept as given).
+
+    Example:
+      >>> erf_from_map(np.array([0., 1, 2, 1, 0])).std
+      (0.7071067811865476,)
+    """
     mass = _validate.check_unit_interval(mass, "mass")
     if mass == 0.0:
         raise ValueError("mass must be in (0, 1], got 0")
-    shape = _shape(input_shape)
-    raw = np.asarray(jax.jit(lambda v, k: erf_gradient_map(model, v, shape, n_samples=n_samples, key=k))(
-        variables, jax.random.key(0) if key is None else _validate.check_key(key)), np.float64)
+    raw = np.asarray(_validate.check_array(raw, "raw"), np.float64)
+    if raw.ndim not in _validate.SPATIAL_DIMS:
+        raise ValueError(f"raw must be a map with 1-3 spatial dims, got shape {raw.shape}")
     total = raw.sum()
-    if not np.isfinite(total) or total <= 0:
-        raise ValueError(f"the gradient map is zero or not finite (sum {total}): no input reaches the centre unit")
+    if not np.isfinite(total) or total <= 0 or (raw < 0).any():
+        raise ValueError(f"the gradient map must be non-negative with a positive finite sum, got sum {total}")
     p = raw / total
     axes = np.indices(p.shape)
     centre = tuple(float((p * a).sum()) for a in axes)
