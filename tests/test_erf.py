@@ -30,13 +30,18 @@ class UniformStack(nn.Module):
         return x
 
 
+def gmap(*args, **kw):
+    """erf_gradient_map compiled as one function (eager op-by-op dispatch is slow on a loaded CPU)."""
+    return jax.jit(lambda: erf_gradient_map(*args, **kw))()
+
+
 def init(model, shape):
     return jax.jit(model.init)(KEY, jnp.zeros((1, *shape)))
 
 
 def test_single_uniform_conv_is_the_kernel_footprint():
     model = UniformStack(1)
-    raw = np.asarray(erf_gradient_map(model, init(model, (7, 7, 1)), (7, 7, 1), n_samples=3, key=KEY))
+    raw = np.asarray(gmap(model, init(model, (7, 7, 1)), (7, 7, 1), n_samples=3, key=KEY))
     expected = np.zeros((7, 7))
     expected[2:5, 2:5] = 1.0  # the centre unit (3, 3) reads rows/cols 2..4 with weight 1
     np.testing.assert_array_equal(raw, expected)
@@ -46,7 +51,7 @@ def test_single_uniform_conv_is_the_kernel_footprint():
 def test_uniform_stack_is_the_k_fold_self_convolution(depth):
     size = 2 * depth + 5
     model = UniformStack(depth)
-    raw = np.asarray(erf_gradient_map(model, init(model, (size, size, 1)), (size, size, 1), n_samples=2, key=KEY))
+    raw = np.asarray(gmap(model, init(model, (size, size, 1)), (size, size, 1), n_samples=2, key=KEY))
     box = np.ones((3, 3))
     ref = box
     for _ in range(depth - 1):
@@ -71,18 +76,18 @@ def test_channels_and_one_and_three_dims():
     e1 = effective_receptive_field(m1, init(m1, (9, 9, 1)), (9, 9, 1), n_samples=1)
     np.testing.assert_allclose(e2.map, e1.map, rtol=1e-5)
     f1 = lambda x: F.conv(x, jnp.ones((3, 1, 1)))  # noqa: E731
-    np.testing.assert_array_equal(erf_gradient_map(f1, None, (7, 1), n_samples=1), [0, 0, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(gmap(f1, None, (7, 1), n_samples=1), [0, 0, 1, 1, 1, 0, 0])
     f3 = lambda x: F.conv(x, jnp.ones((3, 3, 3, 1, 1)))  # noqa: E731
-    g = np.asarray(erf_gradient_map(f3, None, (5, 5, 5, 1), n_samples=1))
+    g = np.asarray(gmap(f3, None, (5, 5, 5, 1), n_samples=1))
     assert g.shape == (5, 5, 5) and g.dtype == np.float32 and g.sum() == 27 and g[1:4, 1:4, 1:4].sum() == 27
 
 
 def test_square_statistic_and_random_relu_model():
     f = lambda x: F.conv(x, 2 * jnp.ones((3, 3, 1, 1)))  # noqa: E731
-    np.testing.assert_array_equal(erf_gradient_map(f, None, (5, 5, 1), statistic="square")[1:4, 1:4], np.full((3, 3), 4.0))
+    np.testing.assert_array_equal(gmap(f, None, (5, 5, 1), statistic="square")[1:4, 1:4], np.full((3, 3), 4.0))
     relu = lambda x: jax.nn.relu(F.conv(jax.nn.relu(F.conv(x, jnp.asarray(np.random.default_rng(0).standard_normal((3, 3, 1, 2)), jnp.float32))),  # noqa: E731
                                         jnp.ones((3, 3, 2, 1))))
-    g = np.asarray(erf_gradient_map(relu, None, (9, 9, 1), n_samples=8, key=KEY))
+    g = np.asarray(gmap(relu, None, (9, 9, 1), n_samples=8, key=KEY))
     assert np.all(np.isfinite(g)) and np.all(g >= 0) and g[4, 4] > 0 and g[0].sum() == 0  # footprint 5x5 only
 
 

@@ -193,6 +193,7 @@ class LipschitzNet(nn.Module):
         return nn.Dense(2)(x.mean(axis=(1, 2)))
 
 
+@pytest.mark.slow
 def test_lipschitz_classifier_trains_stably():
     """Oriented stripes (horizontal vs vertical) + noise: loss falls, accuracy > 95%, every conv stays 1-Lipschitz."""
     rng = np.random.default_rng(0)
