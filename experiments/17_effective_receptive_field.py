@@ -122,7 +122,7 @@ def run(ctx: Context) -> None:
     panels = [(f"{n}, L={d}", maps[n, d][0], maps[n, d][1].clipped) for n in SETTINGS for d in show]
     panels += [(f"L={L}, {v}", e, rf.clipped) for v, e, rf in vmaps]
     fig = plot_erf(panels, ncols=len(show))
-    ctx.save_figure(fig, suffix="maps", dpi=90, caption="ERF maps (normalized mean |input gradient|) with the 2-sigma "
+    ctx.save_figure(fig, suffix="maps", dpi=90, caption="ERF maps (normalized; uniform: the gradient, random: the mean squared gradient) with the 2-sigma "
                     "circle (cyan) inside the theoretical field (white dashed box, clipped to the input).")
     fig = Figure(figsize=(6, 4.2))
     ax = fig.subplots()
@@ -159,7 +159,7 @@ def run(ctx: Context) -> None:
         f"exactly 0.5 (the check above). At depth {L} with ReLU, two stride-2 layers raise the ERF radius from "
         f"{vrows[0][3]:.1f} to {vrows[1][3]:.1f} px, dilation 2 to {vrows[2][3]:.1f} px. **Where they differ.** The "
         "radius here is 2 sigma of the whole normalized map (Luo et al. read the ERF off thresholded maps and fit "
-        "Gaussians); small depths (L = 1, 2) are not Gaussian yet and pull the random-weight fits; the input is "
+        "Gaussians); small depths (L = 1, 2) are not Gaussian yet (the fits include them); the input is "
         f"{size}x{size}, so the deepest fields stay inside it; random weights are averaged over {draws} draws only; "
         "for random weights the map is the mean squared gradient (the mean |gradient| is wider than it by up to "
         "sqrt(2) at depth, less at depth 1, which bends a log-log fit over small depths)."
