@@ -91,6 +91,10 @@ def test_power_iteration_is_exact_adjoint_and_differentiable(rng):
     w = jnp.asarray(rng.standard_normal((3, 3, 2, 3)), jnp.float32)
     v = jax.random.normal(jax.random.key(1, impl="rbg"), (1, 7, 6, 2))
     sigma, u = F.conv_power_iteration(w, v, n_iter=3, strides=2, padding=1)
+    assert sigma.shape == (1,) and sigma.dtype == jnp.float32 and u.shape == v.shape and u.dtype == jnp.float32
+    s_jit, u_jit = jax.jit(lambda w, v: F.conv_power_iteration(w, v, n_iter=3, strides=2, padding=1))(w, v)
+    np.testing.assert_allclose(s_jit, sigma, rtol=1e-5)
+    np.testing.assert_allclose(u_jit, u, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(float(jnp.sum(u**2)), 1.0, rtol=1e-5)
     np.testing.assert_allclose(sigma[0], jnp.linalg.norm(F.conv(u, w, strides=2, padding=1)), rtol=1e-5)
     # d sigma / d W (u fixed) = the gradient of ||A_W u||, checked against the dense matrix: u^T M^T M u' / sigma
