@@ -43,6 +43,8 @@ OPS = {
     "max_pool1d_ceil": (lambda x: F.max_pool(x, 2, ceil_mode=True), [_x((2, 7, 3))], True, (2, 4, 3)),
     "avg_pool3d": (lambda x: F.avg_pool(x, 2, strides=1, padding=1), [_x((1, 4, 4, 4, 2))], True, (1, 5, 5, 5, 2)),
     "max_pool_with_indices": (lambda x: F.max_pool_with_indices(x, 3, 2, 1)[0], [_x((2, 7, 7, 2))], True, (2, 4, 4, 2)),
+    "blur_pool2d": (lambda x: F.blur_pool(x, 4, 2), [_x((2, 7, 6, 3))], True, (2, 4, 3, 3)),
+    "max_blur_pool1d": (lambda x: F.max_blur_pool(x), [_x((2, 9, 3))], True, (2, 4, 3)),
     "global_avg_pool": (F.global_avg_pool, [_x((2, 5, 5, 3))], True, (2, 3)),
     "global_max_pool": (F.global_max_pool, [_x((2, 5, 3))], True, (2, 3)),
     "adaptive_avg_pool": (lambda x: F.adaptive_avg_pool(x, (3, 2)), [_x((2, 7, 5, 3))], True, (2, 3, 2, 3)),

@@ -302,6 +302,8 @@ SMALL = {
     "vgg16_bn": ({"num_classes": 5}, (2, 32, 32, 3), (2, 5)),
     "vgg_tiny": ({"dropout_rate": 0.3}, (2, 12, 12, 3), (2, 10)),
     "resnet18": ({"num_classes": 10, "stem": "cifar"}, (2, 32, 32, 3), (2, 10)),
+    "resnet18_blurpool": ({"num_classes": 10}, (2, 64, 64, 3), (2, 10)),
+    "lwls_cnn_blurpool": ({}, (2, 28, 28, 1), (2, 10)),
     "resnet34": ({"num_classes": 10}, (2, 64, 64, 3), (2, 10)),
     "resnet50": ({"num_classes": 10}, (2, 64, 64, 1), (2, 10)),
     "resnet_tiny": ({}, (2, 8, 8, 3), (2, 10)),
@@ -311,7 +313,7 @@ SMALL = {
     "cnn3d": ({"num_classes": 4}, (2, 8, 8, 8, 2), (2, 4)),
 }
 # models small enough to compile and run here; the others are traced (jit + eval_shape)
-RUN = {"lwls_cnn", "mlp", "lenet5", "alexnet_tiny", "vgg_tiny", "resnet_tiny", "wavenet_tiny", "cnn1d", "cnn3d"}
+RUN = {"lwls_cnn", "lwls_cnn_blurpool", "mlp", "lenet5", "alexnet_tiny", "vgg_tiny", "resnet_tiny", "wavenet_tiny", "cnn1d", "cnn3d"}
 
 
 def test_table_covers_every_registered_model():

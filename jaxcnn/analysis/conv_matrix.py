@@ -39,6 +39,7 @@ def conv_matrix(
     dilation: Any = 1,
     groups: int = 1,
     flip: bool = False,
+    padding_mode: str = "zeros",
 ) -> np.ndarray:
     r"""The dense matrix ``M`` of a convolution: ``conv(x).ravel() == M @ x.ravel()``.
 
@@ -51,7 +52,9 @@ def conv_matrix(
         \quad\text{where}\quad \mathbf{i} = \mathbf{s}\odot\mathbf{o} + \mathbf{d}\odot\mathbf{k}
         - \mathbf{p}_{lo},\ c_i \in g(c_o)
 
-    and every other entry is 0 (taps that land in the padding drop out). In 1D
+    and every other entry is 0 (taps that land in the padding drop out; with
+    ``padding_mode="circular"`` they wrap around, ``\mathbf{i} \bmod \mathbf{n}``,
+    and ``M`` is block circulant). In 1D
     ``M`` is a banded Toeplitz matrix (each row the kernel shifted by the
     stride); in 2D it is doubly block Toeplitz. Rows follow the C-order of the
     output ``(*out_spatial, C_out)``, columns the C-order of ``x``.
@@ -66,6 +69,8 @@ def conv_matrix(
         "VALID"), resolved by ``_validate.padding_pairs``, the same rule ``conv`` uses.
       groups: channel groups.
       flip: true convolution (kernel reversed spatially), as ``conv(flip=True)``.
+      padding_mode: "zeros" (default) or "circular" (wrap around, as
+        ``conv(padding_mode="circular")``; every pad must be <= the input size).
 
     Returns:
       ``M`` of shape ``(prod(out_spatial) * C_out, prod(spatial) * C_in)``, a NumPy
@@ -110,11 +115,14 @@ def conv_matrix(
     strides = _validate.tuple_arg(strides, nd, "strides")
     dilation = _validate.tuple_arg(dilation, nd, "dilation")
     flip = _validate.check_bool(flip, "flip")
+    circular = _validate.check_choice(padding_mode, "padding_mode", ("zeros", "circular")) == "circular"
     window = kernel.shape[:nd]
     sizes = input_shape[:nd]
     k_eff = _validate.effective_size(window, dilation)
     pads = _validate.padding_pairs(padding, sizes, k_eff, strides)
     _validate.check_pad_fits(sizes, pads, k_eff, what=f"kernel of window {window} with dilation {dilation}")
+    if circular and any(max(p) > n for p, n in zip(pads, sizes)):
+        raise ValueError(f"padding_mode='circular' needs padding <= input size in every spatial dim; got {pads} for {sizes}")
     out = tuple(_validate.out_size(n, p, k, s) for n, p, k, s in zip(sizes, pads, k_eff, strides))
     if flip:
         kernel = kernel[tuple(slice(None, None, -1) for _ in range(nd))]
@@ -126,6 +134,8 @@ def conv_matrix(
     o_per_group = c_out // groups
     for tap in itertools.product(*(range(k) for k in window)):
         pos = [g * s + t * d - lo for g, s, t, d, (lo, _) in zip(grid, strides, tap, dilation, pads)]
+        if circular:
+            pos = [p % n for p, n in zip(pos, sizes)]
         inside = np.ones(out, bool)
         for p, n in zip(pos, sizes):
             inside &= (p >= 0) & (p < n)

@@ -16,6 +16,7 @@ from jax.nn import (  # activations, as jax.nn defines them
     gelu,
     glu,
     hard_tanh,
+    initializers,  # he_normal, glorot_uniform, lecun_normal, zeros, ...
     leaky_relu,
     log_softmax,
     relu,
@@ -28,7 +29,6 @@ from jax.nn import (  # activations, as jax.nn defines them
     swish,
 )
 from jax.numpy import tanh
-from jax.nn import initializers  # he_normal, glorot_uniform, lecun_normal, zeros, ...
 from optax import (  # losses, as optax defines them
     l2_loss,
     sigmoid_binary_cross_entropy,
@@ -37,6 +37,7 @@ from optax import (  # losses, as optax defines them
     squared_error,
 )
 
+from jaxcnn.functional.blur import binomial_filter, blur_pool, max_blur_pool
 from jaxcnn.functional.conv import choose_algorithm, conv, conv_transpose, cpu_compiler_options, default_conv_algorithm
 from jaxcnn.functional.dropout import dropout, row_keys
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
@@ -51,6 +52,7 @@ from jaxcnn.functional.pool import (
     max_pool_with_indices,
     max_unpool,
 )
+from jaxcnn.functional.spectral import conv_power_iteration
 
 __all__ = [
     "adaptive_avg_pool",
@@ -58,9 +60,12 @@ __all__ = [
     "adaptive_max_pool_with_indices",
     "avg_pool",
     "batch_norm",
+    "binomial_filter",
+    "blur_pool",
     "celu",
     "conv",
     "conv_transpose",
+    "conv_power_iteration",
     "default_conv_algorithm",
     "choose_algorithm",
     "cpu_compiler_options",
@@ -78,6 +83,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "log_softmax",
+    "max_blur_pool",
     "max_pool",
     "max_pool_with_indices",
     "max_unpool",

@@ -9,8 +9,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn import _validate
 from jaxcnn.models._blocks import conv_block
-from jaxcnn.nn import Dense, Dropout, Flatten
+from jaxcnn.nn import AvgPool, Dense, Dropout, Flatten, MaxBlurPool, MaxPool
+
+#: ``downsample`` -> the pool after a stride-1 conv2/conv3 (``"stride"``: the strided conv itself).
+POOLS = {"max": lambda name: MaxPool(2, name=name), "avg": lambda name: AvgPool(2, name=name),
+         "blur": lambda name: MaxBlurPool(2, 3, 2, name=name)}
 
 
 class LWLSCNN(nn.Module):
@@ -39,6 +44,11 @@ class LWLSCNN(nn.Module):
       dropout_rate: dropout before dense2 (0: none, the book's network).
       batch_norm: BatchNorm after every conv (the convs then have no bias).
       dtype: compute dtype (``None``: float32 parameters decide).
+      downsample: how conv2 and conv3 halve the size: "stride" (the book's
+        stride-2 convs), or a stride-1 conv (+BN, ReLU) then "max" (2x2 max
+        pool), "avg" (2x2 average pool) or "blur" (Zhang's MaxBlurPool: 2x2
+        max at stride 1, then a 3-tap binomial blur at stride 2). Same
+        parameters and hidden shapes in all four.
       axis_name: the pmap/shard_map batch axis name for data-parallel training:
         BatchNorm averages its statistics and Dropout draws the global batch's
         mask over it, so the step equals single-device training on the global
@@ -57,15 +67,20 @@ class LWLSCNN(nn.Module):
     batch_norm: bool = False
     dtype: Any = None
     axis_name: Any = None
+    downsample: str = "stride"
     head_name: ClassVar[str] = "dense2"
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
+        pool = _validate.check_choice(self.downsample, "downsample", ("stride", *POOLS))
         for i, (f, k, s) in enumerate(zip(self.filters, (5, 5, 4), (1, 2, 2)), start=1):
             x = conv_block(
-                x, f, k, strides=s, name=f"conv{i}", bn_name=f"bn{i}", batch_norm=self.batch_norm,
-                use_bias=not self.batch_norm, train=train, dtype=self.dtype, axis_name=self.axis_name,
+                x, f, k, strides=s if pool == "stride" else 1, name=f"conv{i}", bn_name=f"bn{i}",
+                batch_norm=self.batch_norm, use_bias=not self.batch_norm, train=train, dtype=self.dtype,
+                axis_name=self.axis_name,
             )
+            if s > 1 and pool != "stride":
+                x = POOLS[pool](name=f"pool{i}")(x)
         x = Flatten(name="flatten")(x)
         x = jax.nn.relu(Dense(self.hidden, dtype=self.dtype, name="dense1")(x))
         x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)

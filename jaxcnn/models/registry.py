@@ -22,6 +22,7 @@ from jaxcnn.models.wavenet import WaveNet
 #: name -> constructor (a model class, or a ``functools.partial`` of one fixing a variant).
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lwls_cnn": LWLSCNN,
+    "lwls_cnn_blurpool": functools.partial(LWLSCNN, downsample="blur"),
     "mlp": MLP,
     "lenet5": LeNet5,
     "alexnet": AlexNet,
@@ -36,6 +37,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
         VGG, config=CONFIGS["tiny"], hidden=32, pool_size=1, batch_norm=True, num_classes=10
     ),
     "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic"),
+    "resnet18_blurpool": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic", blur_filter=3),
     "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="basic"),
     "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck"),
     "resnet_tiny": functools.partial(

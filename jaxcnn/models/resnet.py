@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn import _validate
-from jaxcnn.nn import BatchNorm, Conv, GlobalAvgPool, MaxPool
+from jaxcnn.nn import BatchNorm, BlurPool, Conv, GlobalAvgPool, MaxBlurPool, MaxPool
 
 #: He (Kaiming) normal with fan-out, torchvision's init for ResNet convs.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -31,6 +31,9 @@ class ResidualBlock(nn.Module):
         starts as the identity (Goyal et al. 2017).
       dtype: compute dtype.
       axis_name: batch axis name for synchronized BatchNorm (see :class:`ResNet`).
+      blur_filter: 0 (off) or the BlurPool filter size m: anti-aliased as Zhang
+        (2019): the strided conv runs at stride 1 and ``blur`` (``BlurPool(m, s)``)
+        follows its ReLU; the shortcut blurs before its 1x1 conv.
 
     Returns (``__call__(x, *, train)``): ``(N, H / s, W / s, features * expansion)``.
     """
@@ -41,6 +44,18 @@ class ResidualBlock(nn.Module):
     dtype: Any = None
     axis_name: Any = None
     expansion: ClassVar[int] = 1
+    blur_filter: int = 0
+
+    @property
+    def conv_strides(self) -> int:
+        """The strided convolution's stride: 1 when a BlurPool does the subsampling (``blur_filter``)."""
+        return 1 if self.blur_filter and self.strides != 1 else self.strides
+
+    def down(self, y: Any, name: str) -> jnp.ndarray:
+        """Anti-aliased subsampling by ``strides`` (Zhang 2019) when ``blur_filter``, else ``y`` as it is."""
+        if self.blur_filter and self.strides != 1:
+            return BlurPool(self.blur_filter, self.strides, name=name)(y)
+        return y
 
     def conv(self, features: int, kernel: int, strides: int, name: str) -> Conv:
         """A ``kernel x kernel`` convolution without bias, He-initialized, padding ``kernel // 2``."""
@@ -76,7 +91,9 @@ class ResidualBlock(nn.Module):
         y = self.residual(x, train)
         shortcut = x
         if self.strides != 1 or x.shape[-1] != out_features:
-            shortcut = self.bn("downsample_bn", train)(self.conv(out_features, 1, self.strides, "downsample_conv")(x))
+            shortcut = self.bn("downsample_bn", train)(
+                self.conv(out_features, 1, self.conv_strides, "downsample_conv")(self.down(x, "downsample_blur"))
+            )
         return jax.nn.relu(y + shortcut.astype(y.dtype))
 
 
@@ -89,8 +106,8 @@ class BasicBlock(ResidualBlock):
     expansion: ClassVar[int] = 1
 
     def residual(self, x: Any, train: bool) -> jnp.ndarray:
-        y = jax.nn.relu(self.bn("bn1", train)(self.conv(self.features, 3, self.strides, "conv1")(x)))
-        return self.bn("bn2", train, last=True)(self.conv(self.features, 3, 1, "conv2")(y))
+        y = jax.nn.relu(self.bn("bn1", train)(self.conv(self.features, 3, self.conv_strides, "conv1")(x)))
+        return self.bn("bn2", train, last=True)(self.conv(self.features, 3, 1, "conv2")(self.down(y, "blur")))
 
 
 class BottleneckBlock(ResidualBlock):
@@ -105,8 +122,8 @@ class BottleneckBlock(ResidualBlock):
 
     def residual(self, x: Any, train: bool) -> jnp.ndarray:
         y = jax.nn.relu(self.bn("bn1", train)(self.conv(self.features, 1, 1, "conv1")(x)))
-        y = jax.nn.relu(self.bn("bn2", train)(self.conv(self.features, 3, self.strides, "conv2")(y)))
-        return self.bn("bn3", train, last=True)(self.conv(self.expansion * self.features, 1, 1, "conv3")(y))
+        y = jax.nn.relu(self.bn("bn2", train)(self.conv(self.features, 3, self.conv_strides, "conv2")(y)))
+        return self.bn("bn3", train, last=True)(self.conv(self.expansion * self.features, 1, 1, "conv3")(self.down(y, "blur")))
 
 
 #: ``ResNet.block`` -> the block class.
@@ -139,6 +156,10 @@ class ResNet(nn.Module):
         BatchNorm averages its statistics over it, so the step equals
         single-device training on the global batch. ``None``: per device.
       head_name: the name of the classifier layer (``"head"``), for transfer learning.
+      blur_filter: 0 (off) or a BlurPool filter size (3 as Zhang's default):
+        anti-aliased downsampling everywhere (the stem's max pool becomes
+        ``MaxBlurPool``, every strided block blurs, see :class:`ResidualBlock`);
+        the parameters are unchanged.
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 
@@ -154,6 +175,7 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     dtype: Any = None
     axis_name: Any = None
+    blur_filter: int = 0
     head_name: ClassVar[str] = "head"
 
     @nn.compact
@@ -175,7 +197,8 @@ class ResNet(nn.Module):
         x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x)
         x = jax.nn.relu(x)
         if stem == "imagenet":
-            x = MaxPool(3, strides=2, padding=1, name="maxpool")(x)
+            x = (MaxBlurPool(2, self.blur_filter, 2, name="maxpool") if self.blur_filter
+                 else MaxPool(3, strides=2, padding=1, name="maxpool"))(x)
         for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):
                 x = block(
@@ -184,6 +207,7 @@ class ResNet(nn.Module):
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
                     axis_name=self.axis_name,
+                    blur_filter=self.blur_filter,
                     name=f"layer{i + 1}_block{j + 1}",
                 )(x, train=train)
         x = GlobalAvgPool(name="avgpool")(x)

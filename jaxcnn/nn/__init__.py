@@ -20,6 +20,9 @@ BatchNorm            F.batch_norm                                x's shape
 GroupNorm            F.group_norm                                x's shape
 LayerNorm            F.layer_norm                                x's shape
 Dropout              F.dropout (key from the "dropout" stream)   x's shape
+BlurPool             F.blur_pool                                 (N, *ceil(n / s), C)
+MaxBlurPool          F.max_blur_pool                             (N, *out, C)
+SpectralNormConv     F.conv, kernel / F.conv_power_iteration     (N, *out, features)
 ===================  ==========================================  =========================
 
 ``Dense`` is ``flax.linen.Dense`` with its input checked against its kernel
@@ -48,6 +51,7 @@ from jax.nn import (
 )
 from jax.numpy import tanh
 
+from jaxcnn.nn.blur import BlurPool, MaxBlurPool
 from jaxcnn.nn.conv import Conv, ConvTranspose
 from jaxcnn.nn.dense import Dense
 from jaxcnn.nn.dropout import Dropout
@@ -61,6 +65,7 @@ from jaxcnn.nn.pool import (
     GlobalMaxPool,
     MaxPool,
 )
+from jaxcnn.nn.spectral import SpectralNormConv
 from jaxcnn.nn.unpool import MaxPoolWithIndices, MaxUnpool
 
 __all__ = [
@@ -68,6 +73,7 @@ __all__ = [
     "AdaptiveMaxPool",
     "AvgPool",
     "BatchNorm",
+    "BlurPool",
     "Conv",
     "ConvTranspose",
     "Dense",
@@ -77,10 +83,12 @@ __all__ = [
     "GlobalMaxPool",
     "GroupNorm",
     "LayerNorm",
+    "MaxBlurPool",
     "MaxPool",
     "MaxPoolWithIndices",
     "MaxUnpool",
     "Sequential",
+    "SpectralNormConv",
     "celu",
     "elu",
     "gelu",
