@@ -140,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="accumulate gradients over K micro-batches per step (the batch's update in the memory of a K-th)",
     )
     t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to <out>/tb")
+    t.add_argument(
+        "--init-from",
+        default=None,
+        metavar="FILE",
+        help="start from a PyTorch checkpoint (.pt/.pth/.safetensors, torchvision key names); layers it lacks "
+        "or whose shape differs (a new head) keep their initialization, and are listed",
+    )
+    t.add_argument(
+        "--api",
+        default="linen",
+        choices=("linen", "nnx"),
+        help="build the model as a Flax Linen module (default) or as its Flax NNX twin (jaxcnn.nnx)",
+    )
     t.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     t.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
@@ -167,7 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     _distributed_args(t)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on its test set")
-    e.add_argument("--checkpoint", required=True, help="run directory (or its checkpoints/ folder)")
+    e.add_argument("--checkpoint", default=None, help="run directory (or its checkpoints/ folder)")
+    e.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="instead of a run: a PyTorch checkpoint for --model (torchvision key names), evaluated on --data",
+    )
+    e.add_argument("--model", default=None, help="with --weights: the zoo model the file is for")
+    e.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="with --weights")
+    e.add_argument("--image-size", type=int, default=28, help="with --weights and --data digits")
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     e.add_argument("--data", default=None, help="evaluate on another data set than the run's")
     e.add_argument("--data-dir", default=None)

@@ -62,15 +62,50 @@ def model_kwargs(
     return kw
 
 
-def build_model(name: str, kw: dict[str, Any]):
-    from jaxcnn.models import get_model
+def build_model(name: str, kw: dict[str, Any], api: str = "linen", input_shape: Any = None, seed: int = 0):
+    """``jaxcnn.get_model(name, **kw)``; with ``api="nnx"`` its NNX twin built for ``(1, *input_shape)``."""
+    from jaxcnn import get_model
 
     kw = dict(kw)
     if kw.get("dtype") == "bfloat16":
         import jax.numpy as jnp
 
         kw["dtype"] = jnp.bfloat16
-    return get_model(name, **kw)
+    if api != "nnx":
+        return get_model(name, **kw)
+    # The NNX twin starts from the Linen model's initial values for this seed, so
+    # `--api nnx` and `--api linen` train the same numbers.
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxcnn.nnx import from_linen
+    from jaxcnn.train import create_train_state
+
+    sample = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    variables = create_train_state(get_model(name, **kw), optax.identity(), sample, seed=seed).variables()
+    return from_linen(get_model(name, api="nnx", rngs=seed, input_shape=(1, *input_shape), **kw), variables)
+
+
+def initial_state(model: Any, tx: Any, input_shape: tuple, seed: int, init_from: str | None):
+    """A fresh train state, or (``init_from``) one whose layers come from a PyTorch checkpoint file.
+
+    Non-strict: the layers the file lacks, or holds with another shape (a new
+    head), keep their initialization and are printed.
+    """
+    if init_from is None:
+        return None
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcnn.interop.torch import load_variables
+    from jaxcnn.train import create_train_state
+
+    fresh = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32), seed=seed)
+    variables, report = load_variables(init_from, model, strict=False, variables=fresh.variables())
+    print(f"  init from {init_from}: {report}")
+    return create_train_state(model, tx, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32), seed=seed,
+                              params=variables["params"], batch_stats=variables.get("batch_stats"))
 
 
 #: How ``--data-dir`` and ``--image-size`` become the options of each loader of :func:`jaxcnn.data.load`.
@@ -135,6 +170,7 @@ RUN_FLAGS = {
     "weight_decay": "weight_decay", "clip_norm": "clip_norm", "loss": "loss", "label_smoothing": "label_smoothing",
     "epochs": "epochs", "batch_size": "batch_size", "strategy": "strategy", "precision": "precision",
     "val_split": "val_split", "grad_accum": "grad_accum", "remainder": "remainder", "augment": "augment",
+    "api": "api", "init_from": "init_from",
 }
 MODEL_FLAGS = ("model_arg", "dropout", "batch_norm")
 
@@ -234,8 +270,8 @@ def restore(cfg: dict[str, Any], step: int | None = None):
 
     from jaxcnn.train import Checkpointer, create_train_state
 
-    model = build_model(cfg["model"], cfg["model_kwargs"])
     ds = load_data(cfg["data"], cfg.get("data_dir"), cfg["image_size"])
+    model = build_model(cfg["model"], cfg["model_kwargs"], cfg.get("api", "linen"), ds.input_shape, cfg["seed"])
     tx = build_optimizer(cfg, train_examples(cfg, ds))
     template = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *ds.input_shape), jnp.float32))
     state, meta = Checkpointer(Path(cfg["run"]) / "checkpoints").restore(template, step)

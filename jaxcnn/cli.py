@@ -36,6 +36,7 @@ from jaxcnn._cli_runs import (
     build_optimizer,
     check_train_flags,
     conv_kernels,
+    initial_state,
     load_data,
     model_kwargs,
     read_config,
@@ -128,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     kw = model_kwargs(args.model, args, ds.num_classes, strategy, args.precision)
     if recorded_kw is not None:
         kw = recorded_kw
-    model = build_model(args.model, kw)
+    model = build_model(args.model, kw, args.api, ds.input_shape, args.seed)
     loss: Any = args.loss
     if args.label_smoothing:
         from jaxcnn.train import get_loss
@@ -142,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed:
             raise CLIError(f"--resume with settings that differ from the run's {CONFIG}: {changed}")
     tx = build_optimizer(config, train_examples(config, ds))
+    state = None if resuming else initial_state(model, tx, ds.input_shape, args.seed, args.init_from)
     if multi:
         barrier("jaxcnn-train-config-checked")  # every process has checked --out before process 0 writes it
     created: list[Path] = []
@@ -158,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         result = fit(
-            model, ds, tx, loss=loss, epochs=args.epochs, batch_size=args.batch_size, strategy=strategy,
+            model, ds, tx, state=state, loss=loss, epochs=args.epochs, batch_size=args.batch_size, strategy=strategy,
             seed=args.seed, out_dir=out, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
             resume=args.resume, resume_from=args.resume_from, early_stopping=args.early_stopping,
             validation=args.val_split or None, steps_per_call=args.steps_per_call,
@@ -197,16 +199,22 @@ def _device_summary() -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from jaxcnn.train import evaluate
 
-    cfg = read_config(Path(args.checkpoint))
-    if args.data:
-        cfg["data"], cfg["data_dir"] = args.data, args.data_dir
-    model, ds, state, meta = restore(cfg, args.step)
+    if (args.checkpoint is None) == (args.weights is None):
+        raise CLIError("give exactly one of --checkpoint RUN_DIR and --weights FILE (with --model)")
+    if args.weights is not None:
+        model, ds, state, cfg = weights_to_evaluate(args)
+    else:
+        cfg = read_config(Path(args.checkpoint))
+        if args.data:
+            cfg["data"], cfg["data_dir"] = args.data, args.data_dir
+        model, ds, state, _ = restore(cfg, args.step)
     top_k = (args.top_k,) if 0 < args.top_k < ds.num_classes else ()
     res = evaluate(model, state, ds.x_test, ds.y_test, loss=cfg["loss"], top_k=top_k, confusion=args.confusion)
     acc = res.get("accuracy")
     extra = "".join(f", top-{k} {100 * res[f'top{k}_accuracy']:.2f}%" for k in top_k)
+    step = f" step {int(state.step)}" if hasattr(state, "step") else ""
     print(
-        f"{cfg['model']} step {int(state.step)} on {ds.name} test ({res['count']} examples): "
+        f"{cfg['model']}{step} on {ds.name} test ({res['count']} examples): "
         f"loss {res['loss']:.4f}" + ("" if acc is None else f", accuracy {100 * acc:.2f}%") + extra
     )
     if args.confusion:
@@ -214,6 +222,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for row in res["confusion"]:
             print("  " + " ".join(f"{int(v):5d}" for v in row))
     return 0
+
+
+def weights_to_evaluate(args: argparse.Namespace):
+    """``jaxcnn eval --weights FILE --model NAME``: the model, data and variables (strict: every key must fit)."""
+    from jaxcnn.interop.torch import load_variables
+
+    if args.model is None:
+        raise CLIError("--weights needs --model, the zoo model the file is for (e.g. --model resnet18)")
+    ds = load_data(args.data or "digits", args.data_dir, args.image_size)
+    args.dropout = args.batch_norm = None
+    kw = model_kwargs(args.model, args, ds.num_classes, None, "fp32")
+    model = build_model(args.model, kw)
+    variables = load_variables(args.weights, model, strict=True)
+    return model, ds, variables, {"model": args.model, "loss": "cross_entropy"}
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

@@ -287,3 +287,37 @@ def test_eval_prints_top_k_and_the_confusion_matrix(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = [list(map(int, line.split())) for line in out.splitlines()[2:12]]
     assert "top-3" in out and len(rows) == 10 and sum(map(sum, rows)) == 359  # every test image counted once
+
+
+def test_train_api_nnx_reaches_the_linen_runs_accuracy(tmp_path, capsys):
+    """The NNX twin starts from the Linen initialization and is trained by the same engine: the same numbers."""
+    accs = []
+    for api in ("linen", "nnx"):
+        assert main(["train", "--api", api, "--epochs", "2", "--out", str(tmp_path / api), "--no-progress"]) == 0
+        accs.append(_final_accuracy(capsys.readouterr().out))
+    assert accs[1] == pytest.approx(accs[0], abs=1e-6) and accs[0] > 0.8
+    assert main(["eval", "--checkpoint", str(tmp_path / "nnx")]) == 0
+    assert f"accuracy {100 * accs[1]:.2f}%" in capsys.readouterr().out
+
+
+def test_init_from_and_eval_weights_read_pytorch_checkpoints(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import jaxcnn
+    from jaxcnn.interop.torch import to_torch
+    from jaxcnn.train import create_train_state
+
+    model = jaxcnn.get_model("lenet5", num_classes=10)
+    state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32), seed=7)
+    torch.save(to_torch("lenet5", state.variables(), model_kwargs={"num_classes": 10}), tmp_path / "lenet.pt")
+    assert main(["eval", "--weights", str(tmp_path / "lenet.pt"), "--model", "lenet5"]) == 0
+    out = capsys.readouterr().out
+    want = jaxcnn.train.evaluate(model, state, *(lambda d: (d.x_test, d.y_test))(jaxcnn.data.digits(size=28)))
+    assert f"accuracy {100 * want['accuracy']:.2f}%" in out
+    run = str(tmp_path / "r")
+    assert main(["train", "--model", "lenet5", "--init-from", str(tmp_path / "lenet.pt"), "--quick", "--out", run,
+                 "--no-progress"]) == 0
+    assert "init from" in capsys.readouterr().out

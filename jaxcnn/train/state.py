@@ -77,8 +77,13 @@ def create_train_state(
     """
     seed = _validate.as_int(seed, "seed")
     check_optimizer(tx)
-    sample_x = check_sample(model, sample_x, "sample_x")
-    if params is not None:
+    model = model_api.check_model(model)
+    linen = isinstance(model, nn.Module)  # else an NNX model seen through jaxcnn.nnx.as_linen_like
+    if linen:
+        sample_x = check_sample(model, sample_x, "sample_x")
+    elif not isinstance(sample_x, jax.ShapeDtypeStruct):
+        sample_x = _validate.check_array(sample_x, "sample_x")
+    if params is not None and linen:
         given = {"params": params, **({} if batch_stats is None else {"batch_stats": batch_stats})}
         check_variables(model, given, sample_x, name=None,
                         collections=("params",) if batch_stats is None else None)
@@ -87,7 +92,7 @@ def create_train_state(
     # threefry, whose partitionable bits make sharded dropout equal single-device.
     init_key = jax.random.key(seed, impl="rbg")
     train_key = jax.random.fold_in(jax.random.key(seed), 1)
-    if params is None or (batch_stats is None and _has_batch_stats(model, sample_x)):
+    if params is None or (batch_stats is None and (not linen or _has_batch_stats(model, sample_x))):
         variables = _init_fn(model)(init_key, jnp.zeros(sample_x.shape, sample_x.dtype))
         params = variables["params"] if params is None else params
         if batch_stats is None:  # fine-tuning from params alone: fresh running statistics
