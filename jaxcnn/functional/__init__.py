@@ -37,7 +37,8 @@ from optax import (  # losses, as optax defines them
     squared_error,
 )
 
-from jaxcnn.functional.conv import choose_algorithm, conv, conv_transpose, cpu_compiler_options, default_conv_algorithm
+from jaxcnn.functional.conv import conv, conv_transpose
+from jaxcnn.functional.cpu_rules import choose_algorithm, cpu_compiler_options, default_conv_algorithm
 from jaxcnn.functional.dropout import dropout
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
 from jaxcnn.functional.pool import (
