@@ -87,11 +87,18 @@ class OpSpec:
     kind: str  # "max_pool" | "avg_pool" | "batch_norm"
     x_shape: tuple[int, ...]
     window: int = 2
+    stride: int | None = None  # None: the window
+    padding: int = 0
     note: str = ""
+
+    @property
+    def strides(self) -> int:
+        return self.window if self.stride is None else self.stride
 
     def describe(self) -> str:
         sp = "x".join(map(str, self.x_shape[1:]))
-        what = f"{self.window}x{self.window}/{self.window}" if self.kind != "batch_norm" else "training, momentum 0.9 (torch 0.1)"
+        pad = f" pad {self.padding}" if self.padding else ""
+        what = f"{self.window}x{self.window}/{self.strides}{pad}" if self.kind != "batch_norm" else "training, momentum 0.9 (torch 0.1)"
         return f"N={self.x_shape[0]} {sp}, {what}"
 
 
@@ -117,6 +124,7 @@ def conv_specs(quick: bool) -> list[ConvSpec]:
 def op_specs(quick: bool) -> list[OpSpec]:
     specs = [
         OpSpec("max_pool", "max_pool", (32, 56, 56, 64), 2),
+        OpSpec("max_pool_3x3s2", "max_pool", (32, 112, 112, 64), 3, stride=2, padding=1, note="ResNet ImageNet stem max-pool"),
         OpSpec("avg_pool", "avg_pool", (32, 56, 56, 64), 2),
         OpSpec("batch_norm", "batch_norm", (32, 56, 56, 64)),
     ]
@@ -240,12 +248,13 @@ def op_cases(spec: OpSpec, seed: int = 0) -> dict[str, dict[str, Case]]:
     k = spec.window
     tx = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
     if spec.kind in ("max_pool", "avg_pool"):
-        out_shape = (spec.x_shape[0], spec.x_shape[1] // k, spec.x_shape[2] // k, c)
+        st, p = spec.strides, spec.padding
+        out_shape = (spec.x_shape[0], *((n + 2 * p - k) // st + 1 for n in spec.x_shape[1:3]), c)
         win = (1, k, k, 1)
         if spec.kind == "max_pool":
-            jx = lambda x: F.max_pool(x, k)
-            lx = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, win, win, "VALID")
-            tf = lambda x: TF.max_pool2d(x, k, k)
+            jx = lambda x: F.max_pool(x, k, st, p)
+            lx = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, win, (1, st, st, 1), ((0, 0), (p, p), (p, p), (0, 0)))
+            tf = lambda x: TF.max_pool2d(x, k, st, p)
         else:
             jx = lambda x: F.avg_pool(x, k)
             lx = lambda x: lax.reduce_window(x, 0.0, lax.add, win, win, "VALID") / (k * k)

@@ -16,6 +16,7 @@ from jax.nn import (  # activations, as jax.nn defines them
     gelu,
     glu,
     hard_tanh,
+    initializers,  # he_normal, glorot_uniform, lecun_normal, zeros, ...
     leaky_relu,
     log_softmax,
     relu,
@@ -28,7 +29,6 @@ from jax.nn import (  # activations, as jax.nn defines them
     swish,
 )
 from jax.numpy import tanh
-from jax.nn import initializers  # he_normal, glorot_uniform, lecun_normal, zeros, ...
 from optax import (  # losses, as optax defines them
     l2_loss,
     sigmoid_binary_cross_entropy,
@@ -38,7 +38,11 @@ from optax import (  # losses, as optax defines them
 )
 
 from jaxcnn.functional.conv import conv, conv_transpose
-from jaxcnn.functional.cpu_rules import choose_algorithm, cpu_compiler_options, default_conv_algorithm
+from jaxcnn.functional.cpu_rules import (
+    choose_algorithm,
+    cpu_compiler_options,
+    default_conv_algorithm,
+)
 from jaxcnn.functional.dropout import dropout
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
 from jaxcnn.functional.pool import (
@@ -58,11 +62,11 @@ __all__ = [
     "avg_pool",
     "batch_norm",
     "celu",
+    "choose_algorithm",
     "conv",
     "conv_transpose",
-    "default_conv_algorithm",
-    "choose_algorithm",
     "cpu_compiler_options",
+    "default_conv_algorithm",
     "dropout",
     "elu",
     "gelu",

@@ -11,6 +11,7 @@ import numpy as np
 from jax import lax
 
 from jaxcnn import _validate
+from jaxcnn.functional._pool_vjp import max_pool_argmax
 
 
 class PoolGeometry(NamedTuple):
@@ -78,7 +79,9 @@ def max_pool(x: Any, window: Any, strides: Any = None, padding: Any = "VALID", c
     r"""Max pooling: ``y[n, o, c] = max_{k in window} x_p[n, s * o + k, c]``.
 
     Padding is ``-inf`` (never selected). The gradient reaches only the arg-max
-    of each window (``d y / d x`` is 1 there and 0 elsewhere).
+    of each window (``d y / d x`` is 1 there and 0 elsewhere); with ties, the
+    first maximum in window scan order, as PyTorch, computed without a scatter
+    (deterministic on every backend; see :mod:`jaxcnn.functional._pool_vjp`).
 
     Args:
       x: ``(N, *spatial, C)``, 1-3 spatial dims.
@@ -101,6 +104,8 @@ def max_pool(x: Any, window: Any, strides: Any = None, padding: Any = "VALID", c
     """
     x = _validate.check_array(x, "x")
     g = pool_geometry(x, window, strides, padding, ceil_mode)
+    if jnp.issubdtype(x.dtype, jnp.floating):  # arg-max derivative, PyTorch's ties, no scatter: _pool_vjp
+        return max_pool_argmax(x, g.window, g.strides, g.total_pads, (1,) * len(g.window))
     w, s, p = _full(g)
     # The init value must be a concrete NumPy scalar, not a jnp array: under jit a jnp
     # constant is a tracer, lax.reduce_window then falls back to its generic form,
