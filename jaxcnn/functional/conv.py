@@ -9,6 +9,7 @@ from jax import lax
 
 from jaxcnn import _validate
 from jaxcnn.functional._conv_cpu import conv_cpu
+from jaxcnn.functional._conv_depthwise import depthwise_conv
 from jaxcnn.functional._geometry import dimension_numbers
 from jaxcnn.functional.cpu_rules import (  # noqa: F401 - re-exported: the public names live here too
     ALGORITHMS,
@@ -130,7 +131,9 @@ def conv(
         JAX's derivatives of it), "taps" (a fused sum over kernel taps; XLA's
         derivatives, in batch chunks), "chunked" (XLA's forward; its
         derivatives in batch chunks) -- the last two ``groups=1`` only, see
-        :mod:`jaxcnn.functional._conv_cpu` -- or ``None`` (default): the
+        :mod:`jaxcnn.functional._conv_cpu` --, "depthwise" (``groups ==
+        C_in`` only: a sum over taps vectorized over channels, see
+        :mod:`jaxcnn.functional._conv_depthwise`) or ``None`` (default): the
         measured rule of :func:`jaxcnn.functional.cpu_rules.choose_algorithm`. All give the same numbers up
         to float rounding, and all work with ``grad``, ``jvp`` and ``vmap``;
         only the speed differs.
@@ -170,9 +173,12 @@ def conv(
         pads = ((0, 0),) * nd
     algorithm = check_algorithm(algorithm)
     if algorithm is not None and not fits(algorithm, x.shape[-1], groups):
-        raise ValueError(f"algorithm={algorithm!r} supports groups=1 only, got groups={groups}")
+        need = "groups == C_in" if algorithm == "depthwise" else "groups=1 only"
+        raise ValueError(f"algorithm={algorithm!r} supports {need}, got groups={groups} with C_in={x.shape[-1]}")
     if algorithm is None:
         algorithm = choose_algorithm(x.shape, kernel.shape, strides, groups)
+    if algorithm == "depthwise":
+        return _add_bias(depthwise_conv(x, kernel, strides, pads, dilation), bias)
     if algorithm != "xla":
         forward = "taps" if algorithm == "taps" else "xla"
         return _add_bias(conv_cpu(x, kernel, strides, pads, dilation, precision, forward), bias)

@@ -5,7 +5,8 @@ A newcomer looking for "why does ``F.conv`` do this on CPU" reads this file:
 * :func:`choose_algorithm` -- which formulation ``F.conv(..., algorithm=None)``
   traces: XLA's own convolution ("xla"), the fused sum over kernel taps
   ("taps", few channels), XLA's forward with derivatives in batch chunks
-  ("chunked"). :func:`default_conv_algorithm` scopes a choice.
+  ("chunked"), or the depthwise taps sum ("depthwise", ``groups == C_in``).
+  :func:`default_conv_algorithm` scopes a choice.
 * :data:`TILE`, :data:`BACKWARD_CHUNK` -- the batch tile of the taps layout and
   the batch chunk of the derivative convolutions (:func:`tile_size`,
   :func:`chunk_size`).
@@ -33,7 +34,7 @@ import jax
 
 from jaxcnn import _validate
 
-ALGORITHMS = ("xla", "taps", "chunked")
+ALGORITHMS = ("xla", "taps", "chunked", "depthwise")
 
 #: "taps" for groups=1 convolutions with ``C_in * C_out`` at most this (cpu-rules.md, "taps").
 TAPS_MAX_CHANNEL_PAIRS = 32
@@ -62,7 +63,8 @@ def default_conv_algorithm(algorithm: str | None) -> Iterator[None]:
     while a function is *traced*; a function already compiled outside the block
     keeps the algorithm it was traced with. ``None`` restores the measured rule.
     A choice that does not fit a convolution's groups ("taps"/"chunked" need
-    ``groups == 1``) falls back to "xla" for it. :mod:`jaxcnn.analysis` traces under ``default_conv_algorithm("xla")``
+    ``groups == 1``, "depthwise" ``groups == C_in``) falls back to "xla" for
+    it. :mod:`jaxcnn.analysis` traces under ``default_conv_algorithm("xla")``
     so every convolution shows up as one ``conv_general_dilated`` with its
     geometry.
 
@@ -84,6 +86,8 @@ def fits(algorithm: str, c_in: int, groups: int) -> bool:
     """Whether ``algorithm`` can compute a convolution with ``c_in`` input channels in ``groups`` groups."""
     if algorithm in ("taps", "chunked"):
         return groups == 1
+    if algorithm == "depthwise":
+        return groups == c_in
     return True
 
 
@@ -95,8 +99,12 @@ def choose_algorithm(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], st
     1. Inside :func:`default_conv_algorithm`, the algorithm it names (when it
        fits the groups, else "xla").
     2. On GPU and TPU, "xla": the vendor libraries are fast there.
-    3. Grouped convolutions: "xla".
-    4. ``groups == 1``: "taps" for ``C_in * C_out <= TAPS_MAX_CHANNEL_PAIRS``
+    3. On CPU, depthwise (``groups == C_in``): "depthwise", the sum over
+       taps vectorized over channels (XLA:CPU's grouped convolution is one to
+       two orders of magnitude slower, its weight gradient more; cpu-rules.md,
+       "depthwise").
+    4. Other grouped convolutions: "xla".
+    5. ``groups == 1``: "taps" for ``C_in * C_out <= TAPS_MAX_CHANNEL_PAIRS``
        (where XLA:CPU's library convolution is weakest), else "chunked".
 
     Measurements behind each step: ``benchmarks/results/cpu-rules.md``.
@@ -108,7 +116,7 @@ def choose_algorithm(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], st
     if jax.default_backend() != "cpu":
         return "xla"
     if groups != 1:
-        return "xla"
+        return "depthwise" if groups == c_in else "xla"
     return "taps" if kernel_shape[-2] * kernel_shape[-1] <= TAPS_MAX_CHANNEL_PAIRS else "chunked"
 
 
