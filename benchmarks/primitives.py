@@ -113,6 +113,8 @@ def conv_specs(quick: bool) -> list[ConvSpec]:
         ConvSpec("resnet_14x14x256", (32, 14, 14, 256), (3, 3), 256, padding=1, torch_padding=1, note="ResNet-18 layer3 conv"),
         ConvSpec("depthwise_28x28x256", (32, 28, 28, 256), (3, 3), 256, groups=256, padding=1, torch_padding=1,
                  note="depthwise 3x3 (MobileNet)"),
+        ConvSpec("depthwise_s2_16x16x192", (128, 16, 16, 192), (3, 3), 192, strides=2, groups=192, padding=1, torch_padding=1,
+                 note="MobileNetV2 CIFAR stage-3 depthwise, stride 2, batch 128"),
         ConvSpec("causal1d_d8", (32, 2048, 64), (2,), 64, dilation=8, padding="CAUSAL", torch_padding="causal", bias=True,
                  note="WaveNet dilated causal conv"),
     ]
