@@ -35,6 +35,7 @@ from jax import lax
 
 import jaxcnn.functional as F
 from benchmarks._timing import Case, Stats, measure, torch_variants, with_torch_threads
+from benchmarks.primitives_transpose import TransposeSpec, transpose_cases, transpose_specs
 
 PEERS = ("jaxcnn", "lax", "torch", "torch 1-thread")
 
@@ -347,17 +348,20 @@ def matmul_peak(*, n: int = 2048, repeats: int = 5, min_time: float = 0.3, log=N
 def run(*, quick: bool, repeats: int, min_time: float, select: str | None = None, log=print) -> list[dict[str, Any]]:
     """Time every primitive (interleaving the three peers per case) and return one record per (op, pass)."""
     records = []
-    specs: list[Any] = [*conv_specs(quick), *op_specs(quick)]
+    specs: list[Any] = [*conv_specs(quick), *transpose_specs(quick), *op_specs(quick)]
     for spec in specs:
         if select and select not in spec.name:
             continue
-        cases = conv_cases(spec) if isinstance(spec, ConvSpec) else op_cases(spec)
+        if isinstance(spec, TransposeSpec):
+            cases = transpose_cases(spec, _jax_case, _vjp_all, _torch_cases)
+        else:
+            cases = conv_cases(spec) if isinstance(spec, ConvSpec) else op_cases(spec)
         for pass_name, by_peer in cases.items():
             log(f"primitives: {spec.name} {pass_name}")
             stats: dict[str, Stats] = measure(list(by_peer.values()), repeats=repeats, min_time=min_time, log=log)
             rec: dict[str, Any] = {"name": spec.name, "pass": pass_name, "what": spec.describe(), "note": spec.note,
                                    "x_shape": list(spec.x_shape), "stats": {k: v.to_dict() for k, v in stats.items()}}
-            if isinstance(spec, ConvSpec):
+            if isinstance(spec, (ConvSpec, TransposeSpec)):
                 rec["macs"] = spec.macs()
                 rec["flops"] = 2 * spec.macs() * (1 if pass_name == "fwd" else 3)
             records.append(rec)
