@@ -35,7 +35,11 @@ from jax import lax
 
 import jaxcnn.functional as F
 from benchmarks._timing import Case, Stats, measure, torch_variants, with_torch_threads
-from benchmarks.primitives_transpose import TransposeSpec, transpose_cases, transpose_specs
+from benchmarks.primitives_transpose import (
+    TransposeSpec,
+    transpose_cases,
+    transpose_specs,
+)
 
 PEERS = ("jaxcnn", "lax", "torch", "torch 1-thread")
 
