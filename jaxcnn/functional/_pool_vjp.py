@@ -35,6 +35,7 @@ PyTorch and against XLA's select-and-scatter: ``benchmarks/results/``
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any
 
 import jax
@@ -97,11 +98,8 @@ def gather_at_argmax(dx, which, window, strides, pads, dilation) -> jnp.ndarray:
     out = which.shape[1:-1]
     zero = np.array(0, dx.dtype)
     dxp = lax.pad(dx, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
-    dy = None
-    for k, tap in enumerate(kernel_positions(window)):
-        part = jnp.where(which == k, tap_slice(dxp, tap, strides, dilation, out), zero)
-        dy = part if dy is None else dy + part
-    return dy
+    parts = [jnp.where(which == k, tap_slice(dxp, tap, strides, dilation, out), zero) for k, tap in enumerate(kernel_positions(window))]
+    return functools.reduce(operator.add, parts)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
