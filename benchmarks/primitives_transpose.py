@@ -40,6 +40,11 @@ class TransposeSpec:
     def nd(self) -> int:
         return len(self.window)
 
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """The op's input (``y``), under the name every primitives record uses."""
+        return self.y_shape
+
     def out_spatial(self) -> tuple[int, ...]:
         return tuple((n - 1) * self.strides - 2 * self.pad + k for n, k in zip(self.y_shape[1:-1], self.window))
 
