@@ -121,12 +121,16 @@ class TorchResNet18(tnn.Module):
 
 
 def torch_model(name: str, num_classes: int = 10, **kwargs: Any) -> tnn.Module:
-    """``"lwls_cnn"`` or ``"resnet18_cifar"`` as a PyTorch module (NCHW, float32)."""
+    """``"lwls_cnn"``, ``"resnet18_cifar"`` or ``"mobilenet_v2_cifar"`` as a PyTorch module (NCHW, float32)."""
     if name == "lwls_cnn":
         return TorchLWLSCNN(num_classes, **kwargs)
     if name == "resnet18_cifar":
         return TorchResNet18(num_classes, **kwargs)
-    raise ValueError(f"model must be 'lwls_cnn' or 'resnet18_cifar', got {name!r}")
+    if name == "mobilenet_v2_cifar":
+        from benchmarks.peers_mobilenet import TorchMobileNetV2
+
+        return TorchMobileNetV2(num_classes, stem="cifar", **kwargs)
+    raise ValueError(f"model must be 'lwls_cnn', 'resnet18_cifar' or 'mobilenet_v2_cifar', got {name!r}")
 
 
 def torch_optimizer(name: str, params: Any, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:

@@ -35,6 +35,11 @@ from jax import lax
 
 import jaxcnn.functional as F
 from benchmarks._timing import Case, Stats, measure, torch_variants, with_torch_threads
+from benchmarks.primitives_transpose import (
+    TransposeSpec,
+    transpose_cases,
+    transpose_specs,
+)
 
 PEERS = ("jaxcnn", "lax", "torch", "torch 1-thread")
 
@@ -87,11 +92,18 @@ class OpSpec:
     kind: str  # "max_pool" | "avg_pool" | "batch_norm"
     x_shape: tuple[int, ...]
     window: int = 2
+    stride: int | None = None  # None: the window
+    padding: int = 0
     note: str = ""
+
+    @property
+    def strides(self) -> int:
+        return self.window if self.stride is None else self.stride
 
     def describe(self) -> str:
         sp = "x".join(map(str, self.x_shape[1:]))
-        what = f"{self.window}x{self.window}/{self.window}" if self.kind != "batch_norm" else "training, momentum 0.9 (torch 0.1)"
+        pad = f" pad {self.padding}" if self.padding else ""
+        what = f"{self.window}x{self.window}/{self.strides}{pad}" if self.kind != "batch_norm" else "training, momentum 0.9 (torch 0.1)"
         return f"N={self.x_shape[0]} {sp}, {what}"
 
 
@@ -106,6 +118,8 @@ def conv_specs(quick: bool) -> list[ConvSpec]:
         ConvSpec("resnet_14x14x256", (32, 14, 14, 256), (3, 3), 256, padding=1, torch_padding=1, note="ResNet-18 layer3 conv"),
         ConvSpec("depthwise_28x28x256", (32, 28, 28, 256), (3, 3), 256, groups=256, padding=1, torch_padding=1,
                  note="depthwise 3x3 (MobileNet)"),
+        ConvSpec("depthwise_s2_16x16x192", (128, 16, 16, 192), (3, 3), 192, strides=2, groups=192, padding=1, torch_padding=1,
+                 note="MobileNetV2 CIFAR stage-3 depthwise, stride 2, batch 128"),
         ConvSpec("causal1d_d8", (32, 2048, 64), (2,), 64, dilation=8, padding="CAUSAL", torch_padding="causal", bias=True,
                  note="WaveNet dilated causal conv"),
     ]
@@ -117,6 +131,7 @@ def conv_specs(quick: bool) -> list[ConvSpec]:
 def op_specs(quick: bool) -> list[OpSpec]:
     specs = [
         OpSpec("max_pool", "max_pool", (32, 56, 56, 64), 2),
+        OpSpec("max_pool_3x3s2", "max_pool", (32, 112, 112, 64), 3, stride=2, padding=1, note="ResNet ImageNet stem max-pool"),
         OpSpec("avg_pool", "avg_pool", (32, 56, 56, 64), 2),
         OpSpec("batch_norm", "batch_norm", (32, 56, 56, 64)),
     ]
@@ -240,12 +255,13 @@ def op_cases(spec: OpSpec, seed: int = 0) -> dict[str, dict[str, Case]]:
     k = spec.window
     tx = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
     if spec.kind in ("max_pool", "avg_pool"):
-        out_shape = (spec.x_shape[0], spec.x_shape[1] // k, spec.x_shape[2] // k, c)
+        st, p = spec.strides, spec.padding
+        out_shape = (spec.x_shape[0], *((n + 2 * p - k) // st + 1 for n in spec.x_shape[1:3]), c)
         win = (1, k, k, 1)
         if spec.kind == "max_pool":
-            jx = lambda x: F.max_pool(x, k)
-            lx = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, win, win, "VALID")
-            tf = lambda x: TF.max_pool2d(x, k, k)
+            jx = lambda x: F.max_pool(x, k, st, p)
+            lx = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, win, (1, st, st, 1), ((0, 0), (p, p), (p, p), (0, 0)))
+            tf = lambda x: TF.max_pool2d(x, k, st, p)
         else:
             jx = lambda x: F.avg_pool(x, k)
             lx = lambda x: lax.reduce_window(x, 0.0, lax.add, win, win, "VALID") / (k * k)
@@ -336,17 +352,20 @@ def matmul_peak(*, n: int = 2048, repeats: int = 5, min_time: float = 0.3, log=N
 def run(*, quick: bool, repeats: int, min_time: float, select: str | None = None, log=print) -> list[dict[str, Any]]:
     """Time every primitive (interleaving the three peers per case) and return one record per (op, pass)."""
     records = []
-    specs: list[Any] = [*conv_specs(quick), *op_specs(quick)]
+    specs: list[Any] = [*conv_specs(quick), *transpose_specs(quick), *op_specs(quick)]
     for spec in specs:
         if select and select not in spec.name:
             continue
-        cases = conv_cases(spec) if isinstance(spec, ConvSpec) else op_cases(spec)
+        if isinstance(spec, TransposeSpec):
+            cases = transpose_cases(spec, _jax_case, _vjp_all, _torch_cases)
+        else:
+            cases = conv_cases(spec) if isinstance(spec, ConvSpec) else op_cases(spec)
         for pass_name, by_peer in cases.items():
             log(f"primitives: {spec.name} {pass_name}")
             stats: dict[str, Stats] = measure(list(by_peer.values()), repeats=repeats, min_time=min_time, log=log)
             rec: dict[str, Any] = {"name": spec.name, "pass": pass_name, "what": spec.describe(), "note": spec.note,
                                    "x_shape": list(spec.x_shape), "stats": {k: v.to_dict() for k, v in stats.items()}}
-            if isinstance(spec, ConvSpec):
+            if isinstance(spec, (ConvSpec, TransposeSpec)):
                 rec["macs"] = spec.macs()
                 rec["flops"] = 2 * spec.macs() * (1 if pass_name == "fwd" else 3)
             records.append(rec)

@@ -283,7 +283,7 @@ def render_training(records: list[dict[str, Any]]) -> list[str]:
                      ratio(ips[one], ips.get("flax")), ratio(ips[many], ips[one]), f"{100 * noise:.0f}%"])
         compile_rows.append([r["what"], *(fmt(p[k]["stats"]["first_call_s"]) if k in p else "-"
                                           for k in (one, many, "torch", "flax", *(["torch.compile"] if "torch.compile" in present else []))),
-                             *(_mb((p[k].get("xla_memory") or {}).get("temp_size_in_bytes")) for k in (one, many, "flax"))])
+                             *(_mb((p.get(k, {}).get("xla_memory") or {}).get("temp_size_in_bytes")) for k in (one, many, "flax"))])
     names = {t1: "PyTorch eager, 1 thread", "torch.compile": "torch.compile"}
     return [
         "## Training throughput (images/s, higher is better)", "",

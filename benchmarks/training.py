@@ -39,7 +39,7 @@ from benchmarks._timing import Case
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training benchmark: ``model`` ("lwls_cnn" | "resnet18_cifar") at ``batch`` with ``optimizer``."""
+    """One training benchmark: ``model`` (a key of :data:`MODELS`) at ``batch`` with ``optimizer``."""
 
     model: str
     batch: int
@@ -53,7 +53,7 @@ class TrainConfig:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return (28, 28, 1) if self.model == "lwls_cnn" else (32, 32, 3)
+        return MODELS[self.model][2]
 
     @property
     def num_classes(self) -> int:
@@ -61,14 +61,25 @@ class TrainConfig:
 
     def describe(self) -> str:
         opt = "Adam(1e-3)" if self.optimizer == "adam" else f"SGD(lr {self.lr}, momentum 0.9)"
-        what = "LWLS CNN 28x28x1" if self.model == "lwls_cnn" else "ResNet-18 CIFAR 32x32x3"
+        what = MODELS[self.model][3]
         return f"{what}, batch {self.batch}, {opt}"
 
 
+#: benchmark model -> (jaxcnn registry name, its keyword arguments, input shape HWC, description).
+MODELS: dict[str, tuple[str, dict[str, Any], tuple[int, ...], str]] = {
+    "lwls_cnn": ("lwls_cnn", {}, (28, 28, 1), "LWLS CNN 28x28x1"),
+    "resnet18_cifar": ("resnet18", {"stem": "cifar"}, (32, 32, 3), "ResNet-18 CIFAR 32x32x3"),
+    "mobilenet_v2_cifar": ("mobilenet_v2", {"stem": "cifar"}, (32, 32, 3), "MobileNetV2 CIFAR 32x32x3"),
+}
+#: models without a plain-Flax peer in :mod:`benchmarks.peers` (their "flax" column stays empty).
+NO_FLAX_PEER = ("mobilenet_v2_cifar",)
+
+
 def configs(quick: bool) -> list[TrainConfig]:
-    """issue 7: lwls_cnn at 32/128/512 with Adam, ResNet-18 CIFAR at 128 with SGD momentum."""
+    """issue 7: lwls_cnn at 32/128/512 with Adam, ResNet-18 CIFAR at 128 with SGD momentum; issue 17: MobileNetV2 CIFAR at 128."""
     out = [TrainConfig("lwls_cnn", b, "adam", 1e-3, 4) for b in (32, 128, 512)]
     out.append(TrainConfig("resnet18_cifar", 128, "momentum", 0.1, 2))
+    out.append(TrainConfig("mobilenet_v2_cifar", 128, "momentum", 0.1, 2))
     if quick:  # ResNet-18 alone costs minutes (compile + seconds per step on 2 cores)
         out = [c for c in out if c.model == "lwls_cnn" and c.batch in (32, 128)]
     return out
@@ -114,8 +125,8 @@ def jaxcnn_case(cfg: TrainConfig, k: int) -> tuple[Case, dict[str, Any]]:
     import jaxcnn
     from jaxcnn.train import create_train_state, make_optimizer, make_train_step
 
-    kw = {"stem": "cifar"} if cfg.model == "resnet18_cifar" else {}
-    model = jaxcnn.get_model("resnet18" if cfg.model == "resnet18_cifar" else cfg.model, num_classes=cfg.num_classes, **kw)
+    name, kw, _, _ = MODELS[cfg.model]
+    model = jaxcnn.get_model(name, num_classes=cfg.num_classes, **kw)
     tx = make_optimizer(cfg.optimizer, cfg.lr)
     state = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *cfg.input_shape), jnp.float32), seed=0)
     step = make_train_step(model, "cross_entropy", strategy="jit", steps_per_call=k)
@@ -173,7 +184,8 @@ def _xla_memory(extra: dict[str, Any]) -> dict[str, int] | None:
 
 
 def peer_names(cfg: TrainConfig, torch_compile: bool) -> list[str]:
-    names = ["jaxcnn k=1", f"jaxcnn k={cfg.steps_per_call}", *(name for name, _ in _timing.torch_variants()), "flax"]
+    names = ["jaxcnn k=1", f"jaxcnn k={cfg.steps_per_call}", *(name for name, _ in _timing.torch_variants())]
+    names += [] if cfg.model in NO_FLAX_PEER else ["flax"]
     return names + (["torch.compile"] if torch_compile else [])
 
 
@@ -290,7 +302,7 @@ def memory(*, quick: bool, select: str | None = None, torch_compile: bool = Fals
         if select and select not in cfg.name:
             continue
         names = [n for n in peer_names(cfg, torch_compile=False) if n != _timing.TORCH_1T]
-        if cfg.model == "resnet18_cifar":  # minutes per child; k>1 adds little information
+        if cfg.model != "lwls_cnn":  # minutes per child; k>1 adds little information
             names = [n for n in names if n != f"jaxcnn k={cfg.steps_per_call}"]
         rec: dict[str, Any] = {"name": cfg.name, "what": cfg.describe(), "peers": {}}
         for peer in names:

@@ -366,12 +366,13 @@ def test_default_algorithm_rule_on_cpu():
     assert choose_algorithm((8, 28, 28, 1), (5, 5, 1, 4), (1, 1), 1) == "taps"      # 4 channel pairs
     assert choose_algorithm((8, 28, 28, 4), (5, 5, 4, 8), (2, 2), 1) == "taps"      # 32
     assert choose_algorithm((8, 14, 14, 8), (4, 4, 8, 12), (2, 2), 1) == "chunked"  # 96
-    assert choose_algorithm((8, 14, 14, 8), (3, 3, 1, 8), (1, 1), 8) == "xla"       # grouped
+    assert choose_algorithm((8, 14, 14, 8), (3, 3, 1, 8), (1, 1), 8) == "depthwise"  # groups == C_in
+    assert choose_algorithm((8, 14, 14, 8), (3, 3, 2, 8), (1, 1), 4) == "xla"        # other grouped
 
 
 def test_algorithm_errors():
     x, w = jnp.zeros((2, 6, 6, 4)), jnp.zeros((3, 3, 2, 4))
-    with pytest.raises(ValueError, match="algorithm must be one of 'xla', 'taps', 'chunked', got 'winograd'"):
+    with pytest.raises(ValueError, match="algorithm must be one of 'xla', 'taps', 'chunked', 'depthwise', got 'winograd'"):
         F.conv(x, jnp.zeros((3, 3, 4, 4)), algorithm="winograd")
     with pytest.raises(ValueError, match="algorithm='taps' supports groups=1 only, got groups=2"):
         F.conv(x, w, groups=2, algorithm="taps")

@@ -38,7 +38,12 @@ from optax import (  # losses, as optax defines them
 )
 
 from jaxcnn.functional.blur import binomial_filter, blur_pool, max_blur_pool
-from jaxcnn.functional.conv import choose_algorithm, conv, conv_transpose, cpu_compiler_options, default_conv_algorithm
+from jaxcnn.functional.conv import conv, conv_transpose
+from jaxcnn.functional.cpu_rules import (
+    choose_algorithm,
+    cpu_compiler_options,
+    default_conv_algorithm,
+)
 from jaxcnn.functional.dropout import dropout, row_keys
 from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
 from jaxcnn.functional.pool import (
@@ -63,12 +68,12 @@ __all__ = [
     "binomial_filter",
     "blur_pool",
     "celu",
+    "choose_algorithm",
     "conv",
     "conv_transpose",
     "conv_power_iteration",
-    "default_conv_algorithm",
-    "choose_algorithm",
     "cpu_compiler_options",
+    "default_conv_algorithm",
     "dropout",
     "row_keys",
     "elu",

@@ -1,8 +1,8 @@
 """How :func:`jaxcnn.functional.conv` runs on CPU: a fused "taps" forward and a batch-chunked backward.
 
 XLA:CPU lowers ``lax.conv_general_dilated`` to a library convolution that is
-fast for many channels and slow for few: the first layer of a digit CNN (1 input
-channel, 4 filters, batch 512) takes ~19 ms that way and ~2 ms written as
+fast for many channels and slow for few. With few channels the convolution is
+faster written as
 
 .. math::
 
@@ -11,29 +11,30 @@ channel, 4 filters, batch 512) takes ~19 ms that way and ~2 ms written as
 
 in a *tiled batch-last* layout ``(N / T, C, *spatial, T)``: each term is a
 strided slice of the padded input times one weight, XLA fuses the whole sum
-into one loop vectorized over the ``T`` examples of a tile, and tiles of
-``T <= 16`` keep the rows that loop re-reads for every output channel in cache.
-The sum sits behind a data-dependent ``lax.cond`` so that XLA computes it once
-instead of copying it into each of its consumers (see :func:`_materialized`).
+into one loop vectorized over the ``T`` examples of a tile, and small tiles
+(:data:`~jaxcnn.functional.cpu_rules.TILE`) keep the rows that loop re-reads
+for every output channel in cache. The sum sits behind a data-dependent
+``lax.cond`` so that XLA computes it once instead of copying it into each of
+its consumers (see :func:`_materialized`).
 
 Derivatives come from a ``custom_jvp`` whose tangent is XLA's own convolution
-of the tangents, computed in chunks of :data:`BACKWARD_CHUNK` examples. JAX
-transposes that linear map for reverse mode, which gives exactly XLA's input
-and weight gradients (dW summed over chunks): forward mode (``jax.jvp``,
-``jacfwd``) works as for any JAX function, and each chunk's operands stay in
-cache (LWLS weight gradients at batch 512: 12 ms in one piece, ~4x faster in
-chunks of 128). Chunking changes no number beyond float summation order.
-
-Measured on a 2-core AVX-512 CPU (``benchmarks/``): written as taps, the
+of the tangents, computed in chunks of
+:func:`~jaxcnn.functional.cpu_rules.chunk_size` examples. JAX transposes that
+linear map for reverse mode, which gives exactly XLA's input and weight
+gradients (dW summed over chunks): forward mode (``jax.jvp``, ``jacfwd``)
+works as for any JAX function, and each chunk's operands stay in cache.
+Chunking changes no number beyond float summation order. Written as taps, the
 backward passes (a col2im of ``W^T g``, a stride-phase decomposition) were
 slower than XLA's, so only the forward is rewritten.
+
+When each path is chosen, and the measurements behind it:
+:mod:`jaxcnn.functional.cpu_rules` and ``benchmarks/results/cpu-rules.md``.
 """
 
 
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Any
 
 import jax
@@ -41,27 +42,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from jaxcnn.functional._geometry import dimension_numbers, kernel_positions, out_sizes
+from jaxcnn.functional.cpu_rules import chunk_size, tile_size
+
 Pads = tuple[tuple[int, int], ...]
-BACKWARD_CHUNK = 128  # examples per chunk of the derivative convolutions (module docstring)
-TILE = 16  # examples per tile of the batch-last layout (measured: 16-32 best, see module docstring)
-
-
-def taps(window: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Every kernel position, in the row-major order of the kernel's window axes."""
-    return list(itertools.product(*(range(k) for k in window)))
-
-
-def out_sizes(sizes, window, strides, pads, dilation) -> tuple[int, ...]:
-    """``floor((n + lo + hi - k_eff) / s) + 1`` per spatial dim."""
-    return tuple(
-        (n + lo + hi - ((k - 1) * d + 1)) // s + 1
-        for n, (lo, hi), k, s, d in zip(sizes, pads, window, strides, dilation)
-    )
-
-
-def tile_size(n: int, cap: int = TILE) -> int:
-    """The largest divisor of the batch size ``n`` not above ``cap``."""
-    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
 
 def _acc_dtype(dtype) -> Any:
@@ -87,7 +71,7 @@ def taps_sum(xt: Any, w: Any, strides, dilation, out) -> jnp.ndarray:
     nd = xt.ndim - 3
     window, c_in, c_out = w.shape[:nd], w.shape[-2], w.shape[-1]
     acc = None
-    for tap in taps(window):
+    for tap in kernel_positions(window):
         start = (0, 0, *(k * d for k, d in zip(tap, dilation)), 0)
         limit = (xt.shape[0], c_in, *(k * d + (o - 1) * s + 1 for k, d, o, s in zip(tap, dilation, out, strides)), xt.shape[-1])
         sl = lax.slice(xt, start, limit, (1, 1, *strides, 1))
@@ -97,8 +81,11 @@ def taps_sum(xt: Any, w: Any, strides, dilation, out) -> jnp.ndarray:
     return acc
 
 
-def taps_forward(x: Any, w: Any, strides, pads: Pads, dilation, precision: Any = None) -> jnp.ndarray:
+def taps_forward(x: Any, w: Any, strides, pads: Pads, dilation) -> jnp.ndarray:
     """Cross-correlation of ``x`` ``(N, *S, C_in)`` with ``w`` ``(*window, C_in, C_out)`` by the taps loop.
+
+    The sum is computed in float32 (or wider) whatever ``x``'s dtype, i.e. at
+    the highest precision: there is no ``precision`` to choose.
 
     The layout changes happen *outside* the loop's conditional (see
     :func:`_materialized`), so XLA can fuse them with neighbouring elementwise
@@ -122,7 +109,7 @@ def _materialized(xt, x, w, strides, pads, dilation, out):
     XLA treats the fused sum as cheap elementwise work and copies it into every
     consumer (a ReLU, the ReLU's gradient mask, the next layer's transposed
     input), recomputing all its terms in each, in the consumer's loop order
-    (measured: 3 copies, ~4 ms each at batch 512, vs ~1.5 ms once). XLA:CPU
+    (three copies, each slower than the one sum; cpu-rules.md, "cond"). XLA:CPU
     strips ``optimization_barrier``, but it cannot fuse across a conditional
     whose predicate it cannot evaluate. The predicate is "all weights finite";
     the other branch is XLA's own convolution of ``x`` (laid out as tiles), so
@@ -141,8 +128,6 @@ def _materialized(xt, x, w, strides, pads, dilation, out):
 
 
 def _lax_conv(x, w, strides, pads, dilation, precision):
-    from jaxcnn.functional.conv import dimension_numbers
-
     return lax.conv_general_dilated(
         x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=dimension_numbers(x.ndim - 2), precision=precision
     )
@@ -155,7 +140,9 @@ def conv_cpu(x, w, strides: tuple[int, ...], pads: Pads, dilation: tuple[int, ..
 
     The same function as ``lax.conv_general_dilated`` with explicit ``pads``.
     ``forward="taps"`` computes the value with the taps loop, ``"xla"`` with
-    XLA's convolution; derivatives are XLA's, in batch chunks (module docstring).
+    XLA's convolution (at ``precision``; the taps sum is always float32 or
+    wider); derivatives are XLA's at ``precision``, in batch chunks (module
+    docstring).
     """
     return _forward(x, w, strides, pads, dilation, precision, forward)
 
@@ -164,12 +151,6 @@ def _forward(x, w, strides, pads, dilation, precision, forward):
     if forward == "taps":
         return taps_forward(x, w, strides, pads, dilation)
     return _lax_conv(x, w, strides, pads, dilation, precision)
-
-
-def chunk_size(n: int) -> int:
-    """Examples per chunk of the derivative convolutions: ``n`` itself for small batches."""
-    chunk = tile_size(n, BACKWARD_CHUNK)
-    return n if chunk == n or chunk < BACKWARD_CHUNK // 2 else chunk
 
 
 def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents):

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from typing import Any, Iterator
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn import _validate
 from jaxcnn.functional._conv_cpu import conv_cpu
+from jaxcnn.functional._conv_depthwise import depthwise_conv
+from jaxcnn.functional._geometry import dimension_numbers
 from jaxcnn.functional._unbatched import kernel_pins_rank
+from jaxcnn.functional.cpu_rules import (  # noqa: F401 - re-exported: the public names live here too
+    ALGORITHMS,
+    check_algorithm,
+    choose_algorithm,
+    cpu_compiler_options,
+    default_conv_algorithm,
+    fits,
+)
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-ALGORITHMS = ("xla", "taps", "chunked")
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-
-def dimension_numbers(nd: int) -> lax.ConvDimensionNumbers:
-    """Channels-last dimension numbers: ``(N, *spatial, C)`` inputs, ``(*window, I, O)`` kernels."""
-    spatial = "DHW"[-nd:]
-    lhs = "N" + spatial + "C"
-    return lax.conv_dimension_numbers((1,) * (nd + 2), (1,) * (nd + 2), (lhs, spatial + "IO", lhs))
 
 
 def _check_conv_shapes(x, kernel, bias, groups: int, *, x_name: str, c_in_axis: int) -> int:
@@ -134,8 +133,10 @@ def conv(
         JAX's derivatives of it), "taps" (a fused sum over kernel taps; XLA's
         derivatives, in batch chunks), "chunked" (XLA's forward; its
         derivatives in batch chunks) -- the last two ``groups=1`` only, see
-        :mod:`jaxcnn.functional._conv_cpu` -- or ``None`` (default):
-        :func:`choose_algorithm`'s measured rule. All give the same numbers up
+        :mod:`jaxcnn.functional._conv_cpu` --, "depthwise" (``groups ==
+        C_in`` only: a sum over taps vectorized over channels, see
+        :mod:`jaxcnn.functional._conv_depthwise`) or ``None`` (default): the
+        measured rule of :func:`jaxcnn.functional.cpu_rules.choose_algorithm`. All give the same numbers up
         to float rounding, and all work with ``grad``, ``jvp`` and ``vmap``;
         only the speed differs.
 
@@ -172,11 +173,14 @@ def conv(
     if padding_mode != "zeros":
         x = pad_input(x, pads, padding_mode)
         pads = ((0, 0),) * nd
-    algorithm = _validate.check_choice(algorithm, "algorithm", ALGORITHMS) if algorithm is not None else None
-    if algorithm in ("taps", "chunked") and groups != 1:
-        raise ValueError(f"algorithm={algorithm!r} supports groups=1 only, got groups={groups}")
+    algorithm = check_algorithm(algorithm)
+    if algorithm is not None and not fits(algorithm, x.shape[-1], groups):
+        need = "groups == C_in" if algorithm == "depthwise" else "groups=1 only"
+        raise ValueError(f"algorithm={algorithm!r} supports {need}, got groups={groups} with C_in={x.shape[-1]}")
     if algorithm is None:
         algorithm = choose_algorithm(x.shape, kernel.shape, strides, groups)
+    if algorithm == "depthwise":
+        return _add_bias(depthwise_conv(x, kernel, strides, pads, dilation), bias)
     if algorithm != "xla":
         forward = "taps" if algorithm == "taps" else "xla"
         return _add_bias(conv_cpu(x, kernel, strides, pads, dilation, precision, forward), bias)
@@ -191,85 +195,6 @@ def conv(
         precision=precision,
     )
     return _add_bias(y, bias)
-
-
-_DEFAULT = threading.local()
-
-
-@contextlib.contextmanager
-def default_conv_algorithm(algorithm: str | None) -> Iterator[None]:
-    """Within the block, trace ``conv(..., algorithm=None)`` with ``algorithm`` instead of the rule.
-
-    Like ``jax.default_matmul_precision``: scoped and thread-local. It acts
-    while a function is *traced*; a function already compiled outside the block
-    keeps the algorithm it was traced with. ``None`` restores the measured rule.
-    Grouped convolutions always use "xla". :mod:`jaxcnn.analysis` traces under
-    ``default_conv_algorithm("xla")`` so every convolution shows up as one
-    ``conv_general_dilated`` with its geometry.
-
-    Example:
-      >>> import jax.numpy as jnp, jaxcnn.functional as F
-      >>> with F.default_conv_algorithm("xla"):
-      ...     y = F.conv(jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 4)))
-    """
-    if algorithm is not None:
-        algorithm = _validate.check_choice(algorithm, "algorithm", ALGORITHMS)
-    previous = getattr(_DEFAULT, "algorithm", None)
-    _DEFAULT.algorithm = algorithm
-    try:
-        yield
-    finally:
-        _DEFAULT.algorithm = previous
-
-
-def choose_algorithm(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: tuple[int, ...], groups: int) -> str:
-    """The algorithm :func:`conv` uses when ``algorithm=None``: "xla", "taps" or "chunked".
-
-    Grouped convolutions: "xla". Inside :func:`default_conv_algorithm`, the
-    algorithm it names. Otherwise on GPU and TPU "xla": the vendor libraries
-    are fast there. On CPU (see :mod:`jaxcnn.functional._conv_cpu`), "taps"
-    for ``C_in * C_out <= 32``, where XLA:CPU's library convolution is weakest,
-    and "chunked" (XLA's forward, derivatives in batch chunks) otherwise. The
-    threshold is measured with ``benchmarks/`` on the LWLS layers at batch
-    32-512: the taps forward was 2-10x faster for 1->4 and 4->8 channels and
-    2-3x slower for 8->12.
-    """
-    if groups != 1:
-        return "xla"
-    scoped = getattr(_DEFAULT, "algorithm", None)
-    if scoped is not None:
-        return scoped
-    if jax.default_backend() != "cpu":
-        return "xla"
-    return "taps" if kernel_shape[-2] * kernel_shape[-1] <= TAPS_MAX_CHANNEL_PAIRS else "chunked"
-
-
-TAPS_MAX_CHANNEL_PAIRS = 32
-EIGEN_MIN_CHANNEL_PAIRS = 128
-_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
-
-
-def cpu_compiler_options(params: Any) -> dict[str, str] | None:
-    """XLA:CPU compiler options for a compiled step whose convolution kernels are in ``params``.
-
-    XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; its other
-    convolution (Eigen's) is chosen by compiling with YNNPACK kept for dots and
-    reductions only. Measured forward+backward at batch 128 on a 2-core
-    AVX-512 CPU: Eigen's was 1.4-1.8x faster from ``C_in * C_out = 512`` up
-    (ResNet-18's layers: forward 419 -> 282 ms, input gradients 496 -> 418 ms,
-    kernel gradients 763 -> 394 ms over its eight conv shapes; the 3 -> 64
-    stem 1.4x), level at 128-256, and the LWLS CNN step (at most 96 pairs) was
-    5-15% slower. So: Eigen when some kernel (a leaf of rank >= 3, layout
-    ``(*window, C_in, C_out)``) has ``C_in * C_out >= EIGEN_MIN_CHANNEL_PAIRS``,
-    else ``None`` (XLA's defaults). The option is per compiled function
-    (``jax.jit(..., compiler_options=...)``); :func:`jaxcnn.train.make_train_step`
-    and ``make_eval_step`` apply it on CPU. Numbers are the same up to float
-    rounding; only the speed differs.
-    """
-    pairs = [leaf.shape[-2] * leaf.shape[-1] for leaf in jax.tree.leaves(params) if getattr(leaf, "ndim", 0) >= 3]
-    if max(pairs, default=0) < EIGEN_MIN_CHANNEL_PAIRS:
-        return None
-    return {"xla_cpu_experimental_ynn_fusion_type": _YNN_WITHOUT_CONVOLUTIONS}
 
 
 def pad_input(x: Any, pads: tuple[tuple[int, int], ...], mode: str) -> jnp.ndarray:

@@ -31,6 +31,7 @@ from jaxcnn.functional._pool_indices import (  # noqa: F401
     max_pool_with_indices,
     max_taps,
 )
+from jaxcnn.functional._pool_vjp import max_pool_argmax
 
 
 def max_pool(
@@ -39,7 +40,9 @@ def max_pool(
     r"""Max pooling: ``y[n, o, c] = max_{k in window} x_p[n, s * o + d * k, c]``.
 
     Padding is ``-inf`` (never selected). The gradient reaches only the arg-max
-    of each window (``d y / d x`` is 1 there and 0 elsewhere).
+    of each window (``d y / d x`` is 1 there and 0 elsewhere); with ties, the
+    first maximum in window scan order, as PyTorch, computed without a scatter
+    (deterministic on every backend; see :mod:`jaxcnn.functional._pool_vjp`).
 
     Args:
       x: ``(N, *spatial, C)``, 1-3 spatial dims; or unbatched ``(*spatial, C)``
@@ -67,10 +70,9 @@ def max_pool(
     """
     x, unbatched = pool_rank(x, window)
     g = pool_geometry(x, window, strides, padding, ceil_mode, dilation)
+    if jnp.issubdtype(x.dtype, jnp.floating):  # arg-max derivative, PyTorch's ties, no scatter: _pool_vjp
+        return unbatch(max_pool_argmax(x, g.window, g.strides, g.total_pads, g.dilation), unbatched)
     w, s, p, wd = full_axes(g)
-    if any(d > 1 for d in g.dilation):
-        # JAX has no VJP for a dilated reduce_window max: gather the taps (gradient to the first max)
-        return unbatch(max_taps(x, g)[0], unbatched)
     # The init value must be a concrete NumPy scalar, not a jnp array: under jit a jnp
     # constant is a tracer, lax.reduce_window then falls back to its generic form,
     # which has no derivative (jax.jit(jax.grad(max_pool)) would fail).

@@ -13,6 +13,7 @@ from jaxcnn.models.alexnet import AlexNet
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.lwls import LWLSCNN
 from jaxcnn.models.mlp import MLP
+from jaxcnn.models.mobilenet import MobileNetV2
 from jaxcnn.models.option_rules import check_options
 from jaxcnn.models.resnet import ResNet
 from jaxcnn.models.small import CNN1D, CNN3D
@@ -42,6 +43,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck"),
     "resnet_tiny": functools.partial(
         ResNet, stage_sizes=(1, 1), block="basic", width=8, stem="cifar", num_classes=10
+    ),
+    "mobilenet_v2": MobileNetV2,
+    "mobilenet_v2_tiny": functools.partial(
+        MobileNetV2, width_mult=0.25, setting=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 1, 2)), last_channel=64,
+        stem="cifar", num_classes=10,
     ),
     "wavenet": WaveNet,
     "wavenet_tiny": functools.partial(
