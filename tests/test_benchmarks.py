@@ -305,3 +305,13 @@ def test_render_rewrites_markdown_from_json(tmp_path):
     src.write_text(json.dumps(fake_results()))
     assert run.main(["--render", str(src)]) == 0
     assert "## Training throughput" in (tmp_path / "fake-cpu.md").read_text()
+
+
+def test_nan_guard_benchmark_measures_both_steps(monkeypatch):
+    from benchmarks import nan_guard
+
+    monkeypatch.setattr(nan_guard, "CONFIGS", (("lwls_cnn", (28, 28, 1), 8),))
+    rows = nan_guard.measure_guard(repeats=1, min_time=0.01)
+    assert len(rows) == 1 and rows[0]["guard_ms"] > 0 and rows[0]["no_guard_ms"] > 0
+    text = nan_guard.render(rows, None)
+    assert "| lwls_cnn | 8 |" in text and "%" in text

@@ -332,3 +332,18 @@ def test_callback_hooks_run_in_order_and_can_stop_training(ds):
     # metrics are read one step late, so step 16 was already running when step 15's hook said stop
     assert rec.calls[-3:] == [("step", 15), ("step", 16), ("train_end", 16)]
     assert result.stopped_early and result.stop_reason == "enough" and int(result.state.step) == 16
+
+
+def test_the_guard_reports_labels_that_are_not_classes_and_padding_is_exempt():
+    model = _NoDropout()
+    step = make_train_step(model, "cross_entropy", "jit")
+    state = step.place_state(create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)))
+    batch = _batch(8)
+    batch["y"][3] = 10  # 10 classes: 10 is not one
+    _, m = step(state, step.place_batch(batch))
+    assert not bool(step.fetch_metrics(m)["labels_ok"])
+    state = step.place_state(create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)))
+    _, m = step(state, step.place_batch({**batch, "weight": np.where(np.arange(8) == 3, 0.0, 1.0).astype(np.float32)}))
+    assert bool(step.fetch_metrics(m)["labels_ok"])  # a padding row's label does not count
+    with pytest.raises(ValueError, match="validation y"):
+        _run(D.digits(), validation=(D.digits().x_test, np.full(len(D.digits().x_test), 11, np.int32)))

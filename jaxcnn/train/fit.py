@@ -191,7 +191,7 @@ def fit(
     state, tx = _optimizer(state, tx, trainable)
     common = {"devices": devices, "model_parallel": model_parallel, "min_shard_size": min_shard_size}
     step_kw = {"augment": augment, "batch_split": batch_split, "grad_accum": grad_accum, "trainable": trainable,
-               "update_frozen_stats": update_frozen_stats, **common}
+               "update_frozen_stats": update_frozen_stats, "guard": nan_guard, **common}
     train_step = make_train_step(model, loss_fn, strategy, steps_per_call=steps_per_call, **step_kw)
     single_step = train_step if steps_per_call == 1 else make_train_step(model, loss_fn, train_step.strategy,
                                                                          **step_kw)
@@ -362,11 +362,13 @@ def _train_epoch(run: cb.Run, callback: cb.Callback, plan: FitPlan, epoch: int, 
     def record(step, metrics, k, first):
         m = step.fetch_metrics(metrics)
         loss, acc = np.atleast_1d(m["loss"]), np.atleast_1d(m.get("accuracy", np.full(k, np.nan)))
-        finite = np.asarray(m["finite"]).reshape(k, -1)
+        finite = np.asarray(m.get("finite", np.ones((k, 0), bool))).reshape(k, -1)
+        labels_ok = np.atleast_1d(m.get("labels_ok", np.ones(k, bool)))
         for i in range(k):
             losses.append(float(loss[i]))
             accs.append(float(acc[i]))
             callback.on_step_end(run, first + i + 1, {"epoch": epoch, "loss": float(loss[i]), "finite": finite[i],
+                                                      "labels_ok": bool(labels_ok[i]),
                                                       "accuracy": None if np.isnan(acc[i]) else float(acc[i])})
             if run.diverged:
                 return

@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxcnn import _validate
 from jaxcnn import data as data_lib
+from jaxcnn.train.checks import check_labels
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,6 +116,7 @@ def _validation_set(dataset: data_lib.Dataset, validation: Any, seed: int):
         if x.shape[1:] != dataset.input_shape or y.shape != (len(x),):
             raise ValueError(f"validation=(x, y) must have x of shape (N, {dataset.input_shape}) and y of shape "
                              f"(N,), got {x.shape} and {y.shape}")
+        check_labels(y, dataset.num_classes, name="validation y")
         return None, x, y, f"{len(y)} given examples"
     if isinstance(validation, (float, int)) and not isinstance(validation, bool):
         keep, held = data_lib.stratified_indices(dataset.y_train, validation, seed)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcnn import _validate
 from jaxcnn.train import freeze, model_api, split
 from jaxcnn.train.compile import CompiledStep
 from jaxcnn.train.hooks import layer_hooks
@@ -63,6 +64,7 @@ def train_step_body(
     batch_split: int | str = 1,
     grad_accum: int = 1,
     frozen: frozenset = frozenset(),
+    guard: bool = True,
     axis_name: str | None = None,
 ) -> Callable:
     """The pure single-step function ``(state, batch) -> (state, metrics)``.
@@ -82,12 +84,15 @@ def train_step_body(
         side by side, or "auto" (:mod:`jaxcnn.train.split`).
       grad_accum: micro-batches run one after another, their gradients summed.
       frozen: the frozen parameter paths whose layers keep their statistics.
+      guard: also report ``finite`` and ``labels_ok`` (the NaN guard's probes).
       axis_name: the device axis of "pmap"/"shard_map", else ``None``.
 
     Returns:
       ``body(state, batch) -> (state, metrics)``; metrics are ``loss`` and
-      ``accuracy`` (global weighted means) and ``finite`` (one bool per
-      parameter leaf, in ``jax.tree.leaves`` order: its gradient is finite).
+      ``accuracy`` (global weighted means) and, with ``guard``, ``finite`` (one
+      bool per parameter leaf, in ``jax.tree.leaves`` order: its gradient is
+      finite) and ``labels_ok`` (integer labels: every weighted label is a class
+      index in ``[0, C)``; a label outside gives a meaningless loss, not an error).
     """
 
     def body(state: TrainState, batch: Batch):
@@ -129,7 +134,11 @@ def train_step_body(
         new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         sums = weighted_sums(outputs, y, per_example, w, axis_name)
         metrics = {k: v / count for k, v in sums.items() if k != "count"}
-        metrics["finite"] = finite_leaves(grads)
+        if guard:
+            metrics["finite"] = finite_leaves(grads)
+            if jnp.issubdtype(y.dtype, jnp.integer) and outputs.ndim == y.ndim + 1:
+                bad = jnp.sum((w > 0) & ((y < 0) | (y >= outputs.shape[-1])))
+                metrics["labels_ok"] = _psum(bad, axis_name) == 0
         return new_state, metrics
 
     return body
@@ -175,6 +184,7 @@ def make_train_step(
     grad_accum: int = 1,
     trainable: Any = None,
     update_frozen_stats: bool = False,
+    guard: bool = True,
 ) -> CompiledStep:
     """Compile a training step for one device, data-parallel pmap/shard_map, or a sharded mesh.
 
@@ -218,6 +228,9 @@ def make_train_step(
         itself must freeze them too (:func:`jaxcnn.train.make_optimizer`'s
         ``trainable``; :func:`jaxcnn.train.fit` does both).
       update_frozen_stats: let frozen layers' BatchNorm statistics update.
+      guard: report, per step, whether every gradient is finite and every label
+        a class index (what :class:`~jaxcnn.train.callbacks.TerminateOnNaN`
+        reads); the cost is measured in ``benchmarks/results/``.
 
     Returns:
       A :class:`CompiledStep`: ``state, metrics = step(state, batch)`` on
@@ -237,8 +250,8 @@ def make_train_step(
         raise ValueError(f"grad_accum={grad_accum} is not supported for this NNX model: layers "
                          f"{model_api.mixing_layers(model)} cannot be given each micro-batch's rows; use grad_accum=1")
     frozen = frozenset() if trainable is None or update_frozen_stats else freeze.frozen_param_paths(trainable)
-    body_key = (train_step_body, model, get_loss(loss_fn), augment, batch_split, grad_accum,
-                frozen)
+    body_key = (train_step_body, model, get_loss(loss_fn), augment, batch_split, grad_accum, frozen,
+                _validate.check_bool(guard, "guard"))
     return CompiledStep(body_key, placement, donate=donate, unroll=unroll)
 
 

@@ -138,7 +138,7 @@ class ReduceLROnPlateau(_Plateau):
 
 
 class TerminateOnNaN(Callback):
-    """The NaN guard: stop at the first step whose loss or gradient is not finite.
+    """The NaN guard: stop at the first step whose loss or gradient is not finite, or whose labels are not classes.
 
     The step reports, per parameter leaf, whether its gradient is finite
     (``metrics["finite"]``); the guard names the step and the first offending
@@ -150,6 +150,11 @@ class TerminateOnNaN(Callback):
     def on_step_end(self, run: Run, step: int, metrics: dict[str, Any]) -> None:
         finite = np.asarray(metrics.get("finite", np.ones(0, bool)), bool)
         loss = float(metrics["loss"])
+        if not metrics.get("labels_ok", True):
+            run.diverged = {"step": step, "loss": loss, "path": None}
+            run.stop(f"the batch of step {step} holds labels outside [0, num_classes): check the data set's labels "
+                     f"and the model's num_classes")
+            return
         if np.isfinite(loss) and finite.all():
             return
         bad = [run.param_paths[i] if i < len(run.param_paths) else str(i) for i in np.flatnonzero(~finite)]
