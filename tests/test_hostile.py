@@ -90,6 +90,10 @@ outside_unit_open = st.one_of(st.floats(1.0, 1e6), st.floats(-1e6, -1e-4), st.sa
 bad_strides = st.one_of(st.integers(-50, 0), st.lists(st.integers(-3, 0), min_size=2, max_size=2), st.text(max_size=3),
                         st.lists(st.integers(1, 3), min_size=3, max_size=4))
 bad_window = st.one_of(bad_strides, st.none())
+# A pool's 3-entry window on a rank-4 input reads it as one unbatched volume (D, H, W, C), as PyTorch's
+# MaxPool3d does, so for pools only a 4-entry list is the wrong length.
+bad_pool_window = st.one_of(st.integers(-50, 0), st.lists(st.integers(-3, 0), min_size=2, max_size=2),
+                            st.text(max_size=3), st.lists(st.integers(1, 3), min_size=4, max_size=4), st.none())
 bad_padding = st.one_of(st.integers(-20, -1), st.sampled_from(["same!", "valid ", "", "full_", "reflect"]),
                         st.floats(0.5, 3.5), st.lists(st.integers(1, 2), min_size=3, max_size=3))
 bad_rank_shape = st.sampled_from([(), (4,), (2, 3), (1, 2, 2, 2, 2, 1), (1, 1, 1, 1, 1, 1, 1)])
@@ -129,7 +133,7 @@ FAMILIES: list[Family] = [
     Family("F.conv", "padding_mode", st.text(min_size=1, max_size=6).filter(
         lambda s: s.lower() not in ("zeros", "reflect", "replicate", "circular")),
         lambda v: F.conv(_x((1, 5, 5, 1)), _x((3, 3, 1, 2)), padding_mode=v)),
-    Family("F.max_pool", "window", bad_window, lambda v: F.max_pool(_x((1, 6, 6, 1)), v)),
+    Family("F.max_pool", "window", bad_pool_window, lambda v: F.max_pool(_x((1, 6, 6, 1)), v)),
     Family("F.avg_pool", "strides", bad_strides, lambda v: F.avg_pool(_x((1, 6, 6, 1)), 2, v)),
     Family("F.avg_pool", "padding", bad_padding, lambda v: F.avg_pool(_x((1, 6, 6, 1)), 2, 2, v)),
     Family("F.dropout", "rate", outside_unit, lambda v: F.dropout(_x((2, 3)), v, key=KEY)),
@@ -143,7 +147,7 @@ FAMILIES: list[Family] = [
     Family("F.batch_norm", "epsilon", negative, lambda v: F.batch_norm(_x((2, 3)), _x(3), _x(3), training=False, epsilon=v)),
     Family("F.group_norm", "num_groups", st.one_of(st.integers(-4, 0), st.sampled_from([4, 5, 7, 8, 9]), st.text(max_size=2)),
            lambda v: F.group_norm(_x((2, 4, 4, 6)), v)),
-    Family("F.adaptive_avg_pool", "output_size", bad_window, lambda v: F.adaptive_avg_pool(_x((1, 6, 6, 1)), v)),
+    Family("F.adaptive_avg_pool", "output_size", bad_pool_window, lambda v: F.adaptive_avg_pool(_x((1, 6, 6, 1)), v)),
     # nn modules: input against the parameters, missing keys and collections
     Family("Conv.apply", "x", wrong_channels, lambda c: _conv()[0].apply(_conv()[1], _x((1, 6, 6, c)))),
     Family("Conv.apply", "x", st.sampled_from([(6, 6, 1), (1, 6, 1), (1, 1, 6, 6, 1)]),
