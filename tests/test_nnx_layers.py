@@ -37,9 +37,14 @@ def test_every_linen_option_reaches_the_nnx_constructor(cls):
     twin = twins.TWINS[cls]
     accepted = set(inspect.signature(twin.nnx.__init__).parameters)
     case = twin.cases[0]
-    derived = set(twin.derive(case.linen, case.inputs(KEY))) if twin.derive is not twins.Twin.derive else set()
+    inputs = case.inputs(KEY)
+    derived = set(twin.derive(case.linen, inputs)) if twin.derive is not twins.Twin.derive else set()
     for f in dataclasses.fields(cls):
         if f.name in ("parent", "name"):
+            continue
+        if f.name in twin.defaults_only:  # declared Linen-only: a non-default value must be refused, naming it
+            with pytest.raises(ValueError, match=f"{cls.__name__}.{f.name}=.*no counterpart"):
+                twins.build(case.linen.clone(**{f.name: object()}), inputs, nnx.Rngs(0))
             continue
         assert twin.renamed.get(f.name, f.name) in accepted | derived, f"{cls.__name__}.{f.name} is not mirrored"
 
@@ -61,16 +66,18 @@ def test_twin_equals_linen_given_the_linen_variables(cls, index, case):
     if variables:
         layer = jnnx.from_linen(layer, variables)
     assert jax.tree.map(np.shape, jnnx.to_linen(layer)) == jax.tree.map(np.shape, {"params": {}, **variables})
+    stats = sorted(c for c in variables if c != "params")  # batch_stats, spectral_stats: updated in training
     for kw in _calls(case, inputs):
         dropout_key = jax.random.key(7)
-        want, updates = case.linen.apply(variables, *inputs, **kw, rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+        want, updates = case.linen.apply(variables, *inputs, **kw, rngs={"dropout": dropout_key},
+                                         mutable=stats or ["batch_stats"])
         run = nnx.clone(layer)
         got = case.linen.apply({}, method=lambda m, run=run, kw=kw: twins.call(run, m, inputs, kw),
                                rngs={"dropout": dropout_key})
         jax.tree.map(np.testing.assert_array_equal, want, got)
-        new_stats = jnnx.to_linen(run).get("batch_stats", {})
-        jax.tree.map(np.testing.assert_array_equal, dict(updates).get("batch_stats", variables.get("batch_stats", {})),
-                     new_stats)
+        new_stats = {c: v for c, v in jnnx.to_linen(run).items() if c != "params"}
+        assert sorted(new_stats) == stats
+        jax.tree.map(np.testing.assert_array_equal, {c: dict(updates).get(c, variables[c]) for c in stats}, new_stats)
 
 
 def test_round_trip_and_linen_apply_of_nnx_values():
@@ -157,6 +164,47 @@ def test_nnx_layers_under_nnx_jit_and_grad():
     assert np.isfinite(float(loss)) and grads["layers"][0]["kernel"].shape == (3, 3, 1, 4)
 
 
+def test_spectral_norm_conv_steps_and_modes_match_linen():
+    x = jax.random.normal(KEY, (2, 9, 9, 3))
+    linen = jnn.SpectralNormConv(5, 3, strides=2)
+    variables = linen.init(KEY, x, train=False)
+    layer = jnnx.from_linen(jnnx.SpectralNormConv(3, 5, (3, 3), (9, 9), strides=2, rngs=nnx.Rngs(1)), variables)
+    assert isinstance(layer.u, jnnx.SpectralStat) and isinstance(layer.sigma, jnnx.SpectralStat)
+    for train in (True, True, False, True):  # state carried across calls, the NNX mode set by train()/eval()
+        want, stats = linen.apply(variables, x, train=train, mutable=["spectral_stats"])
+        variables = {"params": variables["params"], **stats}
+        layer.train() if train else layer.eval()
+        np.testing.assert_array_equal(want, layer(x))
+        jax.tree.map(np.testing.assert_array_equal, variables["spectral_stats"], jnnx.to_linen(layer)["spectral_stats"])
+    layer.eval()
+    frozen = jnnx.to_linen(layer)["spectral_stats"]
+    layer(x)
+    jax.tree.map(np.testing.assert_array_equal, frozen, jnnx.to_linen(layer)["spectral_stats"])
+    grads = nnx.grad(lambda m: jnp.sum(m(x, train=True) ** 2))(layer)
+    assert np.isfinite(grads["kernel"][...]).all() and "u" not in grads
+
+
+def test_as_linen_like_carries_the_spectral_state_under_jit():
+    x = jax.random.normal(KEY, (2, 8, 8, 1))
+    wrapped = jnnx.as_linen_like(jnnx.SpectralNormConv(1, 3, (3, 3), (8, 8), rngs=nnx.Rngs(0)))
+    variables = wrapped.init(None, x)
+    assert sorted(variables) == ["params", "spectral_stats"]
+    got, updates = jax.jit(lambda v: wrapped.apply(v, x, train=True, mutable=True))(variables)
+    want, stats = jnn.SpectralNormConv(3, 3).apply(variables, x, train=True, mutable=["spectral_stats"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # jit vs eager: rounding may differ
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), dict(stats), updates)
+    assert not np.allclose(updates["spectral_stats"]["u"], variables["spectral_stats"]["u"])
+
+
+def test_batchnorm_without_running_stats_always_uses_the_batch():
+    x = jax.random.normal(KEY, (8, 3)) * 2 + 1
+    bn = jnnx.BatchNorm(3, track_running_stats=False, rngs=nnx.Rngs(0))
+    assert bn.mean is None and "batch_stats" not in jnnx.to_linen(bn)
+    want = (x - jnp.mean(x, 0, keepdims=True)) / jnp.sqrt(jnp.var(x, 0, keepdims=True) + 1e-5)
+    bn.eval()
+    np.testing.assert_allclose(bn(x), want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "build, error, match",
     [
@@ -174,6 +222,14 @@ def test_nnx_layers_under_nnx_jit_and_grad():
         (lambda: jnnx.MaxPool(3)(jnp.ones((2, 2, 2, 1))), ValueError, "window"),
         (lambda: jnnx.linen_key(KEY, "drop"), TypeError, "path must be a tuple"),
         (lambda: twins.build(nn.Conv(4, (3, 3)), (), nnx.Rngs(0)), TypeError, "has no NNX twin"),
+        (lambda: jnnx.BatchNorm(3, track_running_stats=1, rngs=nnx.Rngs(0)), TypeError, "track_running_stats"),
+        (lambda: jnnx.SpectralNormConv(1, 4, (3, 3), 8, rngs=nnx.Rngs(0)), TypeError, "input_shape"),
+        (lambda: jnnx.SpectralNormConv(1, 4, (3,), (8, 8), rngs=nnx.Rngs(0)), ValueError, "spatial_dims=2"),
+        (lambda: jnnx.SpectralNormConv(1, 4, 3, (8,), collection="cache", rngs=nnx.Rngs(0)), ValueError, "collection"),
+        (lambda: jnnx.SpectralNormConv(1, 4, 3, (8,), rngs=nnx.Rngs(0))(jnp.ones((2, 9, 1))), ValueError, "input_shape"),
+        (lambda: jnnx.MaxPool(2, dilation=0)(jnp.ones((1, 8, 8, 1))), ValueError, "dilation"),
+        (lambda: jnnx.AvgPool(2, divisor_override=0)(jnp.ones((1, 8, 8, 1))), ValueError, "divisor_override"),
+        (lambda: jnnx.BlurPool(9)(jnp.ones((1, 8, 8, 1))), ValueError, "filter_size"),
     ],
 )
 def test_bad_arguments_are_named(build, error, match):

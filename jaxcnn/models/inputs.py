@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import _validate
-from jaxcnn.models.call import train_kwargs
 from jaxcnn.models.alexnet import AlexNet
+from jaxcnn.models.call import train_kwargs
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.lwls import LWLSCNN
 from jaxcnn.models.resnet import ResNet
@@ -48,7 +48,8 @@ def check_sample(model: Any, x: Any, name: str = "x") -> Any:
     """``x`` is an array-like with a batch axis and a rank ``model`` accepts.
 
     Args:
-      model: a Flax linen module.
+      model: a Flax linen module, or a Linen-like one (``init``/``apply``, e.g.
+        :func:`jaxcnn.nnx.as_linen_like`).
       x: an input batch, or a ``jax.ShapeDtypeStruct`` of one.
       name: the argument's name in messages.
 
@@ -56,12 +57,16 @@ def check_sample(model: Any, x: Any, name: str = "x") -> Any:
       ``x`` (converted to an array if it had no ``shape``).
 
     Raises:
-      TypeError: ``model`` is not a Flax module or ``x`` is not an array.
+      TypeError: ``model`` is neither a Flax module nor Linen-like, or ``x`` is not an array.
       ValueError: ``x`` has no batch axis, or a rank the model does not take (the
         message suggests ``x[None]`` when one more axis would fit).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a Flax linen module (e.g. jaxcnn.models.get_model(...)), got {_validate.fmt(model)}")
+    if not (isinstance(model, nn.Module) or (callable(getattr(model, "init", None))
+                                             and callable(getattr(model, "apply", None)))):
+        raise TypeError(
+            "model must be a Flax linen module (e.g. jaxcnn.models.get_model(...)) or an object with Linen's "
+            f"init/apply (jaxcnn.nnx.as_linen_like), got {_validate.fmt(model)}"
+        )
     if not isinstance(x, jax.ShapeDtypeStruct):
         x = _validate.check_array(x, name)
     ranks = input_ranks(model) or tuple(range(2, 9))

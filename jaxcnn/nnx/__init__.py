@@ -3,7 +3,8 @@
 ``import jaxcnn.nnx as jnnx``. Every layer is one call of one function of
 :mod:`jaxcnn.functional` with NNX conventions: built eagerly from
 ``in_features`` / ``num_features`` with ``rngs=nnx.Rngs(...)``, parameters
-as :class:`flax.nnx.Param`, running statistics as :class:`flax.nnx.BatchStat`,
+as :class:`flax.nnx.Param`, running statistics as :class:`flax.nnx.BatchStat` (power-iteration state
+as :class:`SpectralStat`),
 modes set by ``model.train()`` / ``model.eval()`` (or per call).
 
 ======================  ====================================  ==========================
@@ -19,6 +20,8 @@ Flatten                 jnp.reshape                           Flatten
 BatchNorm               F.batch_norm                          BatchNorm
 GroupNorm, LayerNorm    F.group_norm, F.layer_norm            GroupNorm, LayerNorm
 Dropout                 F.dropout ("dropout" stream)          Dropout
+BlurPool, MaxBlurPool   F.blur_pool, F.max_blur_pool          BlurPool, MaxBlurPool
+SpectralNormConv        F.conv_power_iteration + F.conv       SpectralNormConv
 ======================  ====================================  ==========================
 
 ``flax.linen.Dense`` -> ``flax.nnx.Linear``. The pairs live in one registry,
@@ -32,9 +35,10 @@ Dropout                 F.dropout ("dropout" stream)          Dropout
 """
 
 from jaxcnn.nnx.adapter import LinenLike, as_linen_like
+from jaxcnn.nnx.blur import BlurPool, MaxBlurPool
 from jaxcnn.nnx.context import layer_defaults
 from jaxcnn.nnx.conv import Conv, ConvTranspose
-from jaxcnn.nnx.convert import from_linen, linen_key, to_linen
+from jaxcnn.nnx.convert import SpectralStat, from_linen, linen_key, to_linen
 from jaxcnn.nnx.dropout import Dropout
 from jaxcnn.nnx.mirror import Mirror
 from jaxcnn.nnx.norm import BatchNorm, GroupNorm, LayerNorm
@@ -49,6 +53,7 @@ from jaxcnn.nnx.pool import (
     MaxPoolWithIndices,
     MaxUnpool,
 )
+from jaxcnn.nnx.spectral import SpectralNormConv
 from jaxcnn.nnx.zoo import INPUT_SHAPES, get_model
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "AdaptiveMaxPool",
     "AvgPool",
     "BatchNorm",
+    "BlurPool",
     "Conv",
     "ConvTranspose",
     "Dropout",
@@ -66,10 +72,13 @@ __all__ = [
     "GroupNorm",
     "LayerNorm",
     "LinenLike",
+    "MaxBlurPool",
     "MaxPool",
     "MaxPoolWithIndices",
     "MaxUnpool",
     "Mirror",
+    "SpectralNormConv",
+    "SpectralStat",
     "as_linen_like",
     "from_linen",
     "get_model",

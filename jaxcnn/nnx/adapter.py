@@ -31,8 +31,8 @@ class LinenLike:
 
     Attributes:
       graphdef: the module's structure (``nnx.split``).
-      rest: the module's state other than ``nnx.Param`` / ``nnx.BatchStat``
-        (e.g. stored RNG streams), reused unchanged by every ``apply``.
+      rest: the module's state other than that of the Linen collections
+        (:data:`jaxcnn.nnx.convert.COLLECTIONS`; e.g. stored RNG streams), reused unchanged by every ``apply``.
       module: the wrapped module (its values are what :meth:`init` returns).
     """
 
@@ -80,7 +80,8 @@ class LinenLike:
             "dropout" in the module is reseeded with it (``nnx.reseed``).
           mutable: ``False`` returns the output only; ``["batch_stats"]`` (or
             ``True``) returns ``(out, {"batch_stats": new})`` (``(out, {})``
-            when the module has no statistics).
+            when the module has no statistics); ``True`` or a list naming it
+            also returns ``"spectral_stats"`` (:class:`jaxcnn.nnx.SpectralStat`).
           batch_mask: ``(B,)`` bool: the rows every :class:`jaxcnn.nnx.BatchNorm`
             computes its training statistics from (padded rows ``False``).
           **kwargs: passed to the module's ``__call__``.
@@ -104,8 +105,9 @@ class LinenLike:
             out = module(*args, **kwargs)
         if not mutable:
             return out
-        stats = to_linen(module).get("batch_stats")
-        return out, ({"batch_stats": stats} if stats else {})
+        wanted = None if mutable is True else {mutable} if isinstance(mutable, str) else set(mutable)
+        return out, {c: v for c, v in to_linen(module).items()
+                     if c != "params" and v and (wanted is None or c in wanted)}
 
     def merge_state(self, variables: dict[str, Any]) -> nnx.Module:
         """``nnx.merge`` of the structure with ``variables`` (traced values allowed), no copying or checks."""
@@ -191,5 +193,5 @@ def as_linen_like(module: nnx.Module) -> LinenLike:
     """
     if not isinstance(module, nnx.Module):
         raise TypeError(f"module must be a flax.nnx.Module, got {_validate.fmt(module)}")
-    parts = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
+    parts = nnx.split(module, *COLLECTIONS.values(), ...)
     return LinenLike(parts[0], parts[-1], module)

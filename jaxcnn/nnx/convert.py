@@ -2,7 +2,8 @@
 
 An NNX module's :class:`flax.nnx.Param` state is the Linen ``"params"``
 collection and its :class:`flax.nnx.BatchStat` state the ``"batch_stats"``
-collection, at the same paths: every :mod:`jaxcnn.nnx` layer names its
+collection (and :class:`SpectralStat` the ``"spectral_stats"`` one, see
+:data:`COLLECTIONS`), at the same paths: every :mod:`jaxcnn.nnx` layer names its
 variables as its Linen twin does (``kernel``, ``bias``, ``scale``, ``mean``,
 ``var``), and :class:`jaxcnn.nnx.Mirror` places each layer at its Linen path.
 """
@@ -19,8 +20,22 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxcnn import _validate
 
+
+class SpectralStat(nnx.Variable):
+    """The power-iteration state (``u``, ``sigma``) of :class:`jaxcnn.nnx.SpectralNormConv`.
+
+    Linen's ``"spectral_stats"`` collection (the default ``collection`` of
+    :class:`jaxcnn.nn.SpectralNormConv`); not a parameter, so gradients and
+    optimizers skip it, and it changes only in training calls.
+    """
+
+
 #: Linen collection -> the NNX variable type holding it.
-COLLECTIONS: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
+COLLECTIONS: dict[str, type[nnx.Variable]] = {
+    "params": nnx.Param,
+    "batch_stats": nnx.BatchStat,
+    "spectral_stats": SpectralStat,
+}
 
 
 def _flat_state(module: nnx.Module, kind: type[nnx.Variable]) -> dict[tuple[str, ...], Any]:
@@ -31,7 +46,8 @@ def _flat_state(module: nnx.Module, kind: type[nnx.Variable]) -> dict[tuple[str,
 def to_linen(module: nnx.Module) -> dict[str, Any]:
     """The Linen variables of an NNX module: ``{"params": ..., "batch_stats": ...}`` nested dicts of arrays.
 
-    ``batch_stats`` is left out when the module has none (as Linen's ``init``).
+    One entry per collection of :data:`COLLECTIONS`; every one but ``params`` is
+    left out when the module has none of its variables (as Linen's ``init``).
     Keys are strings (a ``nnx.List`` index ``0`` becomes ``"0"``).
 
     Args:
@@ -61,8 +77,8 @@ def to_linen(module: nnx.Module) -> dict[str, Any]:
 def from_linen(module: nnx.Module, variables: Any) -> nnx.Module:
     """A copy of the NNX ``module`` holding the values of the Linen ``variables``.
 
-    Every ``params`` / ``batch_stats`` entry must exist in ``module`` at the same
-    path with the same shape, and every ``nnx.Param`` / ``nnx.BatchStat`` of the
+    Every ``params`` / ``batch_stats`` / ``spectral_stats`` entry must exist in ``module`` at the same
+    path with the same shape, and every ``nnx.Param`` / ``nnx.BatchStat`` / :class:`SpectralStat` of the
     module must be given; anything else is a ``ValueError`` naming the paths.
     ``module`` itself is not changed.
 

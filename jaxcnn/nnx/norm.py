@@ -56,6 +56,10 @@ class BatchNorm(nnx.Module):
       use_scale, use_bias, scale_init, bias_init, dtype, param_dtype: as the Linen layer.
       axis_name: pmap/shard_map axis to average the batch statistics over
         (synchronized batch norm).
+      track_running_stats: ``False`` keeps no running statistics (``mean`` and
+        ``var`` are ``None``, no ``nnx.BatchStat`` at all) and always normalizes
+        with the batch's, in training and inference alike, as PyTorch's
+        ``track_running_stats=False``.
       rngs: :class:`flax.nnx.Rngs` for the affine initializers.
 
     ``__call__(x, use_running_average=None, *, mask=None)``: ``x`` ``(N, *spatial,
@@ -91,6 +95,7 @@ class BatchNorm(nnx.Module):
         bias_init: Initializer = _args.ZEROS,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
+        track_running_stats: bool = True,
         rngs: nnx.Rngs,
     ):
         c = _args.features(num_features, "num_features")
@@ -98,9 +103,13 @@ class BatchNorm(nnx.Module):
         self.use_running_average = _validate.check_bool(use_running_average, "use_running_average")
         self.momentum = _validate.check_unit_interval(momentum, "momentum")
         self.epsilon = _validate.check_nonnegative(epsilon, "epsilon")
+        self.track_running_stats = _validate.check_bool(track_running_stats, "track_running_stats")
         self.axis_name, self.dtype, self.param_dtype = axis_name, dtype, param_dtype
-        self.mean = nnx.BatchStat(jnp.zeros((c,), jnp.float32))
-        self.var = nnx.BatchStat(jnp.ones((c,), jnp.float32))
+        if self.track_running_stats:
+            self.mean = nnx.BatchStat(jnp.zeros((c,), jnp.float32))
+            self.var = nnx.BatchStat(jnp.ones((c,), jnp.float32))
+        else:
+            self.mean, self.var = nnx.data(None), nnx.data(None)
         _affine(self, (c,), use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
 
     def __call__(self, x: Any, use_running_average: bool | None = None, *, mask: Any = None) -> jnp.ndarray:
@@ -110,6 +119,9 @@ class BatchNorm(nnx.Module):
         x = _validate.check_array(x, "x")
         scale, bias = _values(self)
         x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+        if not self.track_running_stats:
+            return batch_norm(x, None, None, scale, bias, training=True, epsilon=self.epsilon,
+                              axis_name=self.axis_name, mask=default_mask(mask))[0]
         y, (new_mean, new_var) = batch_norm(
             x,
             self.mean[...],

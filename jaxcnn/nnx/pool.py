@@ -24,9 +24,10 @@ class MaxPool(nnx.Module):
       strides: int, one per spatial dim, or ``None`` (= ``window``).
       padding: any padding spec ("VALID" default); padding is ``-inf``.
       ceil_mode: ``ceil`` instead of ``floor`` in the output size, as PyTorch.
+      dilation: spacing of the window's taps (PyTorch's ``dilation``), int or per dim.
 
     ``__call__(x)``: ``(N, *spatial, C)`` -> ``(N, *out_spatial, C)``,
-    ``floor((n + lo + hi - k) / s) + 1`` per dim.
+    ``floor((n + lo + hi - k_eff) / s) + 1`` per dim, ``k_eff = (k - 1) * dilation + 1``.
 
     Example:
       >>> import jax.numpy as jnp, jaxcnn.nnx as jnnx
@@ -34,11 +35,13 @@ class MaxPool(nnx.Module):
       (1, 14, 14, 4)
     """
 
-    def __init__(self, window: Any, strides: Any = None, padding: Any = "VALID", ceil_mode: bool = False):
+    def __init__(self, window: Any, strides: Any = None, padding: Any = "VALID", ceil_mode: bool = False,
+                 dilation: Any = 1):
         self.window, self.strides, self.padding, self.ceil_mode = window, strides, padding, ceil_mode
+        self.dilation = dilation
 
     def __call__(self, x: Any) -> jnp.ndarray:
-        return P.max_pool(x, self.window, self.strides, self.padding, self.ceil_mode)
+        return P.max_pool(x, self.window, self.strides, self.padding, self.ceil_mode, self.dilation)
 
 
 class AvgPool(nnx.Module):
@@ -48,6 +51,7 @@ class AvgPool(nnx.Module):
       window, strides, padding, ceil_mode: as :class:`MaxPool` (padding is zeros).
       count_include_pad: divide by the full window including padding (default,
         as PyTorch) or by the number of real input elements.
+      divisor_override: divide every window's sum by this int instead (``None``: off).
 
     ``__call__(x)``: ``(N, *spatial, C)`` -> ``(N, *out_spatial, C)``, sizes as :class:`MaxPool`.
 
@@ -58,12 +62,14 @@ class AvgPool(nnx.Module):
     """
 
     def __init__(self, window: Any, strides: Any = None, padding: Any = "VALID", ceil_mode: bool = False,
-                 count_include_pad: bool = True):
+                 count_include_pad: bool = True, divisor_override: Any = None):
         self.window, self.strides, self.padding, self.ceil_mode = window, strides, padding, ceil_mode
-        self.count_include_pad = count_include_pad
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def __call__(self, x: Any) -> jnp.ndarray:
-        return P.avg_pool(x, self.window, self.strides, self.padding, self.ceil_mode, self.count_include_pad)
+        return P.avg_pool(
+            x, self.window, self.strides, self.padding, self.ceil_mode, self.count_include_pad, self.divisor_override
+        )
 
 
 class GlobalAvgPool(nnx.Module):

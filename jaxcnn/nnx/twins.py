@@ -20,7 +20,7 @@ from flax import nnx
 
 import jaxcnn.nn as jnn
 from jaxcnn.nn.conv import window_shape
-from jaxcnn.nnx import conv, dropout, norm, pool
+from jaxcnn.nnx import blur, conv, dropout, norm, pool, spectral
 
 Inputs = Callable[[jax.Array], tuple]
 
@@ -80,6 +80,10 @@ def _conv_derive(layer: nn.Module, inputs: tuple) -> dict:
     return {"in_features": x.shape[-1], "kernel_size": window_shape(layer.kernel_size, x, type(layer).__name__)}
 
 
+def _spectral_derive(layer: nn.Module, inputs: tuple) -> dict:
+    return {**_conv_derive(layer, inputs), "input_shape": tuple(inputs[0].shape[1:-1])}
+
+
 def _channels(layer: nn.Module, inputs: tuple) -> dict:
     return {"num_features": inputs[0].shape[-1]}
 
@@ -98,10 +102,13 @@ TWINS: dict[type, Twin] = {
     jnn.MaxPool: Twin(pool.MaxPool, cases=(
         Case(jnn.MaxPool(3, strides=2, padding=1, ceil_mode=True), _C),
         Case(jnn.MaxPool((2, 1)), _normal((2, 6, 5, 3))),
+        Case(jnn.MaxPool(2, strides=1, padding=1, dilation=2), _C),
+        Case(jnn.MaxPool(3, strides=2, ceil_mode=True, dilation=(1, 2)), _C),
     )),
     jnn.AvgPool: Twin(pool.AvgPool, cases=(
         Case(jnn.AvgPool(3, strides=2, padding=1, ceil_mode=True, count_include_pad=False), _C),
         Case(jnn.AvgPool(2, padding="SAME"), _normal((2, 7, 3))),
+        Case(jnn.AvgPool(3, strides=2, padding=1, divisor_override=3), _C),
     )),
     jnn.GlobalAvgPool: Twin(pool.GlobalAvgPool, cases=(Case(jnn.GlobalAvgPool(), _C),)),
     jnn.GlobalMaxPool: Twin(pool.GlobalMaxPool, cases=(Case(jnn.GlobalMaxPool(), _normal((2, 3, 4, 5, 2))),)),
@@ -116,6 +123,23 @@ TWINS: dict[type, Twin] = {
         Case(jnn.BatchNorm(momentum=0.8, epsilon=1e-3), _C,
              ({"use_running_average": False}, {"use_running_average": True})),
         Case(jnn.BatchNorm(use_running_average=False, use_scale=False), _normal((6, 5)), ({}, {"mask": "half"})),
+        Case(jnn.BatchNorm(track_running_stats=False, epsilon=1e-3), _C,
+             ({"use_running_average": False}, {"use_running_average": True},
+              {"use_running_average": False, "mask": "half"})),
+    )),
+    jnn.BlurPool: Twin(blur.BlurPool, cases=(
+        *(Case(jnn.BlurPool(m), _C) for m in (2, 3, 4, 5)),
+        Case(jnn.BlurPool(3, strides=(2, 1), padding=1, padding_mode="zeros"), _C),
+        Case(jnn.BlurPool(4, strides=3, padding_mode="circular"), _normal((2, 10, 3))),
+    )),
+    jnn.MaxBlurPool: Twin(blur.MaxBlurPool, cases=(
+        Case(jnn.MaxBlurPool(), _C),
+        Case(jnn.MaxBlurPool(3, 5, strides=(2, 3), padding_mode="replicate"), _C),
+    )),
+    jnn.SpectralNormConv: Twin(spectral.SpectralNormConv, _spectral_derive, {"features": "out_features"}, (
+        Case(jnn.SpectralNormConv(6, 3, strides=2, n_iter=2), _C, ({"train": True}, {"train": False})),
+        Case(jnn.SpectralNormConv(3, (3,), padding="VALID", dilation=2, use_bias=False, n_init_iter=5, eps=1e-3,
+                                  collection="batch_stats"), _normal((2, 11, 2)), ({"train": False}, {"train": True})),
     )),
     jnn.GroupNorm: Twin(norm.GroupNorm, _channels, cases=(Case(jnn.GroupNorm(num_groups=2, epsilon=1e-4), _C),)),
     jnn.LayerNorm: Twin(norm.LayerNorm, lambda layer, inputs: {"normalized_shape": tuple(inputs[0].shape[1:])},

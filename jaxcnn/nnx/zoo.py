@@ -21,6 +21,7 @@ from jaxcnn.nnx.mirror import Mirror
 #: channels and, for models with dense heads, the spatial size are fixed by it).
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "lwls_cnn": (1, 28, 28, 1),
+    "lwls_cnn_blurpool": (1, 28, 28, 1),
     "mlp": (1, 28, 28, 1),
     "lenet5": (1, 28, 28, 1),
     "alexnet": (1, 224, 224, 3),
@@ -31,6 +32,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "vgg16_bn": (1, 224, 224, 3),
     "vgg_tiny": (1, 12, 12, 3),
     "resnet18": (1, 224, 224, 3),
+    "resnet18_blurpool": (1, 224, 224, 3),
     "resnet34": (1, 224, 224, 3),
     "resnet50": (1, 224, 224, 3),
     "resnet_tiny": (1, 8, 8, 3),
