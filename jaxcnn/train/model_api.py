@@ -19,7 +19,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxcnn.models.call import takes_train, train_kwargs
+from jaxcnn.models.call import takes_train
 
 __all__ = ["apply", "check_axis_name", "check_model", "init", "mixing_layers", "takes_train", "train_kwargs"]
 
@@ -48,6 +48,11 @@ def check_model(model: Any, name: str = "model") -> Any:
 def init(model: Any, key: Any, x: Any) -> dict[str, Any]:
     """``model.init`` with the params and dropout streams from ``key``, in inference mode."""
     return model.init({"params": key, "dropout": key}, x, **train_kwargs(model, False))
+
+
+def train_kwargs(model: Any, train: bool) -> dict[str, bool]:
+    """``{"train": train}`` for models that take it (an adapted NNX model always does), else ``{}``."""
+    return {"train": train} if _adapted(model) or takes_train(model) else {}
 
 
 def _adapted(model: Any) -> bool:
