@@ -156,12 +156,12 @@ def padding_pairs(
                 f"{name} must have one (low, high) pair per spatial dim ({n}), got "
                 f"{len(padding)} pairs: {fmt(padding)}"
             )
-        pairs = []
+        pair_list = []
         for i, p in enumerate(padding):
-            if len(p) != 2:
+            if not isinstance(p, Sequence) or len(p) != 2:  # a Sequence already (checked above)
                 raise ValueError(f"{name}[{i}] must be a (low, high) pair, got {fmt(p)}")
-            pairs.append((as_int(p[0], f"{name}[{i}][0]"), as_int(p[1], f"{name}[{i}][1]")))
-        pairs = tuple(pairs)
+            pair_list.append((as_int(p[0], f"{name}[{i}][0]"), as_int(p[1], f"{name}[{i}][1]")))
+        pairs = tuple(pair_list)
     else:
         pairs = tuple((p, p) for p in tuple_arg(padding, n, name, minimum=None))
     if any(lo < 0 or hi < 0 for lo, hi in pairs):

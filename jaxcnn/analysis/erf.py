@@ -23,7 +23,7 @@ def _apply_fn(model: Any, variables: Any):
         if variables is None:
             raise TypeError("variables must be the model's variables (from model.init), got None")
         takes_train = "train" in inspect.signature(model.__call__).parameters
-        kw = {"train": False} if takes_train else {}
+        kw: dict[str, Any] = {"train": False} if takes_train else {}
         return lambda x: model.apply(variables, x, **kw)
     if callable(model):
         return model
@@ -107,7 +107,8 @@ def erf_gradient_map(
             f"{_validate.fmt(y)}; probe a convolutional layer, not the logits"
         )
     centre = tuple((m - 1) // 2 for m in y.shape[1:-1])
-    seed = jnp.zeros(y.shape, y.dtype).at[(slice(None), *centre, slice(None))].set(1.0)
+    index = (slice(None), *centre, slice(None))
+    seed = jnp.zeros(y.shape, y.dtype).at[index].set(1.0)
     (g,) = vjp(seed)
     g = jnp.abs(g) if statistic == "abs" else jnp.square(g)
     return jnp.mean(jnp.sum(g, axis=-1), axis=0).astype(jnp.float32)

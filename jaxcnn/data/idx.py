@@ -15,7 +15,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 GZIP_MAGIC = b"\x1f\x8b"
 
 # IDX type byte -> big-endian NumPy dtype (Y. LeCun's description of the format).
-IDX_TYPES = {
+IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),

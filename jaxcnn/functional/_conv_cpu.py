@@ -78,6 +78,7 @@ def taps_sum(xt: Any, w: Any, strides, dilation, out) -> jnp.ndarray:
         for i in range(c_in):
             term = w[tap + (i,)].reshape((1, c_out) + (1,) * (nd + 1)) * sl[:, i : i + 1]
             acc = term if acc is None else acc + term
+    assert acc is not None  # a kernel has at least one tap and one input channel
     return acc
 
 

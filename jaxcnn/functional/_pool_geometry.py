@@ -122,7 +122,7 @@ def pool_geometry(
     return PoolGeometry(window, strides, pads, extra, out, dilation)
 
 
-def full_axes(g: PoolGeometry) -> tuple[tuple[int, ...], ...]:
+def full_axes(g: PoolGeometry) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...], tuple[int, ...]]:
     """Window, strides, padding and window dilation over all axes of ``(N, *spatial, C)`` for ``lax.reduce_window``."""
     dilation = g.dilation or (1,) * len(g.window)
     return (1, *g.window, 1), (1, *g.strides, 1), ((0, 0), *g.total_pads, (0, 0)), (1, *dilation, 1)

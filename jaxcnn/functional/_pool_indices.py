@@ -150,7 +150,7 @@ def adaptive_max_pool_with_indices(x: Any, output_size: Any) -> tuple[jnp.ndarra
     which = jnp.argmax(boxes, axis=-2)  # first max in row-major scan order: repeats come after their original
     values = jnp.take_along_axis(boxes, which[..., None, :], axis=-2)[..., 0, :]
     # flat index table (o1, ..., L1 * L2 * ...) of every tap of every box
-    table = np.zeros(tuple(output_size) + tuple(f.shape[1] for f in flat), np.int64)
+    table: Any = np.zeros(tuple(output_size) + tuple(f.shape[1] for f in flat), np.int64)
     for d, f in enumerate(flat):
         shape = [1] * (2 * nd)
         shape[d], shape[nd + d] = f.shape

@@ -307,13 +307,13 @@ def conv_transpose(
     # The adjoint as a forward conv: dilate y by the stride, pad by k_eff - 1 - pad,
     # and correlate with the spatially flipped kernel whose I and O swap within groups.
     c_in_g, c_out = kernel.shape[-2], kernel.shape[-1]
-    k = jnp.flip(kernel, axis=tuple(range(nd)))
-    k = k.reshape(window + (c_in_g, groups, c_out // groups))
-    k = jnp.swapaxes(k, -1, -3).reshape(window + (c_out // groups, groups * c_in_g))
+    flipped = jnp.flip(kernel, axis=tuple(range(nd)))
+    flipped = flipped.reshape(window + (c_in_g, groups, c_out // groups))
+    flipped = jnp.swapaxes(flipped, -1, -3).reshape(window + (c_out // groups, groups * c_in_g))
     lax_pads = [(kk - 1 - lo, kk - 1 - hi + e) for (lo, hi), kk, e in zip(pads, k_eff, extra)]
     x = lax.conv_general_dilated(
         y,
-        k,
+        flipped,
         window_strides=(1,) * nd,
         padding=lax_pads,
         lhs_dilation=strides,

@@ -197,7 +197,7 @@ def batch_norm(
     epsilon: float = 1e-5,
     axis_name: Any = None,
     mask: Any = None,
-) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+) -> tuple[jnp.ndarray, tuple[jnp.ndarray | None, jnp.ndarray | None]]:
     r"""Batch normalization with explicit running statistics.
 
     Training (``training=True``): with the per-channel batch statistics over the
@@ -369,4 +369,4 @@ def layer_norm(x: Any, scale: Any = None, bias: Any = None, *, epsilon: float = 
             v = jnp.reshape(v, (1,) * (x.ndim - v.ndim) + tuple(v.shape))
         params.append(v)
     mean, var = moments(x, tuple(range(1, x.ndim)))
-    return affine(standardize(x, mean, var, epsilon), *params, x.dtype)
+    return affine(standardize(x, mean, var, epsilon), params[0], params[1], x.dtype)

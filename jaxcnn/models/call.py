@@ -28,7 +28,7 @@ def _call_takes_train(cls: type) -> bool:
 
 def takes_train(model: Any) -> bool:
     """Whether ``model.__call__`` has a ``train`` parameter (``flax.linen.Sequential`` never does)."""
-    return _call_takes_train(type(model))
+    return _call_takes_train(type(model))  # type: ignore[arg-type]  # classes are hashable; typeshed's type[Any] misses it
 
 
 def train_kwargs(model: Any, train: bool) -> dict[str, bool]:

@@ -92,7 +92,8 @@ def expected_variables(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> 
 
 def _expected(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
     key = jax.random.key(0)
-    init = functools.partial(model.init, {"params": key, "dropout": key}, **train_kwargs(model, False))
+    kwargs: dict[str, Any] = train_kwargs(model, False)
+    init = functools.partial(model.init, {"params": key, "dropout": key}, **kwargs)
     return jax.eval_shape(init, jax.ShapeDtypeStruct(shape, dtype))
 
 

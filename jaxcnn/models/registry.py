@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 
@@ -66,7 +66,7 @@ def list_models() -> list[str]:
 def model_class(name: str) -> type[nn.Module]:
     """The model class behind a registered name (unwrapping the variant's ``partial``)."""
     constructor = _lookup(name)
-    return constructor.func if isinstance(constructor, functools.partial) else constructor
+    return cast(type[nn.Module], constructor.func if isinstance(constructor, functools.partial) else constructor)
 
 
 def options(name: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Union, cast
 
 import jax
 import numpy as np
@@ -100,7 +100,7 @@ def _parent(tree: dict, keys: list[str], head_name: str) -> dict:
 
 
 def _copy_dicts(tree: Any) -> Any:
-    tree = unfreeze(tree) if not isinstance(tree, dict) and isinstance(tree, Mapping) else tree
+    tree = unfreeze(cast(Any, tree)) if not isinstance(tree, dict) and isinstance(tree, Mapping) else tree  # any Mapping works
     if isinstance(tree, Mapping):
         return {k: _copy_dicts(v) for k, v in tree.items()}
     return tree
@@ -250,7 +250,9 @@ def freeze_mask(params: Any, *, trainable: Pattern | None = None, frozen: Patter
             f"frozen={frozen!r}"
         )
     name = "trainable" if frozen is None else "frozen"
-    chosen = select(params, trainable if frozen is None else frozen, name)
+    pattern = trainable if frozen is None else frozen
+    assert pattern is not None  # exactly one is given (checked above)
+    chosen = select(params, pattern, name)
     return jax.tree_util.tree_map_with_path(lambda p, _: chosen[path_string(p)] == (frozen is None), params)
 
 

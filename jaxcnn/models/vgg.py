@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Union, cast
 
 import flax.linen as nn
 import jax
@@ -68,7 +68,7 @@ class VGG(nn.Module):
                 stage, i = stage + 1, 1
                 continue
             x = conv_block(
-                x, item, 3, padding=1, name=f"conv{stage}_{i}", bn_name=f"bn{stage}_{i}",
+                x, cast(int, item), 3, padding=1, name=f"conv{stage}_{i}", bn_name=f"bn{stage}_{i}",
                 batch_norm=self.batch_norm, train=train, dtype=self.dtype, axis_name=self.axis_name,
             )
             i += 1

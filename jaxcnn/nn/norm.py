@@ -129,6 +129,7 @@ class BatchNorm(nn.Module):
             mask=mask,
         )
         if not use_running_average and not initializing:
+            assert new_mean is not None and new_var is not None  # running statistics given, so updated
             ra_mean.value, ra_var.value = new_mean, new_var
         return y
 

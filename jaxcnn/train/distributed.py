@@ -106,7 +106,7 @@ def resolve_config(
                 values[name] = _validate.as_int(value, name)
             continue
         text, where = _from_env(name, environ)
-        if text is not None:
+        if text is not None and where is not None:  # _from_env gives both or neither
             values[name] = text if name == "coordinator" else _env_int(text, where)
     c, n, i = values["coordinator"], values["num_processes"], values["process_id"]
     if c is None and n is None and i is None and not auto:

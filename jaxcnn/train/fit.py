@@ -250,7 +250,7 @@ def _epochs(run: cb.Run, callback: cb.Callback, plan: FitPlan, model: Any, loss_
         record = _train_epoch(run, callback, plan, epoch, train_step, single_step, placed, steps_per_call)
         if record is None or run.diverged:
             return
-        if plan.x_val is not None:
+        if plan.x_val is not None and plan.y_val is not None:  # set together
             val = evaluate(model, run.state(), plan.x_val, plan.y_val, loss=loss_fn, batch_size=plan.eval_batch_size,
                            step=eval_step)
             record.update({"val_loss": val["loss"], "val_accuracy": val.get("accuracy")})
@@ -274,9 +274,12 @@ def _optimizer(state: TrainState | None, tx: Any, trainable: Any) -> tuple[Train
                         "tx=None is for training on from a state with its own optimizer")
     if tx is not None and not isinstance(tx, optax.GradientTransformation):
         raise TypeError(f"tx must be an optax.GradientTransformation, got {_validate.fmt(tx)}")
-    if tx is None and trainable is None:
-        return state, state.tx
-    tx = freeze_optimizer(tx if tx is not None else state.tx, trainable) if trainable is not None else tx
+    if tx is None:
+        assert state is not None  # tx=None without a state is refused above
+        if trainable is None:
+            return state, state.tx
+        tx = state.tx
+    tx = freeze_optimizer(tx, trainable) if trainable is not None else tx
     if state is not None:
         state = state.replace(tx=tx, opt_state=tx.init(state.params))
     return state, tx

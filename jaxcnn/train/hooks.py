@@ -38,6 +38,7 @@ DROPOUTS = (_Dropout, nn.Dropout)
 
 def layer_path(module: nn.Module) -> str:
     """``"block1/BatchNorm_0"``: the layer's path in its model (its class name at the top)."""
+    assert module.scope is not None, "layer_path needs a bound module"
     return "/".join(module.scope.path) or type(module).__name__
 
 

@@ -31,7 +31,7 @@ def check_model(model: Any, name: str = "model") -> Any:
     try:
         from flax import nnx
     except ImportError:  # pragma: no cover - flax always ships nnx in supported versions
-        nnx = None
+        nnx = None  # type: ignore[assignment]  # optional import
     if nnx is not None and isinstance(model, nnx.Module):
         try:
             from jaxcnn.nnx import as_linen_like

@@ -61,15 +61,15 @@ def make_mesh(devices: Sequence[Any], model_parallel: int = 1) -> Mesh:
       >>> make_mesh(jax.devices()[:8], 2).shape     # doctest: +SKIP
       OrderedDict([('data', 4), ('model', 2)])
     """
-    devices = np.asarray(list(devices), dtype=object)
+    grid = np.asarray(list(devices), dtype=object)
     k = _validate.as_int(model_parallel, "model_parallel")
-    if k < 1 or devices.size % k:
+    if k < 1 or grid.size % k:
         raise ValueError(
-            f"model_parallel must be >= 1 and divide the number of devices ({devices.size}), got {k}"
+            f"model_parallel must be >= 1 and divide the number of devices ({grid.size}), got {k}"
         )
     if k == 1:
-        return Mesh(devices, (DATA_AXIS,))
-    return Mesh(devices.reshape(devices.size // k, k), (DATA_AXIS, MODEL_AXIS))
+        return Mesh(grid, (DATA_AXIS,))
+    return Mesh(grid.reshape(grid.size // k, k), (DATA_AXIS, MODEL_AXIS))
 
 
 def param_spec(shape: Sequence[int], model_size: int, min_size: int = DEFAULT_MIN_SIZE) -> P:

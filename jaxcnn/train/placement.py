@@ -129,7 +129,7 @@ class Placement:
         if self.strategy == "jit" or jax.process_count() == 1:
             return slice(0, batch_size)
         index = NamedSharding(self.mesh, P(DATA_AXIS)).addressable_devices_indices_map((batch_size,))
-        blocks = sorted({(sl[0].start or 0, batch_size if sl[0].stop is None else sl[0].stop) for sl in index.values()})
+        blocks = sorted({(sl[0].start or 0, batch_size if sl[0].stop is None else sl[0].stop) for sl in index.values() if sl is not None})
         lo, hi = blocks[0][0], blocks[-1][1]
         if sum(b - a for a, b in blocks) != hi - lo:
             raise ValueError(

@@ -113,7 +113,7 @@ def resolve_parts(batch_split: int | str, batch_size: int, apply: Callable[[], A
     """
     if batch_split == 1:
         return 1
-    if batch_split == "auto":
+    if isinstance(batch_split, str):  # "auto", the only string check_batch_split allows
         parts = auto_parts(batch_size)
         return 1 if parts == 1 or (found if found is not None else mixing_layers(apply)) else parts
     if batch_size % batch_split:

@@ -124,7 +124,7 @@ def mnist(
         )
 
     x_test, y_test = _read_pair(files["test_images"], files["test_labels"])
-    if files["train_images"] is not None:
+    if files["train_images"] is not None and files["train_labels"] is not None:  # both or neither (checked above)
         x_train, y_train = _read_pair(files["train_images"], files["train_labels"])
         description = (
             f"MNIST official split {len(y_train)}/{len(y_test)} from "

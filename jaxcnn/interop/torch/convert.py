@@ -133,7 +133,7 @@ def _keys(leaf: Leaf) -> list[str]:
 
 
 def _shape_of(structure: Structure, leaf: Leaf) -> tuple[tuple[int, ...], Any]:
-    node = structure.shapes
+    node: Any = structure.shapes
     for k in _keys(leaf):
         node = node[k]
     return tuple(node.shape), node.dtype
@@ -213,7 +213,8 @@ def from_torch(
                          lambda k: int(np.shape(state_dict[k])[1]) if k in state_dict and np.ndim(state_dict[k]) > 1 else None)
     structure = trace(model, shape)
     leaves = plan(structure, path_map)
-    missing, mismatched, used, out = [], [], set(), {}
+    missing, mismatched, used = [], [], set()
+    out: dict[str, Any] = {}
     for leaf in leaves:
         target, dtype = _shape_of(structure, leaf)
         where = "/".join(_keys(leaf))

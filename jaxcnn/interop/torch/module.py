@@ -179,7 +179,9 @@ def from_torch_module(module: Any, *, channels_first: bool = False) -> tuple[Por
     torch = require_torch("from_torch_module")
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    layers, names, variables = [], [], {}
+    layers: list[nn.Module] = []
+    names: list[str] = []
+    variables: dict[str, Any] = {}
     for i, (name, leaf) in enumerate(_leaves(module)):
         layer, v = convert_layer(leaf, f"layer {i} ({name or type(leaf).__name__!s}: {type(leaf).__name__})")
         for collection, tree in v.items():

@@ -40,7 +40,7 @@ class Activation(nn.Module):
     """
 
     kind: str
-    param: tuple[float, ...] = ()
+    param: tuple[float, ...] = ()  # type: ignore[assignment]  # public field name, shadows Module.param (unused here)
 
     def __call__(self, x: Any) -> jnp.ndarray:
         kind = _validate.check_choice(self.kind, "kind", tuple(ACTIVATIONS))

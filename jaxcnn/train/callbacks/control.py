@@ -114,6 +114,8 @@ class ReduceLROnPlateau(_Plateau):
         if not self._improved(record) and self.since_best >= self.patience:
             self.since_best = 0
             lr: list[float] = []
+            if run.update_state is None:
+                raise RuntimeError("the run's state cannot be updated outside fit")
             run.update_state(lambda state: self._scaled(state, lr))
             self.reductions.append((epoch, lr[0]))
             record["lr"] = lr[0]
