@@ -59,7 +59,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 else
   echo "nvidia-smi: not found"
 fi
-"$PY" -m benchmarks.gpu_env info || fail "importing jax/torch on this machine (JAX_PLATFORMS=$JAX_PLATFORMS)"
+"$PY" -m benchmarks.gpu_env info || fail "jax or torch did not start with JAX_PLATFORMS=$JAX_PLATFORMS (no GPU here? --dry-run runs on CPU)"
 
 step "2/3 tests of conv, pool, norm, dropout and the train step"
 TEST_ARGS=()
