@@ -161,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.dry_run else 5)
     min_time = args.min_time or (0.01 if args.dry_run else 0.25)
     if args.dry_run:  # the stand-in rows compile the same programs: a compilation cache keeps the dry run short
+        import atexit
+        import shutil
         import tempfile
 
         import jax
 
-        jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="gpu_table_jax_cache_"))
+        cache = tempfile.mkdtemp(prefix="gpu_table_jax_cache_")
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+        jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     head = header(device)
     records = run(dry_run=args.dry_run, device=device, repeats=repeats, min_time=min_time)
