@@ -142,13 +142,23 @@ def torch_optimizer(name: str, params: Any, lr: float, momentum: float = 0.9) ->
     raise ValueError(f"optimizer must be 'adam' or 'momentum', got {name!r}")
 
 
-def torch_train_step(model: tnn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """The eager training loop body every PyTorch tutorial writes; returns the loss tensor."""
+def torch_train_step(model: tnn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                     autocast_dtype: torch.dtype | None = None) -> Callable[[], torch.Tensor]:
+    """The eager training loop body every PyTorch tutorial writes; returns the loss tensor.
+
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``): the forward pass and loss under ``torch.autocast`` on
+    ``x``'s device, the backward pass outside it, as PyTorch's AMP recipe says (bfloat16 needs no GradScaler).
+    """
     model.train()
+    device_type = x.device.type
 
     def step() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = TF.cross_entropy(model(x), y)
+        if autocast_dtype is None:
+            loss = TF.cross_entropy(model(x), y)
+        else:
+            with torch.autocast(device_type=device_type, dtype=autocast_dtype):
+                loss = TF.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
         return loss

@@ -118,7 +118,8 @@ def _block(x: Any) -> None:
     jax.block_until_ready(x)
 
 
-def jaxcnn_case(cfg: TrainConfig, k: int) -> tuple[Case, dict[str, Any]]:
+def jaxcnn_case(cfg: TrainConfig, k: int, dtype: str | None = None) -> tuple[Case, dict[str, Any]]:
+    """jaxcnn's step on JAX's default device; ``dtype="bfloat16"``: the model's compute dtype (parameters stay float32)."""
     import jax
     import jax.numpy as jnp
 
@@ -126,6 +127,7 @@ def jaxcnn_case(cfg: TrainConfig, k: int) -> tuple[Case, dict[str, Any]]:
     from jaxcnn.train import create_train_state, make_optimizer, make_train_step
 
     name, kw, _, _ = MODELS[cfg.model]
+    kw = {**kw, "dtype": jnp.dtype(dtype)} if dtype and dtype != "float32" else kw
     model = jaxcnn.get_model(name, num_classes=cfg.num_classes, **kw)
     tx = make_optimizer(cfg.optimizer, cfg.lr)
     state = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *cfg.input_shape), jnp.float32), seed=0)
@@ -151,22 +153,33 @@ def flax_case(cfg: TrainConfig) -> tuple[Case, dict[str, Any]]:
     return case, {"jit_fn": peers.flax_train_step_jit, "current_state": current, "batch": batch}
 
 
-def torch_case(cfg: TrainConfig, compiled: bool = False, threads: int | None = None) -> tuple[Case, dict[str, Any]]:
+def torch_case(cfg: TrainConfig, compiled: bool = False, threads: int | None = None, device: str = "cpu",
+               dtype: str | None = None) -> tuple[Case, dict[str, Any]]:
+    """The eager PyTorch loop; ``device="cuda"``: model and data on the GPU, every timed block ends with
+    ``torch.cuda.synchronize()``; ``dtype="bfloat16"``: the step under ``torch.autocast(device, bfloat16)``
+    (parameters, optimizer and master weights stay float32, as jaxcnn's ``dtype=bfloat16``)."""
     import torch
 
     from benchmarks import peers
 
     torch.manual_seed(0)
-    model = peers.torch_model(cfg.model, cfg.num_classes)
+    model = peers.torch_model(cfg.model, cfg.num_classes).to(device)
     opt = peers.torch_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     x, y = make_data(cfg)
-    tx = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
-    ty = torch.from_numpy(y.astype(np.int64))
-    step = peers.torch_train_step(torch.compile(model) if compiled else model, opt, tx, ty)
+    tx = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1))).to(device)
+    ty = torch.from_numpy(y.astype(np.int64)).to(device)
+    amp = None if not dtype or dtype == "float32" else getattr(torch, dtype)
+    step_only = peers.torch_train_step(torch.compile(model) if compiled else model, opt, tx, ty, autocast_dtype=amp)
+    sync = torch.cuda.synchronize if tx.is_cuda else (lambda: None)
+
+    def step():
+        step_only()
+        sync()
 
     def body(n: int):
         for _ in range(n):
-            step()
+            step_only()
+        sync()
 
     name = "torch.compile" if compiled else ("torch" if threads is None else _timing.TORCH_1T)
     return Case(name, _timing.with_torch_threads(step, threads), _timing.with_torch_threads(body, threads)), {}
