@@ -257,9 +257,17 @@ def versions(packages: Sequence[str] = ("jax", "jaxlib", "flax", "optax", "torch
 def git_revision() -> str:
     """``<commit>`` or ``<commit>+dirty`` of the checkout the benchmarks run from, or ``"unknown"``."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=ROOT,
-                               capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if head.returncode:
@@ -267,9 +275,21 @@ def git_revision() -> str:
     return head.stdout.strip()[:12] + ("+dirty" if dirty.stdout.strip() else "")
 
 
-ENV_VARS = ("XLA_FLAGS", "JAX_PLATFORMS", "JAX_ENABLE_X64", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-            "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
-            "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "LD_PRELOAD")
+ENV_VARS = (
+    "XLA_FLAGS",
+    "JAX_PLATFORMS",
+    "JAX_ENABLE_X64",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "KMP_BLOCKTIME",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_ARENA_MAX",
+    "LD_PRELOAD",
+)
 
 
 def machine_info() -> dict[str, Any]:

@@ -45,15 +45,28 @@ def measure_guard(repeats: int = 7, min_time: float = 0.3, log: Any = None) -> l
     rows = []
     for name, shape, batch_size in CONFIGS:
         rng = np.random.default_rng(0)
-        batch = {"x": rng.standard_normal((batch_size, *shape)).astype(np.float32),
-                 "y": rng.integers(0, 10, batch_size).astype(np.int32)}
+        batch = {
+            "x": rng.standard_normal((batch_size, *shape)).astype(np.float32),
+            "y": rng.integers(0, 10, batch_size).astype(np.int32),
+        }
         model = jaxcnn.get_model(name)
-        stats = measure([_case("guard", model, batch, True), _case("no guard", model, batch, False)],
-                        repeats=repeats, min_time=min_time, log=log)
+        stats = measure(
+            [_case("guard", model, batch, True), _case("no guard", model, batch, False)],
+            repeats=repeats,
+            min_time=min_time,
+            log=log,
+        )
         on, off = stats["guard"], stats["no guard"]
-        rows.append({"model": name, "batch": batch_size, "guard_ms": 1e3 * on.median_s,
-                     "no_guard_ms": 1e3 * off.median_s, "overhead": on.median_s / off.median_s - 1,
-                     "noise": max(on.iqr_rel, off.iqr_rel)})
+        rows.append(
+            {
+                "model": name,
+                "batch": batch_size,
+                "guard_ms": 1e3 * on.median_s,
+                "no_guard_ms": 1e3 * off.median_s,
+                "overhead": on.median_s / off.median_s - 1,
+                "noise": max(on.iqr_rel, off.iqr_rel),
+            }
+        )
     return rows
 
 
@@ -67,8 +80,11 @@ def render(rows: list[dict], load: Any) -> str:
         "| model | batch | guard (ms/step) | no guard (ms/step) | overhead | noise (IQR/median) |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['model']} | {r['batch']} | {r['guard_ms']:.2f} | {r['no_guard_ms']:.2f} | "
-              f"{100 * r['overhead']:+.1f}% | {100 * r['noise']:.1f}% |" for r in rows]
+    lines += [
+        f"| {r['model']} | {r['batch']} | {r['guard_ms']:.2f} | {r['no_guard_ms']:.2f} | "
+        f"{100 * r['overhead']:+.1f}% | {100 * r['noise']:.1f}% |"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -74,8 +74,10 @@ def measure_overhead(batch_size: int = 128, repeats: int = 5, min_time: float = 
       "ratio": {name: median / linen median}}``.
     """
     rng = np.random.default_rng(0)
-    batch = {"x": rng.standard_normal((batch_size, 28, 28, 1)).astype(np.float32),
-             "y": rng.integers(0, 10, batch_size).astype(np.int32)}
+    batch = {
+        "x": rng.standard_normal((batch_size, 28, 28, 1)).astype(np.float32),
+        "y": rng.integers(0, 10, batch_size).astype(np.int32),
+    }
     linen = jaxcnn.get_model("lwls_cnn")
     init = train.create_train_state(linen, optax.adam(1e-3), batch["x"])
     params = jax.tree.map(np.asarray, init.params)

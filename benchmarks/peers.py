@@ -142,8 +142,13 @@ def torch_optimizer(name: str, params: Any, lr: float, momentum: float = 0.9) ->
     raise ValueError(f"optimizer must be 'adam' or 'momentum', got {name!r}")
 
 
-def torch_train_step(model: tnn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                     autocast_dtype: torch.dtype | None = None) -> Callable[[], torch.Tensor]:
+def torch_train_step(
+    model: tnn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
+) -> Callable[[], torch.Tensor]:
     """The eager training loop body every PyTorch tutorial writes; returns the loss tensor.
 
     ``autocast_dtype`` (e.g. ``torch.bfloat16``): the forward pass and loss under ``torch.autocast`` on
@@ -171,7 +176,9 @@ def _np(a: Any) -> np.ndarray:
     return np.array(jax.device_get(a), np.float32, copy=True)
 
 
-def copy_jaxcnn_to_torch(params: Any, batch_stats: Any, model: tnn.Module, hwc_inputs: dict[str, tuple[int, int, int]] | None = None) -> None:
+def copy_jaxcnn_to_torch(
+    params: Any, batch_stats: Any, model: tnn.Module, hwc_inputs: dict[str, tuple[int, int, int]] | None = None
+) -> None:
     """Load jaxcnn (Flax) variables into a PyTorch module whose submodules carry the same names.
 
     Conv kernels ``(*window, I, O)`` -> ``(O, I, *window)``; Dense ``(in, out)``
@@ -244,12 +251,16 @@ class FlaxBasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
+        conv = functools.partial(
+            nn.Conv, use_bias=False, kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+        )
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5)
         y = nn.relu(norm(name="bn1")(conv(self.features, (3, 3), self.strides, padding=1, name="conv1")(x)))
         y = norm(name="bn2")(conv(self.features, (3, 3), padding=1, name="conv2")(y))
         if self.strides != 1 or x.shape[-1] != self.features:
-            x = norm(name="downsample_bn")(conv(self.features, (1, 1), self.strides, padding="VALID", name="downsample_conv")(x))
+            x = norm(name="downsample_bn")(
+                conv(self.features, (1, 1), self.strides, padding="VALID", name="downsample_conv")(x)
+            )
         return nn.relu(y + x)
 
 
@@ -261,12 +272,20 @@ class FlaxResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name="conv1",
-                    kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))(x)
+        x = nn.Conv(
+            self.width,
+            (3, 3),
+            padding=1,
+            use_bias=False,
+            name="conv1",
+            kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        )(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn1")(x))
         for i in range(4):
             for j in range(2):
-                x = FlaxBasicBlock(self.width * 2**i, 2 if i > 0 and j == 0 else 1, name=f"layer{i + 1}_block{j + 1}")(x, train)
+                x = FlaxBasicBlock(self.width * 2**i, 2 if i > 0 and j == 0 else 1, name=f"layer{i + 1}_block{j + 1}")(
+                    x, train
+                )
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
 
@@ -293,11 +312,20 @@ class FlaxTrainState(train_state.TrainState):
     batch_stats: Any
 
 
-def flax_create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple[int, ...], *,
-                      seed: int = 0, params: Any = None, batch_stats: Any = None) -> FlaxTrainState:
+def flax_create_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape: tuple[int, ...],
+    *,
+    seed: int = 0,
+    params: Any = None,
+    batch_stats: Any = None,
+) -> FlaxTrainState:
     """Initialize (jit-compiled ``model.init``) or wrap given variables into a :class:`FlaxTrainState`."""
     if params is None:
-        variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed, impl="rbg"), jnp.zeros((1, *input_shape), jnp.float32))
+        variables = jax.jit(functools.partial(model.init, train=False))(
+            jax.random.key(seed, impl="rbg"), jnp.zeros((1, *input_shape), jnp.float32)
+        )
         params, batch_stats = variables["params"], variables.get("batch_stats", {})
     return FlaxTrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats or {})
 

@@ -18,8 +18,11 @@ from jaxcnn.models.mobilenet import SETTING, make_divisible
 
 
 def _conv_bn_act(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> tnn.Sequential:
-    return tnn.Sequential(tnn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-                          tnn.BatchNorm2d(c_out), tnn.ReLU6(inplace=True))
+    return tnn.Sequential(
+        tnn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
+        tnn.BatchNorm2d(c_out),
+        tnn.ReLU6(inplace=True),
+    )
 
 
 class TorchInvertedResidual(tnn.Module):
@@ -29,8 +32,11 @@ class TorchInvertedResidual(tnn.Module):
         super().__init__()
         hidden = round(c_in * expand)
         layers = [_conv_bn_act(c_in, hidden, 1)] if expand != 1 else []
-        layers += [_conv_bn_act(hidden, hidden, 3, stride, groups=hidden), tnn.Conv2d(hidden, c_out, 1, bias=False),
-                   tnn.BatchNorm2d(c_out)]
+        layers += [
+            _conv_bn_act(hidden, hidden, 3, stride, groups=hidden),
+            tnn.Conv2d(hidden, c_out, 1, bias=False),
+            tnn.BatchNorm2d(c_out),
+        ]
         self.conv = tnn.Sequential(*layers)
         self.use_res_connect = stride == 1 and c_in == c_out
 

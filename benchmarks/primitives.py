@@ -79,8 +79,14 @@ class ConvSpec:
     def describe(self) -> str:
         sp = "x".join(map(str, self.x_shape[1:-1]))
         k = "x".join(map(str, self.window))
-        extra = "".join([f" s{self.strides}" if self.strides > 1 else "", f" d{self.dilation}" if self.dilation > 1 else "",
-                         f" g{self.groups}" if self.groups > 1 else "", " +b" if self.bias else ""])
+        extra = "".join(
+            [
+                f" s{self.strides}" if self.strides > 1 else "",
+                f" d{self.dilation}" if self.dilation > 1 else "",
+                f" g{self.groups}" if self.groups > 1 else "",
+                " +b" if self.bias else "",
+            ]
+        )
         return f"N={self.x_shape[0]} {sp}x{self.x_shape[-1]} -> {self.c_out}, k{k}{extra} {self.padding if isinstance(self.padding, str) else 'pad ' + str(self.padding)}"
 
 
@@ -103,25 +109,80 @@ class OpSpec:
     def describe(self) -> str:
         sp = "x".join(map(str, self.x_shape[1:]))
         pad = f" pad {self.padding}" if self.padding else ""
-        what = f"{self.window}x{self.window}/{self.strides}{pad}" if self.kind != "batch_norm" else "training, momentum 0.9 (torch 0.1)"
+        what = (
+            f"{self.window}x{self.window}/{self.strides}{pad}"
+            if self.kind != "batch_norm"
+            else "training, momentum 0.9 (torch 0.1)"
+        )
         return f"N={self.x_shape[0]} {sp}, {what}"
 
 
 def conv_specs(quick: bool) -> list[ConvSpec]:
     """The shapes of issue 7: LWLS layers at batch 128, ResNet-18 layers at batch 32, depthwise, 1-D causal."""
     specs = [
-        ConvSpec("lwls_conv1", (128, 28, 28, 1), (5, 5), 4, padding="SAME", torch_padding=2, bias=True, note="LWLS conv1"),
-        ConvSpec("lwls_conv2", (128, 28, 28, 4), (5, 5), 8, strides=2, padding="SAME", torch_padding=2, bias=True,
-                 note="LWLS conv2 (torch pads 2/2, jaxcnn SAME 1/2: same shape and cost)"),
-        ConvSpec("lwls_conv3", (128, 14, 14, 8), (4, 4), 12, strides=2, padding="SAME", torch_padding=1, bias=True, note="LWLS conv3"),
-        ConvSpec("resnet_56x56x64", (32, 56, 56, 64), (3, 3), 64, padding=1, torch_padding=1, note="ResNet-18 layer1 conv"),
-        ConvSpec("resnet_14x14x256", (32, 14, 14, 256), (3, 3), 256, padding=1, torch_padding=1, note="ResNet-18 layer3 conv"),
-        ConvSpec("depthwise_28x28x256", (32, 28, 28, 256), (3, 3), 256, groups=256, padding=1, torch_padding=1,
-                 note="depthwise 3x3 (MobileNet)"),
-        ConvSpec("depthwise_s2_16x16x192", (128, 16, 16, 192), (3, 3), 192, strides=2, groups=192, padding=1, torch_padding=1,
-                 note="MobileNetV2 CIFAR stage-3 depthwise, stride 2, batch 128"),
-        ConvSpec("causal1d_d8", (32, 2048, 64), (2,), 64, dilation=8, padding="CAUSAL", torch_padding="causal", bias=True,
-                 note="WaveNet dilated causal conv"),
+        ConvSpec(
+            "lwls_conv1", (128, 28, 28, 1), (5, 5), 4, padding="SAME", torch_padding=2, bias=True, note="LWLS conv1"
+        ),
+        ConvSpec(
+            "lwls_conv2",
+            (128, 28, 28, 4),
+            (5, 5),
+            8,
+            strides=2,
+            padding="SAME",
+            torch_padding=2,
+            bias=True,
+            note="LWLS conv2 (torch pads 2/2, jaxcnn SAME 1/2: same shape and cost)",
+        ),
+        ConvSpec(
+            "lwls_conv3",
+            (128, 14, 14, 8),
+            (4, 4),
+            12,
+            strides=2,
+            padding="SAME",
+            torch_padding=1,
+            bias=True,
+            note="LWLS conv3",
+        ),
+        ConvSpec(
+            "resnet_56x56x64", (32, 56, 56, 64), (3, 3), 64, padding=1, torch_padding=1, note="ResNet-18 layer1 conv"
+        ),
+        ConvSpec(
+            "resnet_14x14x256", (32, 14, 14, 256), (3, 3), 256, padding=1, torch_padding=1, note="ResNet-18 layer3 conv"
+        ),
+        ConvSpec(
+            "depthwise_28x28x256",
+            (32, 28, 28, 256),
+            (3, 3),
+            256,
+            groups=256,
+            padding=1,
+            torch_padding=1,
+            note="depthwise 3x3 (MobileNet)",
+        ),
+        ConvSpec(
+            "depthwise_s2_16x16x192",
+            (128, 16, 16, 192),
+            (3, 3),
+            192,
+            strides=2,
+            groups=192,
+            padding=1,
+            torch_padding=1,
+            note="MobileNetV2 CIFAR stage-3 depthwise, stride 2, batch 128",
+        ),
+        ConvSpec(
+            "causal1d_d8",
+            (32, 2048, 64),
+            (2,),
+            64,
+            dilation=8,
+            padding="CAUSAL",
+            torch_padding="causal",
+            bias=True,
+            note="WaveNet dilated causal conv",
+        ),
     ]
     if quick:
         specs = [s for s in specs if s.name in ("lwls_conv1", "resnet_14x14x256")]
@@ -131,7 +192,15 @@ def conv_specs(quick: bool) -> list[ConvSpec]:
 def op_specs(quick: bool) -> list[OpSpec]:
     specs = [
         OpSpec("max_pool", "max_pool", (32, 56, 56, 64), 2),
-        OpSpec("max_pool_3x3s2", "max_pool", (32, 112, 112, 64), 3, stride=2, padding=1, note="ResNet ImageNet stem max-pool"),
+        OpSpec(
+            "max_pool_3x3s2",
+            "max_pool",
+            (32, 112, 112, 64),
+            3,
+            stride=2,
+            padding=1,
+            note="ResNet ImageNet stem max-pool",
+        ),
         OpSpec("avg_pool", "avg_pool", (32, 56, 56, 64), 2),
         OpSpec("batch_norm", "batch_norm", (32, 56, 56, 64)),
     ]
@@ -165,7 +234,7 @@ def _torch_case(name: str, fn: Callable[[], Any], threads: int | None = None) ->
 
 
 def _torch_cases(fn: Callable[[], Any]) -> dict[str, Case]:
-    """"torch" (all cores) and, on a multi-core machine, "torch 1-thread"."""
+    """ "torch" (all cores) and, on a multi-core machine, "torch 1-thread"."""
     return {name: _torch_case(name, fn, threads) for name, threads in torch_variants()}
 
 
@@ -192,19 +261,29 @@ def conv_cases(spec: ConvSpec, seed: int = 0) -> dict[str, dict[str, Case]]:
     rng = np.random.default_rng(seed)
     c_in = spec.x_shape[-1]
     x = rng.standard_normal(spec.x_shape, np.float32)
-    w = (rng.standard_normal((*spec.window, c_in // spec.groups, spec.c_out), np.float32) / math.sqrt(math.prod(spec.window) * c_in / spec.groups)).astype(np.float32)
+    w = (
+        rng.standard_normal((*spec.window, c_in // spec.groups, spec.c_out), np.float32)
+        / math.sqrt(math.prod(spec.window) * c_in / spec.groups)
+    ).astype(np.float32)
     b = rng.standard_normal((spec.c_out,), np.float32) * 0.1 if spec.bias else None
     g = rng.standard_normal((spec.x_shape[0], *spec.out_spatial(), spec.c_out), np.float32)
 
     def jx(x, w, b=None):
         return F.conv(x, w, b, strides=spec.strides, padding=spec.padding, dilation=spec.dilation, groups=spec.groups)
 
-    lhs = "N" + "DHW"[-spec.nd:] + "C"
-    dn = (lhs, "DHW"[-spec.nd:] + "IO", lhs)
+    lhs = "N" + "DHW"[-spec.nd :] + "C"
+    dn = (lhs, "DHW"[-spec.nd :] + "IO", lhs)
 
     def lx(x, w, b=None):
-        y = lax.conv_general_dilated(x, w, (spec.strides,) * spec.nd, _lax_padding(spec), rhs_dilation=(spec.dilation,) * spec.nd,
-                                     dimension_numbers=dn, feature_group_count=spec.groups)
+        y = lax.conv_general_dilated(
+            x,
+            w,
+            (spec.strides,) * spec.nd,
+            _lax_padding(spec),
+            rhs_dilation=(spec.dilation,) * spec.nd,
+            dimension_numbers=dn,
+            feature_group_count=spec.groups,
+        )
         return y if b is None else y + b
 
     args = tuple(jnp.asarray(a) for a in ((x, w) if b is None else (x, w, b)))
@@ -240,10 +319,16 @@ def conv_cases(spec: ConvSpec, seed: int = 0) -> dict[str, dict[str, Case]]:
         tconv(txg, twg, tbg).backward(tg)
 
     return {
-        "fwd": {"jaxcnn": _jax_case("jaxcnn", jax.jit(jx), args), "lax": _jax_case("lax", jax.jit(lx), args),
-                **_torch_cases(t_fwd)},
-        "fwd+bwd": {"jaxcnn": _jax_case("jaxcnn", _vjp_all(jx), (gj, *args)), "lax": _jax_case("lax", _vjp_all(lx), (gj, *args)),
-                    **_torch_cases(t_fwdbwd)},
+        "fwd": {
+            "jaxcnn": _jax_case("jaxcnn", jax.jit(jx), args),
+            "lax": _jax_case("lax", jax.jit(lx), args),
+            **_torch_cases(t_fwd),
+        },
+        "fwd+bwd": {
+            "jaxcnn": _jax_case("jaxcnn", _vjp_all(jx), (gj, *args)),
+            "lax": _jax_case("lax", _vjp_all(lx), (gj, *args)),
+            **_torch_cases(t_fwdbwd),
+        },
     }
 
 
@@ -260,7 +345,9 @@ def op_cases(spec: OpSpec, seed: int = 0) -> dict[str, dict[str, Case]]:
         win = (1, k, k, 1)
         if spec.kind == "max_pool":
             jx = lambda x: F.max_pool(x, k, st, p)
-            lx = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, win, (1, st, st, 1), ((0, 0), (p, p), (p, p), (0, 0)))
+            lx = lambda x: lax.reduce_window(
+                x, -jnp.inf, lax.max, win, (1, st, st, 1), ((0, 0), (p, p), (p, p), (0, 0))
+            )
             tf = lambda x: TF.max_pool2d(x, k, st, p)
         else:
             jx = lambda x: F.avg_pool(x, k)
@@ -310,10 +397,16 @@ def op_cases(spec: OpSpec, seed: int = 0) -> dict[str, dict[str, Case]]:
     fb_j, fb_l = vjp(jx), vjp(lx)
     gj = jnp.asarray(g)
     return {
-        "fwd": {"jaxcnn": _jax_case("jaxcnn", jax.jit(jx), args), "lax": _jax_case("lax", jax.jit(lx), args),
-                **_torch_cases(t_fwd)},
-        "fwd+bwd": {"jaxcnn": _jax_case("jaxcnn", fb_j, (gj, *args)), "lax": _jax_case("lax", fb_l, (gj, *args)),
-                    **_torch_cases(t_fwdbwd)},
+        "fwd": {
+            "jaxcnn": _jax_case("jaxcnn", jax.jit(jx), args),
+            "lax": _jax_case("lax", jax.jit(lx), args),
+            **_torch_cases(t_fwd),
+        },
+        "fwd+bwd": {
+            "jaxcnn": _jax_case("jaxcnn", fb_j, (gj, *args)),
+            "lax": _jax_case("lax", fb_l, (gj, *args)),
+            **_torch_cases(t_fwdbwd),
+        },
     }
 
 
@@ -363,8 +456,14 @@ def run(*, quick: bool, repeats: int, min_time: float, select: str | None = None
         for pass_name, by_peer in cases.items():
             log(f"primitives: {spec.name} {pass_name}")
             stats: dict[str, Stats] = measure(list(by_peer.values()), repeats=repeats, min_time=min_time, log=log)
-            rec: dict[str, Any] = {"name": spec.name, "pass": pass_name, "what": spec.describe(), "note": spec.note,
-                                   "x_shape": list(spec.x_shape), "stats": {k: v.to_dict() for k, v in stats.items()}}
+            rec: dict[str, Any] = {
+                "name": spec.name,
+                "pass": pass_name,
+                "what": spec.describe(),
+                "note": spec.note,
+                "x_shape": list(spec.x_shape),
+                "stats": {k: v.to_dict() for k, v in stats.items()},
+            }
             if isinstance(spec, (ConvSpec, TransposeSpec)):
                 rec["macs"] = spec.macs()
                 rec["flops"] = 2 * spec.macs() * (1 if pass_name == "fwd" else 3)

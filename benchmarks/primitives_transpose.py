@@ -60,7 +60,9 @@ class TransposeSpec:
 def transpose_specs(quick: bool) -> list[TransposeSpec]:
     specs = [
         TransposeSpec("conv_transpose2d_s2", (32, 16, 16, 128), (4, 4), 64, note="DCGAN-style upsampling, 16 -> 32"),
-        TransposeSpec("conv_transpose3d_s2", (8, 8, 8, 8, 64), (4, 4, 4), 32, note="3-D decoder upsampling, 8 -> 16 (jax#31662)"),
+        TransposeSpec(
+            "conv_transpose3d_s2", (8, 8, 8, 8, 64), (4, 4, 4), 32, note="3-D decoder upsampling, 8 -> 16 (jax#31662)"
+        ),
     ]
     return [] if quick else specs
 
@@ -70,7 +72,9 @@ def transpose_cases(spec: TransposeSpec, jax_case, vjp_all, torch_cases, seed: i
     rng = np.random.default_rng(seed)
     nd, c_out = spec.nd, spec.y_shape[-1]
     y = rng.standard_normal(spec.y_shape, np.float32)
-    w = (rng.standard_normal((*spec.window, spec.c_in, c_out), np.float32) / math.sqrt(math.prod(spec.window) * c_out)).astype(np.float32)
+    w = (
+        rng.standard_normal((*spec.window, spec.c_in, c_out), np.float32) / math.sqrt(math.prod(spec.window) * c_out)
+    ).astype(np.float32)
     g = rng.standard_normal((spec.y_shape[0], *spec.out_spatial(), spec.c_in), np.float32)
     spatial = "DHW"[-nd:]
     dn = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
@@ -100,7 +104,14 @@ def transpose_cases(spec: TransposeSpec, jax_case, vjp_all, torch_cases, seed: i
 
     gj = jnp.asarray(g)
     return {
-        "fwd": {"jaxcnn": jax_case("jaxcnn", jax.jit(jx), args), "lax": jax_case("lax", jax.jit(lx), args), **torch_cases(t_fwd)},
-        "fwd+bwd": {"jaxcnn": jax_case("jaxcnn", vjp_all(jx), (gj, *args)), "lax": jax_case("lax", vjp_all(lx), (gj, *args)),
-                    **torch_cases(t_fwdbwd)},
+        "fwd": {
+            "jaxcnn": jax_case("jaxcnn", jax.jit(jx), args),
+            "lax": jax_case("lax", jax.jit(lx), args),
+            **torch_cases(t_fwd),
+        },
+        "fwd+bwd": {
+            "jaxcnn": jax_case("jaxcnn", vjp_all(jx), (gj, *args)),
+            "lax": jax_case("lax", vjp_all(lx), (gj, *args)),
+            **torch_cases(t_fwdbwd),
+        },
     }

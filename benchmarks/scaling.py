@@ -64,16 +64,20 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.scaling",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--devices", default="1,2,4,8", help="comma-separated device counts (default 1,2,4,8)")
     p.add_argument("--model", default="lwls_cnn", help="model name (default lwls_cnn)")
     p.add_argument("--image-size", type=int, default=28, help="digits resized to this size (default 28)")
@@ -81,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="sharded", help="sharded | shard_map | pmap (default sharded)")
     p.add_argument("--steps", type=int, default=20, help="steps per timed repeat (default 20)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported (default 5)")
-    p.add_argument("--real-devices", action="store_true", help="use the real devices (GPU/TPU) instead of forced CPU devices")
+    p.add_argument(
+        "--real-devices", action="store_true", help="use the real devices (GPU/TPU) instead of forced CPU devices"
+    )
     p.add_argument("--quick", action="store_true", help="1 and 2 devices, 5 steps x 2 repeats; writes results/quick/")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results; --quick: results/quick)")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # internal: measure on n devices
@@ -108,20 +114,32 @@ class _Bench:
         ds = jaxcnn.data.digits(size=image_size)
         axis = "data" if strategy in ("pmap", "shard_map") else None
         model = jaxcnn.get_model(model_name, axis_name=axis)
-        state = create_train_state(model, optax.sgd(0.01, momentum=0.9),
-                                   jax.ShapeDtypeStruct((1, *ds.x_train.shape[1:]), jnp.float32), seed=0)
+        state = create_train_state(
+            model, optax.sgd(0.01, momentum=0.9), jax.ShapeDtypeStruct((1, *ds.x_train.shape[1:]), jnp.float32), seed=0
+        )
         self.step = make_train_step(model, "cross_entropy", strategy, devices=devices)
         self.placed = self.step.place_state(state)
-        self.batches = [self.step.place_batch({"x": ds.x_train[i * batch_size:(i + 1) * batch_size],
-                                               "y": ds.y_train[i * batch_size:(i + 1) * batch_size]})
-                        for i in range(min(4, len(ds.x_train) // batch_size))]
+        self.batches = [
+            self.step.place_batch(
+                {
+                    "x": ds.x_train[i * batch_size : (i + 1) * batch_size],
+                    "y": ds.y_train[i * batch_size : (i + 1) * batch_size],
+                }
+            )
+            for i in range(min(4, len(ds.x_train) // batch_size))
+        ]
         self.batch_size = batch_size
         t0 = time.perf_counter()
         self.run(1)
         self.first_step_s = time.perf_counter() - t0
         self.run(3)
-        self.info = {"devices": n, "platform": devices[0].platform, "strategy": self.step.strategy,
-                     "per_device_batch": batch_size // n, "first_step_s": self.first_step_s}
+        self.info = {
+            "devices": n,
+            "platform": devices[0].platform,
+            "strategy": self.step.strategy,
+            "per_device_batch": batch_size // n,
+            "first_step_s": self.first_step_s,
+        }
 
     def run(self, steps: int) -> float:
         """Run ``steps`` steps; return images/s (wall time until the results exist)."""
@@ -136,8 +154,9 @@ class _Bench:
 
 def _worker(n: int, args: argparse.Namespace) -> None:
     """Serve timed repeats on n devices: print a JSON "ready" line, then one JSON line per "run" on stdin."""
-    bench = _Bench(n, model_name=args.model, image_size=args.image_size, batch_size=args.batch_size,
-                   strategy=args.strategy)
+    bench = _Bench(
+        n, model_name=args.model, image_size=args.image_size, batch_size=args.batch_size, strategy=args.strategy
+    )
     print(json.dumps(bench.info), flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
@@ -149,12 +168,28 @@ def _start_worker(n: int, args: argparse.Namespace) -> tuple[subprocess.Popen, d
     """A worker process on n (forced CPU, unless --real-devices) devices, compiled and warmed up."""
     env = dict(os.environ)
     if not args.real_devices:
-        flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+        flags = [
+            f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")
+        ]
         env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
         env["JAX_PLATFORMS"] = "cpu"
-    argv = [sys.executable, "-m", "benchmarks.scaling", "--worker", str(n), "--model", args.model,
-            "--image-size", str(args.image_size), "--batch-size", str(args.batch_size), "--strategy", args.strategy,
-            "--steps", str(args.steps)] + (["--real-devices"] if args.real_devices else [])
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.scaling",
+        "--worker",
+        str(n),
+        "--model",
+        args.model,
+        "--image-size",
+        str(args.image_size),
+        "--batch-size",
+        str(args.batch_size),
+        "--strategy",
+        args.strategy,
+        "--steps",
+        str(args.steps),
+    ] + (["--real-devices"] if args.real_devices else [])
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     return proc, _reply(proc, n)
 
@@ -218,8 +253,16 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in sorted(runs, key=lambda r: r["devices"]):
         med = statistics.median(r["images_per_s"])
         speedup = None if base is None else med / base
-        rows.append({**r, "median": med, "low": min(r["images_per_s"]), "high": max(r["images_per_s"]),
-                     "speedup": speedup, "efficiency": None if speedup is None else speedup / r["devices"]})
+        rows.append(
+            {
+                **r,
+                "median": med,
+                "low": min(r["images_per_s"]),
+                "high": max(r["images_per_s"]),
+                "speedup": speedup,
+                "efficiency": None if speedup is None else speedup / r["devices"],
+            }
+        )
     return rows
 
 
@@ -236,33 +279,43 @@ def to_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"`{meta['command']}`",
         "",
         f"- date: {meta['date']}; jax {meta['jax']}; Python {meta['python']}",
-        (f"- machine: {meta['machine']}, {meta['cpus']} CPU cores visible; load average (1, 5, 15 min) "
-         f"{meta['load_before']} before, {meta['load_after']} after"),
+        (
+            f"- machine: {meta['machine']}, {meta['cpus']} CPU cores visible; load average (1, 5, 15 min) "
+            f"{meta['load_before']} before, {meta['load_after']} after"
+        ),
         f"- devices: {'forced CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=n)' if forced else 'real devices'}",
-        (f"- method: {meta['steps']} steps per timed repeat, median of {meta['repeats']} repeats after compile + 3 "
-         f"warm-up steps, the repeats of all device counts interleaved, batches already on the devices; "
-         f"efficiency = img/s(n) / (n x img/s(1))"),
+        (
+            f"- method: {meta['steps']} steps per timed repeat, median of {meta['repeats']} repeats after compile + 3 "
+            f"warm-up steps, the repeats of all device counts interleaved, batches already on the devices; "
+            f"efficiency = img/s(n) / (n x img/s(1))"
+        ),
         "",
         "| devices | per-device batch | img/s (median) | range | speed-up | parallel efficiency | first step (compile) s |",
         "|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['devices']} | {r['per_device_batch']} | {r['median']:,.0f} | {r['low']:,.0f}-{r['high']:,.0f} | "
-                     f"{_fmt(r['speedup'], '.2f')} | {_fmt(r['efficiency'], '.2f')} | {r['first_step_s']:.1f} |")
+        lines.append(
+            f"| {r['devices']} | {r['per_device_batch']} | {r['median']:,.0f} | {r['low']:,.0f}-{r['high']:,.0f} | "
+            f"{_fmt(r['speedup'], '.2f')} | {_fmt(r['efficiency'], '.2f')} | {r['first_step_s']:.1f} |"
+        )
     lines.append("")
     if forced:
         lines += [
-            f"Read this honestly: the \"devices\" are one CPU of {meta['cpus']} cores that XLA splits into "
+            f'Read this honestly: the "devices" are one CPU of {meta["cpus"]} cores that XLA splits into '
             "pretend devices sharing those same cores. The speed-up can never exceed the core count, and what "
             "speed-up there is comes from running the per-device programs concurrently on cores the 1-device run "
             "left partly idle (XLA:CPU spreads small convolutions over its threads only partly), not from more "
             f"hardware. Past {meta['cpus']} devices the efficiency must fall at least as {meta['cpus']}/n; what the "
             "table mostly measures is the cost of the split (smaller per-device kernels, the gradient all-reduce, "
             "dispatching to n devices). "
-            + ("The machine was shared with other jobs during the run (see the load average), so the numbers "
-               "are noisy, and a run with more devices also runs more threads, which win a larger share of the "
-               "contended cores from the other jobs: on a loaded machine that alone can look like a speed-up. "
-               "Re-run on a quiet machine for clean numbers. " if meta["load_before"][0] > 1.25 * meta["cpus"] else "")
+            + (
+                "The machine was shared with other jobs during the run (see the load average), so the numbers "
+                "are noisy, and a run with more devices also runs more threads, which win a larger share of the "
+                "contended cores from the other jobs: on a loaded machine that alone can look like a speed-up. "
+                "Re-run on a quiet machine for clean numbers. "
+                if meta["load_before"][0] > 1.25 * meta["cpus"]
+                else ""
+            )
             + "On n real GPUs or TPU cores the same command with `--real-devices` measures real scaling.",
             "",
         ]
@@ -293,12 +346,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     import jax
 
     out_dir = Path(args.out) if args.out else RESULTS / ("quick" if args.quick else "")
-    meta = {"model": args.model, "batch_size": args.batch_size, "strategy": args.strategy, "steps": args.steps,
-            "repeats": args.repeats, "real_devices": args.real_devices, "jax": jax.__version__,
-            "python": platform.python_version(), "machine": f"{platform.machine()} {_cpu_name()}",
-            "cpus": os.cpu_count(), "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
-            "command": "python -m benchmarks.scaling " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "load_before": [round(x, 2) for x in os.getloadavg()]}
+    meta = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "strategy": args.strategy,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "real_devices": args.real_devices,
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {_cpu_name()}",
+        "cpus": os.cpu_count(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
+        "command": "python -m benchmarks.scaling " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+    }
     runs = measure_all(counts, args)
     meta["load_after"] = [round(x, 2) for x in os.getloadavg()]
     rows = summarize(runs)

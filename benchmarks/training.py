@@ -153,8 +153,9 @@ def flax_case(cfg: TrainConfig) -> tuple[Case, dict[str, Any]]:
     return case, {"jit_fn": peers.flax_train_step_jit, "current_state": current, "batch": batch}
 
 
-def torch_case(cfg: TrainConfig, compiled: bool = False, threads: int | None = None, device: str = "cpu",
-               dtype: str | None = None) -> tuple[Case, dict[str, Any]]:
+def torch_case(
+    cfg: TrainConfig, compiled: bool = False, threads: int | None = None, device: str = "cpu", dtype: str | None = None
+) -> tuple[Case, dict[str, Any]]:
     """The eager PyTorch loop; ``device="cuda"``: model and data on the GPU, every timed block ends with
     ``torch.cuda.synchronize()``; ``dtype="bfloat16"``: the step under ``torch.autocast(device, bfloat16)``
     (parameters, optimizer and master weights stay float32, as jaxcnn's ``dtype=bfloat16``)."""
@@ -193,7 +194,10 @@ def _xla_memory(extra: dict[str, Any]) -> dict[str, int] | None:
         return None
     if ma is None:
         return None
-    return {k: int(getattr(ma, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes")}
+    return {
+        k: int(getattr(ma, k))
+        for k in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes")
+    }
 
 
 def peer_names(cfg: TrainConfig, torch_compile: bool) -> list[str]:
@@ -218,8 +222,16 @@ def images_per_call(cfg: TrainConfig, peer: str) -> int:
     return cfg.batch * (int(peer.split("=")[1]) if peer.startswith("jaxcnn k=") else 1)
 
 
-def run(*, quick: bool, repeats: int, min_time: float, select: str | None = None, torch_compile: bool = False,
-        profile_dir: str | None = None, log=print) -> list[dict[str, Any]]:
+def run(
+    *,
+    quick: bool,
+    repeats: int,
+    min_time: float,
+    select: str | None = None,
+    torch_compile: bool = False,
+    profile_dir: str | None = None,
+    log=print,
+) -> list[dict[str, Any]]:
     """Time every configuration's peers interleaved; one record per configuration."""
     records = []
     for cfg in configs(quick):
@@ -307,7 +319,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def memory(*, quick: bool, select: str | None = None, torch_compile: bool = False, log=print, timeout: float = 900) -> list[dict[str, Any]]:
+def memory(
+    *, quick: bool, select: str | None = None, torch_compile: bool = False, log=print, timeout: float = 900
+) -> list[dict[str, Any]]:
     """Peak memory of every (configuration, peer), each in its own subprocess (sequential)."""
     records = []
     env = dict(os.environ)
@@ -321,14 +335,21 @@ def memory(*, quick: bool, select: str | None = None, torch_compile: bool = Fals
         for peer in names:
             log(f"memory: {cfg.name} {peer} (subprocess)")
             spec = {"config": dataclasses.asdict(cfg), "peer": peer, "steps": 2}
-            proc = subprocess.run([sys.executable, "-m", "benchmarks.training", "--child", json.dumps(spec)],
-                                  check=False, cwd=_timing.ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmarks.training", "--child", json.dumps(spec)],
+                check=False,
+                cwd=_timing.ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not line:
                 rec["peers"][peer] = {"error": (proc.stderr or proc.stdout)[-800:]}
                 log(f"  failed: {(proc.stderr or proc.stdout)[-300:]}")
                 continue
-            rec["peers"][peer] = json.loads(line[-1][len("RESULT "):])
+            rec["peers"][peer] = json.loads(line[-1][len("RESULT ") :])
         records.append(rec)
     return records
 

@@ -47,7 +47,11 @@ def run(ctx: Context) -> None:
         conv = count(jnn.Conv(c_out, k), (1, 28, 28, 1))
         rows.append((f"28x28x1 -> 28x28x{c_out}", f"{k}x{k} kernel", dense, conv, dense / conv))
     dense_check = count(nn.Dense(28 * 28), (1, 28 * 28))
-    ctx.table("Parameters of one layer: dense vs convolution", ["mapping", "conv", "dense params", "conv params", "ratio"], rows)
+    ctx.table(
+        "Parameters of one layer: dense vs convolution",
+        ["mapping", "conv", "dense params", "conv params", "ratio"],
+        rows,
+    )
     ctx.table(
         "The 1-D convolution as a matrix (conv_matrix)",
         ["matrix", "non-zeros", "sparsity", "distinct values", "uses per weight"],
@@ -65,21 +69,35 @@ def run(ctx: Context) -> None:
         ax.set_ylabel("output")
     fig.colorbar(im, ax=ax2, fraction=0.046)
     fig.tight_layout()
-    ctx.save_figure(fig, dpi=110, caption="Left: every output sees every input. Right: the conv matrix is banded (sparse) and constant along diagonals (shared).")
+    ctx.save_figure(
+        fig,
+        dpi=110,
+        caption="Left: every output sees every input. Right: the conv matrix is banded (sparse) and constant along diagonals (shared).",
+    )
 
     ctx.check("dense 5->5 layer has 5*5+5 = 30 parameters", dense_1d == 30, f"measured {dense_1d}")
     ctx.check("3-tap conv 5->5 has 3+1 = 4 parameters", conv_1d == 4, f"measured {conv_1d}")
     ctx.check("the conv matrix times x equals F.conv(x)", same)
-    ctx.check("the 5x5 conv matrix has 13 non-zeros (3 diagonals, 2 clipped corners)", stats.nonzeros == 13, f"{stats.nonzeros}")
+    ctx.check(
+        "the 5x5 conv matrix has 13 non-zeros (3 diagonals, 2 clipped corners)",
+        stats.nonzeros == 13,
+        f"{stats.nonzeros}",
+    )
     ctx.check("a dense 784->784 layer has 784*784+784 parameters", dense_check == 784 * 785, f"{dense_check}")
-    ctx.check("for 28x28 images a 3x3 conv layer needs over 10^4 times fewer parameters", rows[1][4] > 1e4, f"ratio {rows[1][4]:,.0f}")
+    ctx.check(
+        "for 28x28 images a 3x3 conv layer needs over 10^4 times fewer parameters",
+        rows[1][4] > 1e4,
+        f"ratio {rows[1][4]:,.0f}",
+    )
     ctx.text(
         "A convolution is a dense layer whose weight matrix is banded (each output sees only k inputs: "
         "sparse connectivity) and Toeplitz (the same k weights on every row: weight sharing). In 1-D "
         "this shrinks 30 parameters to 4; for a 28x28 image mapped to one feature map of the same size "
         f"it shrinks {rows[1][2]:,} to {rows[1][3]}, and the count no longer depends on the image size."
     )
-    ctx.set_headline(f"5->5: dense 30 vs conv 4 parameters; 28x28->28x28: {rows[1][2]:,} vs {rows[1][3]} ({rows[1][4]:,.0f}x)")
+    ctx.set_headline(
+        f"5->5: dense 30 vs conv 4 parameters; 28x28->28x28: {rows[1][2]:,} vs {rows[1][3]} ({rows[1][4]:,.0f}x)"
+    )
 
 
 if __name__ == "__main__":

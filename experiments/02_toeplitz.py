@@ -73,7 +73,9 @@ def run(ctx: Context) -> None:
             err = max_error(m, k2, x2, padding=pad, strides=s)
             st = conv_matrix_stats(m, k2)
             errors.append(err)
-            rows.append((f"2-D {n2}x{n2}x2 -> 3, k=3x3", pad, s, f"{m.shape[0]}x{m.shape[1]}", st.nonzeros, st.sparsity, err))
+            rows.append(
+                (f"2-D {n2}x{n2}x2 -> 3, k=3x3", pad, s, f"{m.shape[0]}x{m.shape[1]}", st.nonzeros, st.sparsity, err)
+            )
 
     # doubly block Toeplitz: one channel, 3x3 on 5x5, stride 1 (SAME and VALID)
     k_img = rng.standard_normal((3, 3)).astype(np.float32)
@@ -87,7 +89,8 @@ def run(ctx: Context) -> None:
     # with fixed padding (not SAME, whose padding depends on the stride) stride s keeps every s-th row
     every_sth_row = all(
         np.array_equal(conv_matrix(k1, x1.shape, padding=pad, strides=s), conv_matrix(k1, x1.shape, padding=pad)[::s])
-        for pad in ("VALID", "FULL", "CAUSAL") for s in strides
+        for pad in ("VALID", "FULL", "CAUSAL")
+        for s in strides
     )
 
     # --- sparsity at image size: 28x28, 3x3 and 5x5, SAME
@@ -114,10 +117,18 @@ def run(ctx: Context) -> None:
     m_1d = conv_matrix(np.array([1.0, 2.0, 3.0]), (8,), padding="SAME")
     panels = [
         (axes[0], m_1d, "1-D, k=[1,2,3], SAME, stride 1\n(Toeplitz: constant diagonals)", None),
-        (axes[1], conv_matrix(np.array([1.0, 2.0, 3.0]), (8,), padding="VALID", strides=2),
-         "1-D, VALID, stride 2\n(each row shifted by 2)", None),
-        (axes[2], conv_matrix(np.arange(1.0, 10.0).reshape(3, 3), (5, 5), padding="SAME"),
-         "2-D, 3x3 kernel 1..9 on 5x5, SAME\n(5x5 grid of 5x5 Toeplitz blocks)", 5),
+        (
+            axes[1],
+            conv_matrix(np.array([1.0, 2.0, 3.0]), (8,), padding="VALID", strides=2),
+            "1-D, VALID, stride 2\n(each row shifted by 2)",
+            None,
+        ),
+        (
+            axes[2],
+            conv_matrix(np.arange(1.0, 10.0).reshape(3, 3), (5, 5), padding="SAME"),
+            "2-D, 3x3 kernel 1..9 on 5x5, SAME\n(5x5 grid of 5x5 Toeplitz blocks)",
+            5,
+        ),
     ]
     for ax, m, title, block in panels:
         im = ax.imshow(np.where(m == 0, np.nan, m), cmap="viridis", interpolation="nearest")
@@ -127,8 +138,15 @@ def run(ctx: Context) -> None:
         ax.set_facecolor("#f2f2f2")
         for (i, j), v in np.ndenumerate(m):
             if v:
-                ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=8 if block is None else 5,
-                        color="white" if v < m.max() * 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:g}",
+                    ha="center",
+                    va="center",
+                    fontsize=8 if block is None else 5,
+                    color="white" if v < m.max() * 0.6 else "black",
+                )
         if block:
             for b in range(1, m.shape[0] // block):
                 ax.axhline(b * block - 0.5, color="k", lw=0.6)
@@ -136,23 +154,38 @@ def run(ctx: Context) -> None:
                 ax.axvline(b * block - 0.5, color="k", lw=0.6)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     fig.tight_layout()
-    ctx.save_figure(fig, dpi=110, caption="Conv matrices (grey = 0). Left: banded Toeplitz. Middle: stride 2 skips rows of the "
-               "stride-1 matrix. Right: 2-D conv = block Toeplitz matrix whose blocks are Toeplitz (one block per kernel row).")
+    ctx.save_figure(
+        fig,
+        dpi=110,
+        caption="Conv matrices (grey = 0). Left: banded Toeplitz. Middle: stride 2 skips rows of the "
+        "stride-1 matrix. Right: 2-D conv = block Toeplitz matrix whose blocks are Toeplitz (one block per kernel row).",
+    )
 
     worst = max(errors)
-    ctx.check("M @ x equals F.conv(x) to 1e-5 for every input, padding and stride", worst <= 1e-5,
-              f"{len(errors)} cases, worst |error| {worst:.2e}")
-    ctx.check("every 1-D stride-1 conv matrix is Toeplitz (== scipy.linalg.toeplitz of its first column/row)",
-              all(toeplitz_1d), f"{sum(toeplitz_1d)}/{len(toeplitz_1d)} paddings")
+    ctx.check(
+        "M @ x equals F.conv(x) to 1e-5 for every input, padding and stride",
+        worst <= 1e-5,
+        f"{len(errors)} cases, worst |error| {worst:.2e}",
+    )
+    ctx.check(
+        "every 1-D stride-1 conv matrix is Toeplitz (== scipy.linalg.toeplitz of its first column/row)",
+        all(toeplitz_1d),
+        f"{sum(toeplitz_1d)}/{len(toeplitz_1d)} paddings",
+    )
     ctx.check("a stride-2 conv matrix has each row equal to the previous one shifted by 2 columns", shifted_by_s)
-    ctx.check("with VALID/FULL/CAUSAL padding the stride-s matrix is the stride-1 matrix's every s-th row",
-              every_sth_row)
+    ctx.check(
+        "with VALID/FULL/CAUSAL padding the stride-s matrix is the stride-1 matrix's every s-th row", every_sth_row
+    )
     ctx.check("the 2-D conv matrix is doubly block Toeplitz (SAME and VALID, 5x5 input)", dbt_same and dbt_valid)
-    ctx.check("each row of a 1-D SAME matrix has at most k=3 non-zeros (sparse connectivity)",
-              int(np.max(np.count_nonzero(m_1d, axis=1))) == 3)
+    ctx.check(
+        "each row of a 1-D SAME matrix has at most k=3 non-zeros (sparse connectivity)",
+        int(np.max(np.count_nonzero(m_1d, axis=1))) == 3,
+    )
     sp = big[0]  # 3x3 kernel
     side = 28 if not ctx.quick else 14
-    ctx.check(f"the {side}x{side} SAME conv matrix is over 95% zeros", sp.sparsity > 0.95, f"sparsity {sp.sparsity:.4f}")
+    ctx.check(
+        f"the {side}x{side} SAME conv matrix is over 95% zeros", sp.sparsity > 0.95, f"sparsity {sp.sparsity:.4f}"
+    )
     ctx.text(
         f"For every case above ({len(errors)} of them: 1-D and multi-channel 2-D inputs, VALID/SAME/FULL/CAUSAL "
         f"padding, strides {', '.join(map(str, strides))}) the product of the matrix with the flattened input equals "

@@ -91,7 +91,9 @@ def run(ctx: Context) -> None:
                 err = float(np.max(np.abs(y - ref))) if y.shape == ref.shape else float("inf")
                 errs.append(err)
                 name = f"{len(shape)}-D {'x'.join(map(str, shape))}, k={k}"
-                rows.append((name, mode, f"flip={flip}", f"scipy.signal.{oracle.__name__}", "x".join(map(str, y.shape)), err))
+                rows.append(
+                    (name, mode, f"flip={flip}", f"scipy.signal.{oracle.__name__}", "x".join(map(str, y.shape)), err)
+                )
     ctx.table("F.conv against scipy (odd kernels)", ["input", "mode", "F.conv", "oracle", "output", "max |diff|"], rows)
 
     # even kernels: scipy's "same" keeps the centre of "full" with the larger half of the padding
@@ -125,7 +127,9 @@ def run(ctx: Context) -> None:
     epochs = 3 if ctx.quick else 12
     model_conv, model_corr = SmallCNN(flip=True), SmallCNN(flip=False)
     init = jax.jit(lambda k, x: model_conv.init(k, x))
-    params_for = lambda seed: jax.device_get(init(jax.random.key(seed, impl="rbg"), jnp.zeros((1, 16, 16, 1)))["params"])
+    params_for = lambda seed: jax.device_get(
+        init(jax.random.key(seed, impl="rbg"), jnp.zeros((1, 16, 16, 1)))["params"]
+    )
     params = params_for(ctx.seed)
     loss_a, acc_a, ker_a = train(model_conv, params, ds, epochs, ctx.seed)
     loss_b, acc_b, _ = train(model_corr, params, ds, epochs, ctx.seed)
@@ -133,9 +137,7 @@ def run(ctx: Context) -> None:
     # seed noise: the convolution network from other initial draws (same data order)
     other_seeds = [] if ctx.quick else [ctx.seed + 1, ctx.seed + 2, ctx.seed + 3]
     acc_other = [train(model_conv, params_for(s), ds, epochs, ctx.seed)[1][-1] for s in other_seeds]
-    mirror = max(
-        float(np.max(np.abs(ka[name][::-1, ::-1] - kc[name]))) for ka, kc in zip(ker_a, ker_c) for name in ka
-    )
+    mirror = max(float(np.max(np.abs(ka[name][::-1, ::-1] - kc[name]))) for ka, kc in zip(ker_a, ker_c) for name in ka)
     loss_gap = float(np.max(np.abs(loss_a - loss_c)))
     ctx.table(
         "The same CNN trained three ways on digits (16x16; 1,438 train / 359 test images)",
@@ -187,29 +189,52 @@ def run(ctx: Context) -> None:
     ax.set_title("training loss: C's curve lies exactly on A's", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout(w_pad=4)
-    ctx.save_figure(fig, dpi=110, caption="A learns with true convolutions, C with cross-correlations from A's flipped "
-               "start: C's kernels are A's mirrored and the loss curves coincide; B (correlation, unflipped start) "
-               "takes a different path to a similar accuracy.")
+    ctx.save_figure(
+        fig,
+        dpi=110,
+        caption="A learns with true convolutions, C with cross-correlations from A's flipped "
+        "start: C's kernels are A's mirrored and the loss curves coincide; B (correlation, unflipped start) "
+        "takes a different path to a similar accuracy.",
+    )
 
     worst = max(errs)
-    ctx.check("flip=True equals scipy.signal.convolve and the default equals scipy.signal.correlate "
-              "(full/same/valid, 1-D and 2-D, odd kernels) to 1e-5", worst <= 1e-5, f"{len(errs)} cases, worst {worst:.1e}")
-    ctx.check("for even kernels scipy's 'same' equals explicit padding (k/2, k/2-1), one place off jaxcnn's 'SAME'",
-              max(even_shifted) <= 1e-5 and min(even_same) > 1e-3,
-              f"explicit {max(even_shifted):.1e}; 'SAME' differs by >= {min(even_same):.2f}")
+    ctx.check(
+        "flip=True equals scipy.signal.convolve and the default equals scipy.signal.correlate "
+        "(full/same/valid, 1-D and 2-D, odd kernels) to 1e-5",
+        worst <= 1e-5,
+        f"{len(errs)} cases, worst {worst:.1e}",
+    )
+    ctx.check(
+        "for even kernels scipy's 'same' equals explicit padding (k/2, k/2-1), one place off jaxcnn's 'SAME'",
+        max(even_shifted) <= 1e-5 and min(even_same) > 1e-3,
+        f"explicit {max(even_shifted):.1e}; 'SAME' differs by >= {min(even_same):.2f}",
+    )
     ctx.check("conv(x, w, flip=True) == conv(x, w[::-1, ::-1]) bit for bit", flip_identity)
-    ctx.check("for an asymmetric kernel convolution and correlation differ", conv_is_not_corr > 0.1,
-              f"max |diff| {conv_is_not_corr:.2f}")
-    ctx.check("with flipped initial kernels the cross-correlation network's kernels stay the convolution "
-              "network's, mirrored, after every epoch (to 1e-6)", mirror <= 1e-6, f"max |diff| {mirror:.1e}")
-    ctx.check("... and the two runs have the same losses at every step and the same test accuracy",
-              loss_gap <= 1e-5 and acc_a == acc_c, f"max loss gap {loss_gap:.1e}; accuracy {acc_a[-1]:.4f} vs {acc_c[-1]:.4f}")
+    ctx.check(
+        "for an asymmetric kernel convolution and correlation differ",
+        conv_is_not_corr > 0.1,
+        f"max |diff| {conv_is_not_corr:.2f}",
+    )
+    ctx.check(
+        "with flipped initial kernels the cross-correlation network's kernels stay the convolution "
+        "network's, mirrored, after every epoch (to 1e-6)",
+        mirror <= 1e-6,
+        f"max |diff| {mirror:.1e}",
+    )
+    ctx.check(
+        "... and the two runs have the same losses at every step and the same test accuracy",
+        loss_gap <= 1e-5 and acc_a == acc_c,
+        f"max loss gap {loss_gap:.1e}; accuracy {acc_a[-1]:.4f} vs {acc_c[-1]:.4f}",
+    )
     spread = [acc_a[-1], *acc_other]
     tol = 0.05 if ctx.quick else max(0.02, max(spread) - min(spread))
-    ctx.check(f"from the same (unflipped) initial numbers both reach about the same accuracy (within "
-              f"{'5%' if ctx.quick else 'the seed-to-seed spread of A, at least 2%'})",
-              abs(acc_a[-1] - acc_b[-1]) <= tol,
-              f"A {acc_a[-1]:.4f}, B {acc_b[-1]:.4f}" + (f"; A over {len(spread)} seeds {min(spread):.4f}-{max(spread):.4f}" if acc_other else ""))
+    ctx.check(
+        f"from the same (unflipped) initial numbers both reach about the same accuracy (within "
+        f"{'5%' if ctx.quick else 'the seed-to-seed spread of A, at least 2%'})",
+        abs(acc_a[-1] - acc_b[-1]) <= tol,
+        f"A {acc_a[-1]:.4f}, B {acc_b[-1]:.4f}"
+        + (f"; A over {len(spread)} seeds {min(spread):.4f}-{max(spread):.4f}" if acc_other else ""),
+    )
     ctx.text(
         f"With flip=True, F.conv is scipy's convolve and without it scipy's correlate, in full/same/valid modes "
         f"(worst difference {worst:.1e} over {len(errs)} cases; for even kernels scipy's 'same' puts the larger half "
@@ -222,8 +247,12 @@ def run(ctx: Context) -> None:
         f"difference {loss_gap:.1e}: bit for bit) and ends at the same test accuracy, {acc_a[-1]:.2%}. Run B starts from the same numbers "
         f"used as correlation kernels, i.e. another draw from the same symmetric initial distribution: it follows a "
         f"different path and reaches {acc_b[-1]:.2%}, {abs(acc_b[-1] - acc_a[-1]) * 100:.2f} points from A"
-        + (f"; A alone, from {len(spread)} initial draws, spans {min(spread):.2%}-{max(spread):.2%} "
-           f"({(max(spread) - min(spread)) * 100:.2f} points)." if acc_other else ".")
+        + (
+            f"; A alone, from {len(spread)} initial draws, spans {min(spread):.2%}-{max(spread):.2%} "
+            f"({(max(spread) - min(spread)) * 100:.2f} points)."
+            if acc_other
+            else "."
+        )
     )
     ctx.set_headline(
         f"flip=True = scipy convolve ({worst:.0e}); trained conv vs correlation nets: {acc_a[-1]:.2%} = {acc_c[-1]:.2%}, "

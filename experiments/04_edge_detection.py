@@ -113,31 +113,50 @@ def run(ctx: Context) -> None:
         axes[1, c].imshow(m[crop], cmap=cmap, vmin=0, vmax=vmax)
         axes[1, c].set_title("zoom: " + title.split(":")[-1].strip() if c else "zoom (box above)", fontsize=10)
     r, q = crop
-    axes[0, 0].add_patch(matplotlib.patches.Rectangle((q.start, r.start), q.stop - q.start, r.stop - r.start,
-                                                      fill=False, edgecolor="red", lw=1.5))
+    axes[0, 0].add_patch(
+        matplotlib.patches.Rectangle(
+            (q.start, r.start), q.stop - q.start, r.stop - r.start, fill=False, edgecolor="red", lw=1.5
+        )
+    )
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    ctx.save_figure(fig, dpi=90, caption="The difference along rows lights up the vertical edges (the pillars) and the "
-               "difference along columns the horizontal ones (roof lines, balustrades); dark = strong response, "
-               "clipped at the 99th percentile. Bottom: the red box enlarged.")
+    ctx.save_figure(
+        fig,
+        dpi=90,
+        caption="The difference along rows lights up the vertical edges (the pillars) and the "
+        "difference along columns the horizontal ones (roof lines, balustrades); dark = strong response, "
+        "clipped at the 99th percentile. Bottom: the red box enlarged.",
+    )
 
-    ctx.check("[0, 0, 1, 1, 1] cross-correlated with [-1, 1] is [0, 1, 0, 0] (the lecture's example, by hand)",
-              np.array_equal(corr, by_hand), f"F.conv gives {corr.tolist()}")
-    ctx.check("the true convolution (flip=True) gives the negated step response [0, -1, 0, 0]",
-              np.array_equal(conv, [0.0, -1.0, 0.0, 0.0]), f"{conv.tolist()}")
+    ctx.check(
+        "[0, 0, 1, 1, 1] cross-correlated with [-1, 1] is [0, 1, 0, 0] (the lecture's example, by hand)",
+        np.array_equal(corr, by_hand),
+        f"F.conv gives {corr.tolist()}",
+    )
+    ctx.check(
+        "the true convolution (flip=True) gives the negated step response [0, -1, 0, 0]",
+        np.array_equal(conv, [0.0, -1.0, 0.0, 0.0]),
+        f"{conv.tolist()}",
+    )
     worst = max(oracle_errs)
-    ctx.check("F.conv with [-1, 1], [-1, 1]^T and Sobel equals scipy.signal.correlate2d / scipy.ndimage.sobel to 1e-5",
-              worst <= 1e-5, f"{len(oracle_errs)} maps, worst {worst:.1e}")
+    ctx.check(
+        "F.conv with [-1, 1], [-1, 1]^T and Sobel equals scipy.signal.correlate2d / scipy.ndimage.sobel to 1e-5",
+        worst <= 1e-5,
+        f"{len(oracle_errs)} maps, worst {worst:.1e}",
+    )
     for name, label, mx, my in ratios:
         if label == "vertical edges":
             ctx.check(f"{name}: at vertical edges |Dx| is over 2x |Dy|", mx > 2 * my, f"{mx:.4f} vs {my:.4f}")
         elif label == "horizontal edges":
             ctx.check(f"{name}: at horizontal edges |Dy| is over 2x |Dx|", my > 2 * mx, f"{my:.4f} vs {mx:.4f}")
     edge_means = {(n, l): mx + my for n, l, mx, my in ratios if "edges" in l}
-    flat_ok = all(mx + my < 0.2 * min(v for (n2, _), v in edge_means.items() if n2 == n)
-                  for n, l, mx, my in ratios if l.startswith("flat"))
+    flat_ok = all(
+        mx + my < 0.2 * min(v for (n2, _), v in edge_means.items() if n2 == n)
+        for n, l, mx, my in ratios
+        if l.startswith("flat")
+    )
     ctx.check("on flat pixels both responses are under a fifth of their edge values", flat_ok)
 
     v = {(n, l): (mx, my) for n, l, mx, my in ratios}

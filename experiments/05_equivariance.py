@@ -129,28 +129,59 @@ def run(ctx: Context) -> None:
     ax.set_title(f"mean over {n} MNIST digits; 8 random 5x5 filters + ReLU", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout(h_pad=2)
-    ctx.save_figure(fig, dpi=100, caption="Left: a digit, its shift, a feature map (shifted by the same amount) and the "
-               "4x4 max-pooled map (barely changed). Right: how much each representation changes with the shift.")
+    ctx.save_figure(
+        fig,
+        dpi=100,
+        caption="Left: a digit, its shift, a feature map (shifted by the same amount) and the "
+        "4x4 max-pooled map (barely changed). Right: how much each representation changes with the shift.",
+    )
 
     worst = max(eq_err)
-    ctx.check("convolution is shift equivariant: f(shift x) = shift f(x) away from the borders (max |diff| 0 up to "
-              "float rounding, <= 1e-6)", worst <= 1e-6, f"worst {worst:.1e} over {len(eq_err)} shifts")
-    unpooled, mp2, mp4, gmp = (curves[k] for k in ("no pooling", "max pool 2x2 / 2", "max pool 4x4 / 4", "global max pool"))
-    ctx.check("a 1-pixel shift changes the 2x2 max-pooled representation less than the unpooled one",
-              mp2[1] < unpooled[1], f"{mp2[1]:.3f} vs {unpooled[1]:.3f}")
-    ctx.check("... and the 4x4 max-pooled one less still, for every shift 1-3 (smaller than the window)",
-              all(mp4[k] < mp2[k] < unpooled[k] for k in (1, 2, 3)), ", ".join(f"k={k}: {mp4[k]:.3f}" for k in (1, 2, 3)))
-    ctx.check("pooling gives approximate invariance only: every pooled representation but the global one still "
-              "changes (relative change > 0.05 at k=1)", min(mp2[1], mp4[1]) > 0.05)
-    ctx.check("a 1-pixel shift alters most active units of the unpooled map but far fewer after 4x4 max pooling",
-              changed["max pool 4x4 / 4"] < 0.75 * changed["no pooling"],
-              f"{changed['no pooling']:.0%} vs {changed['max pool 4x4 / 4']:.0%}")
-    ctx.check("the 2x2 max-pooled representation changes more at k=2 (a whole window) than at k=1", mp2[2] > mp2[1],
-              f"{mp2[2]:.3f} vs {mp2[1]:.3f}")
-    ctx.check("a shift by the window w is an exact one-pixel shift of the pooled map (w = 2, 4; equivariance on "
-              "the coarse grid)", max(coarse) <= 1e-6, f"max |diff| {max(coarse):.1e}")
-    ctx.check("global max pooling is exactly invariant while the digit stays on the canvas", max(gmp) <= 1e-6,
-              f"max relative change {max(gmp):.1e}")
+    ctx.check(
+        "convolution is shift equivariant: f(shift x) = shift f(x) away from the borders (max |diff| 0 up to "
+        "float rounding, <= 1e-6)",
+        worst <= 1e-6,
+        f"worst {worst:.1e} over {len(eq_err)} shifts",
+    )
+    unpooled, mp2, mp4, gmp = (
+        curves[k] for k in ("no pooling", "max pool 2x2 / 2", "max pool 4x4 / 4", "global max pool")
+    )
+    ctx.check(
+        "a 1-pixel shift changes the 2x2 max-pooled representation less than the unpooled one",
+        mp2[1] < unpooled[1],
+        f"{mp2[1]:.3f} vs {unpooled[1]:.3f}",
+    )
+    ctx.check(
+        "... and the 4x4 max-pooled one less still, for every shift 1-3 (smaller than the window)",
+        all(mp4[k] < mp2[k] < unpooled[k] for k in (1, 2, 3)),
+        ", ".join(f"k={k}: {mp4[k]:.3f}" for k in (1, 2, 3)),
+    )
+    ctx.check(
+        "pooling gives approximate invariance only: every pooled representation but the global one still "
+        "changes (relative change > 0.05 at k=1)",
+        min(mp2[1], mp4[1]) > 0.05,
+    )
+    ctx.check(
+        "a 1-pixel shift alters most active units of the unpooled map but far fewer after 4x4 max pooling",
+        changed["max pool 4x4 / 4"] < 0.75 * changed["no pooling"],
+        f"{changed['no pooling']:.0%} vs {changed['max pool 4x4 / 4']:.0%}",
+    )
+    ctx.check(
+        "the 2x2 max-pooled representation changes more at k=2 (a whole window) than at k=1",
+        mp2[2] > mp2[1],
+        f"{mp2[2]:.3f} vs {mp2[1]:.3f}",
+    )
+    ctx.check(
+        "a shift by the window w is an exact one-pixel shift of the pooled map (w = 2, 4; equivariance on "
+        "the coarse grid)",
+        max(coarse) <= 1e-6,
+        f"max |diff| {max(coarse):.1e}",
+    )
+    ctx.check(
+        "global max pooling is exactly invariant while the digit stays on the canvas",
+        max(gmp) <= 1e-6,
+        f"max relative change {max(gmp):.1e}",
+    )
     ctx.text(
         f"Data: the first {n} images of the 2,000-image test part ({ds.description}), each on a 40x40 zero canvas. "
         f"Shifting the input shifts every feature map by the same amount: over {n} digits, 8 maps and shifts of 1-4 "

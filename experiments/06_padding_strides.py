@@ -118,9 +118,21 @@ def run(ctx: Context) -> None:
     for mode in show:
         for k in (2, 3, 5):
             for s in strides:
-                expr = {"VALID": "floor((n-k)/s)+1", "SAME": "ceil(n/s)", "FULL": "floor((n+k-2)/s)+1",
-                        "CAUSAL": "floor((n-1)/s)+1"}.get(mode, "floor((n+2p-k)/s)+1")
-                rows.append((mode if isinstance(mode, str) else f"p={mode}", k, s, expr, *[table[(mode, k, s, n)] for n in sizes]))
+                expr = {
+                    "VALID": "floor((n-k)/s)+1",
+                    "SAME": "ceil(n/s)",
+                    "FULL": "floor((n+k-2)/s)+1",
+                    "CAUSAL": "floor((n-1)/s)+1",
+                }.get(mode, "floor((n+2p-k)/s)+1")
+                rows.append(
+                    (
+                        mode if isinstance(mode, str) else f"p={mode}",
+                        k,
+                        s,
+                        expr,
+                        *[table[(mode, k, s, n)] for n in sizes],
+                    )
+                )
     ctx.table(
         "Output length of F.conv (measured) for input lengths n = " + ", ".join(map(str, sizes)),
         ["padding", "k", "stride", "formula", *[f"n={n}" for n in sizes]],
@@ -139,23 +151,45 @@ def run(ctx: Context) -> None:
         jac = np.asarray(jax.jacfwd(f)(jnp.asarray(signal)))  # (outputs, inputs): 1 where output o reads input i
         y = np.asarray(f(jnp.asarray(signal)))
         same_total = max((math.ceil(n / s) - 1) * s + k - n, 0)  # by hand: what SAME needs for ceil(n/s) outputs
-        lo, hi = {"VALID": (0, 0), "SAME": (same_total // 2, same_total - same_total // 2),
-                  "FULL": (k - 1, k - 1), "CAUSAL": (k - 1, 0)}[mode]
+        lo, hi = {
+            "VALID": (0, 0),
+            "SAME": (same_total // 2, same_total - same_total // 2),
+            "FULL": (k - 1, k - 1),
+            "CAUSAL": (k - 1, 0),
+        }[mode]
         ax = axes[r, c]
         left, right = -(k - 1), n + k - 2
         for i in range(-lo, n + hi):  # the input row, this mode's padding in grey
             inside = 0 <= i < n
-            ax.add_patch(Rectangle((i, -1.5), 1, 1, facecolor="#c6dbef" if inside else "#eeeeee", edgecolor="k", lw=0.5))
-            ax.text(i + 0.5, -1, f"{signal[i]:g}" if inside else "0", ha="center", va="center", fontsize=8,
-                    color="k" if inside else "0.5")
+            ax.add_patch(
+                Rectangle((i, -1.5), 1, 1, facecolor="#c6dbef" if inside else "#eeeeee", edgecolor="k", lw=0.5)
+            )
+            ax.text(
+                i + 0.5,
+                -1,
+                f"{signal[i]:g}" if inside else "0",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="k" if inside else "0.5",
+            )
         for o in range(len(y)):
             start = o * s - lo  # the window of output o, in input coordinates (padding included)
             seen = [i for i in range(start, start + k)]
             span_ok &= set(np.nonzero(jac[o])[0]) == {i for i in seen if 0 <= i < n}
             for i in seen:
                 pad = not 0 <= i < n
-                ax.add_patch(Rectangle((i, o), 1, 0.8, facecolor="#eeeeee" if pad else "#6baed6",
-                                       edgecolor="k", lw=0.5, hatch="//" if pad else None))
+                ax.add_patch(
+                    Rectangle(
+                        (i, o),
+                        1,
+                        0.8,
+                        facecolor="#eeeeee" if pad else "#6baed6",
+                        edgecolor="k",
+                        lw=0.5,
+                        hatch="//" if pad else None,
+                    )
+                )
             ax.text(right + 1.4, o + 0.4, f"y{o} = {y[o]:g}", va="center", fontsize=8)
         ax.set_xlim(left - 0.2, right + 4.2)
         ax.set_ylim(max(len(y), 4) + 0.2, -1.7)
@@ -164,25 +198,52 @@ def run(ctx: Context) -> None:
         ax.set_title(f"{mode}, stride {s}: {len(y)} outputs", fontsize=10)
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
-    fig.suptitle("Top row of each panel: the input (7 samples, blue) and this mode's zero padding (grey).\n"
-                 "Below: the window each output reads (kernel [1, 1, 1], so y = window sum); hatched = padding", fontsize=11)
+    fig.suptitle(
+        "Top row of each panel: the input (7 samples, blue) and this mode's zero padding (grey).\n"
+        "Below: the window each output reads (kernel [1, 1, 1], so y = window sum); hatched = padding",
+        fontsize=11,
+    )
     fig.tight_layout()
-    ctx.save_figure(fig, dpi=90, caption="n = 7, k = 3. VALID reads only real inputs (5 outputs); SAME pads one zero per "
-               "side (7); FULL pads k-1 = 2 per side (9 outputs, the first and last see one real input); CAUSAL pads "
-               "2 on the left only, so y_t reads x_{t-2..t}. Stride 2 keeps every other window.")
+    ctx.save_figure(
+        fig,
+        dpi=90,
+        caption="n = 7, k = 3. VALID reads only real inputs (5 outputs); SAME pads one zero per "
+        "side (7); FULL pads k-1 = 2 per side (9 outputs, the first and last see one real input); CAUSAL pads "
+        "2 on the left only, so y_t reads x_{t-2..t}. Stride 2 keeps every other window.",
+    )
 
-    ctx.check("the formulas give F.conv's output length for every padding, kernel, stride and input size",
-              not mismatches, f"{n_cases} cases (dilation {', '.join(map(str, dilations))})"
-              + (f"; mismatches {mismatches[:3]}" if mismatches else ""))
-    ctx.check("PyTorch's conv1d with the same padding gives the same lengths (SAME only at stride 1: torch refuses "
-              "'same' with strides)", not torch_bad, f"{torch_cases} cases" + (f"; {torch_bad[:3]}" if torch_bad else ""))
-    ctx.check("scipy.signal.correlate's valid/same/full lengths equal VALID/SAME/FULL at stride 1", not scipy_bad,
-              f"{len(sizes) * len(kernels) * 3 - sum(1 for n in sizes for k in kernels if k > n)} cases")
-    ctx.check("each output reads exactly its window (Jacobian of F.conv vs the span [o*s - pad_lo, o*s - pad_lo + k - 1] "
-              "clipped to the input), all 8 panels", span_ok)
-    ctx.check("at stride 1 SAME and CAUSAL keep the length (n out), FULL grows it by k-1 and VALID shrinks it by k-1",
-              all(table[("SAME", k, 1, n)] == n == table[("CAUSAL", k, 1, n)] and table[("FULL", k, 1, n)] == n + k - 1
-                  and table[("VALID", k, 1, n)] == n - k + 1 for k in kernels for n in sizes))
+    ctx.check(
+        "the formulas give F.conv's output length for every padding, kernel, stride and input size",
+        not mismatches,
+        f"{n_cases} cases (dilation {', '.join(map(str, dilations))})"
+        + (f"; mismatches {mismatches[:3]}" if mismatches else ""),
+    )
+    ctx.check(
+        "PyTorch's conv1d with the same padding gives the same lengths (SAME only at stride 1: torch refuses "
+        "'same' with strides)",
+        not torch_bad,
+        f"{torch_cases} cases" + (f"; {torch_bad[:3]}" if torch_bad else ""),
+    )
+    ctx.check(
+        "scipy.signal.correlate's valid/same/full lengths equal VALID/SAME/FULL at stride 1",
+        not scipy_bad,
+        f"{len(sizes) * len(kernels) * 3 - sum(1 for n in sizes for k in kernels if k > n)} cases",
+    )
+    ctx.check(
+        "each output reads exactly its window (Jacobian of F.conv vs the span [o*s - pad_lo, o*s - pad_lo + k - 1] "
+        "clipped to the input), all 8 panels",
+        span_ok,
+    )
+    ctx.check(
+        "at stride 1 SAME and CAUSAL keep the length (n out), FULL grows it by k-1 and VALID shrinks it by k-1",
+        all(
+            table[("SAME", k, 1, n)] == n == table[("CAUSAL", k, 1, n)]
+            and table[("FULL", k, 1, n)] == n + k - 1
+            and table[("VALID", k, 1, n)] == n - k + 1
+            for k in kernels
+            for n in sizes
+        ),
+    )
     ctx.text(
         f"All {n_cases} combinations of padding mode (VALID, SAME, FULL, CAUSAL, p = 1, 2), kernel size 1-5, stride "
         f"1-3{', dilation 1-2' if len(dilations) > 1 else ''} and input length {', '.join(map(str, sizes))} give "
@@ -194,7 +255,9 @@ def run(ctx: Context) -> None:
         "trailing inputs that do not fill another window are never read (VALID, n = 8, k = 3, s = 3: 2 outputs "
         "reading inputs 0-5, inputs 6 and 7 unread)."
     )
-    ctx.set_headline(f"output-size formulas = F.conv in {n_cases}/{n_cases} cases (= PyTorch in {torch_cases - len(torch_bad)}/{torch_cases})")
+    ctx.set_headline(
+        f"output-size formulas = F.conv in {n_cases}/{n_cases} cases (= PyTorch in {torch_cases - len(torch_bad)}/{torch_cases})"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import jaxcnn
 from experiments._common import MNIST_DIR, Context, main
 from jaxcnn.analysis import summary
 from jaxcnn.models import get_model
-from jaxcnn.train.callbacks import EvaluateEach
 from jaxcnn.train import evaluate, fit, make_optimizer, make_schedule
+from jaxcnn.train.callbacks import EvaluateEach
 
 # The lecture's table: layer -> (parameters, output shape).
 LECTURE = {
@@ -44,14 +44,20 @@ def run(ctx: Context) -> None:
     ctx.table(
         "LWLS Example 6.3: jaxcnn.analysis.summary vs the lecture",
         ["layer", "type", "output shape", "params", "lecture shape", "lecture params", "MACs"],
-        [(r.name, r.type, r.shape_str, r.params, *(LECTURE[r.name][::-1] if r.name in LECTURE else ("", "")), r.macs)
-         for r in s.rows] + [("total", "", "", s.total_params, "", 122270, s.total_macs)],
+        [
+            (r.name, r.type, r.shape_str, r.params, *(LECTURE[r.name][::-1] if r.name in LECTURE else ("", "")), r.macs)
+            for r in s.rows
+        ]
+        + [("total", "", "", s.total_params, "", 122270, s.total_macs)],
     )
     for name, (params, shape) in LECTURE.items():
         got = rows.get(name)
         ok = got is not None and got.params == params and got.shape_str == shape
-        ctx.check(f"{name}: {params:,} parameters, output {shape}", ok,
-                  f"measured {got.params:,}, {got.shape_str}" if got else "layer missing")
+        ctx.check(
+            f"{name}: {params:,} parameters, output {shape}",
+            ok,
+            f"measured {got.params:,}, {got.shape_str}" if got else "layer missing",
+        )
     ctx.check("122,270 parameters in all", s.total_params == 122270, f"measured {s.total_params:,}")
 
     # --- training: Adam 2e-3 with cosine decay, batch 64, the same for every model and seed
@@ -62,24 +68,46 @@ def run(ctx: Context) -> None:
     results = {}
     for label, (name, kw) in MODELS.items():
         model = get_model(name, **kw)
-        runs = [fit(model, ds, tx, epochs=epochs, batch_size=64, seed=seed, progress=False,
-                    callbacks=[EvaluateEach(model, ds.x_test, ds.y_test)]) for seed in seeds]
+        runs = [
+            fit(
+                model,
+                ds,
+                tx,
+                epochs=epochs,
+                batch_size=64,
+                seed=seed,
+                progress=False,
+                callbacks=[EvaluateEach(model, ds.x_test, ds.y_test)],
+            )
+            for seed in seeds
+        ]
         train = [evaluate(model, r.state, ds.x_train, ds.y_train)["accuracy"] for r in runs]
         results[label] = {
             "params": summary(model, (28, 28, 1)).total_params,
             "test": np.array([r.final["test_accuracy"] for r in runs]),
             "train": np.array(train),
             "test_loss": np.array([r.final["test_loss"] for r in runs]),
-            "curves": {k: np.mean([[h[k] for h in r.history] for r in runs], axis=0)
-                       for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")},
+            "curves": {
+                k: np.mean([[h[k] for h in r.history] for r in runs], axis=0)
+                for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+            },
             "seconds": np.mean([sum(h["seconds"] for h in r.history[1:]) / max(len(r.history) - 1, 1) for r in runs]),
         }
     ctx.table(
         f"Trained on MNIST (8,000 train / 2,000 test from the t10k set), Adam 2e-3 cosine, batch 64, "
         f"{epochs} epochs; mean (min-max) over {len(seeds)} seed(s)",
         ["model", "params", "train accuracy", "test accuracy", "test loss", "s / epoch"],
-        [(label, r["params"], r["train"].mean(), f"{r['test'].mean():.4f} ({r['test'].min():.4f}-{r['test'].max():.4f})",
-          r["test_loss"].mean(), r["seconds"]) for label, r in results.items()],
+        [
+            (
+                label,
+                r["params"],
+                r["train"].mean(),
+                f"{r['test'].mean():.4f} ({r['test'].min():.4f}-{r['test'].max():.4f})",
+                r["test_loss"].mean(),
+                r["seconds"],
+            )
+            for label, r in results.items()
+        ],
     )
 
     fig = Figure(figsize=(10, 3.8))
@@ -98,17 +126,30 @@ def run(ctx: Context) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    ctx.save_figure(fig, dpi=110, caption=f"Learning curves (mean over {len(seeds)} seed(s)): dashed = training batches "
-               "during the epoch, solid = the 2,000 held-out images after it.")
+    ctx.save_figure(
+        fig,
+        dpi=110,
+        caption=f"Learning curves (mean over {len(seeds)} seed(s)): dashed = training batches "
+        "during the epoch, solid = the 2,000 held-out images after it.",
+    )
 
     cnn, mlp, matched = results[CNN], results[MLP_200], results[MATCHED]
     target = 0.95 if ctx.quick else 0.97
-    ctx.check(f"the CNN reaches >= {target:.0%} test accuracy (mean over seeds)", cnn["test"].mean() >= target,
-              f"{cnn['test'].mean():.4f}")
-    ctx.check("the CNN beats the 784-200-10 MLP (more parameters, no weight sharing)",
-              cnn["test"].mean() > mlp["test"].mean(), f"{cnn['test'].mean():.4f} vs {mlp['test'].mean():.4f}")
-    ctx.check("the CNN beats the MLP with the same parameter budget", cnn["test"].mean() > matched["test"].mean(),
-              f"{cnn['test'].mean():.4f} vs {matched['test'].mean():.4f}")
+    ctx.check(
+        f"the CNN reaches >= {target:.0%} test accuracy (mean over seeds)",
+        cnn["test"].mean() >= target,
+        f"{cnn['test'].mean():.4f}",
+    )
+    ctx.check(
+        "the CNN beats the 784-200-10 MLP (more parameters, no weight sharing)",
+        cnn["test"].mean() > mlp["test"].mean(),
+        f"{cnn['test'].mean():.4f} vs {mlp['test'].mean():.4f}",
+    )
+    ctx.check(
+        "the CNN beats the MLP with the same parameter budget",
+        cnn["test"].mean() > matched["test"].mean(),
+        f"{cnn['test'].mean():.4f} vs {matched['test'].mean():.4f}",
+    )
     err = {k: 1 - r["test"].mean() for k, r in results.items()}
     gap = {k: r["train"].mean() - r["test"].mean() for k, r in results.items()}
     ctx.text(
@@ -124,8 +165,10 @@ def run(ctx: Context) -> None:
         "images split 8,000/2,000 with seed 0 (the 60k training file is not available offline), not the official "
         "60k/10k split."
     )
-    ctx.set_headline(f"summary = the lecture's table (122,270 params); MNIST 8k/2k: CNN {cnn['test'].mean():.2%} vs "
-                     f"MLP {mlp['test'].mean():.2%} (784-200-10) / {matched['test'].mean():.2%} (matched)")
+    ctx.set_headline(
+        f"summary = the lecture's table (122,270 params); MNIST 8k/2k: CNN {cnn['test'].mean():.2%} vs "
+        f"MLP {mlp['test'].mean():.2%} (784-200-10) / {matched['test'].mean():.2%} (matched)"
+    )
 
 
 if __name__ == "__main__":

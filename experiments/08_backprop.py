@@ -139,12 +139,28 @@ def run(ctx: Context) -> None:
             numpy_err.append(max(float(np.max(np.abs(ref_dx - dx))), float(np.max(np.abs(ref_dw - dw)))))
             corr_err.append(float(np.max(np.abs(np.asarray(corr) - np.asarray(dw)))))
             fd_errs += [fx, fw]
-            conv_rows.append((f"{n}x{n}x2, k={k}, s={s}, pad={pad}", f"{m}x{m}x3", transpose_err[-1], corr_err[-1],
-                              numpy_err[-1], fx, fw))
+            conv_rows.append(
+                (
+                    f"{n}x{n}x2, k={k}, s={s}, pad={pad}",
+                    f"{m}x{m}x3",
+                    transpose_err[-1],
+                    corr_err[-1],
+                    numpy_err[-1],
+                    fx,
+                    fw,
+                )
+            )
         ctx.table(
             "Convolution: jax.vjp of F.conv vs conv_transpose, the correlation formula, NumPy and finite differences",
-            ["conv", "y", "|dx - conv_transpose(g)|", "|dw - corr(x, g)|", "|AD - NumPy|", "FD rel. err dx",
-             "FD rel. err dw"],
+            [
+                "conv",
+                "y",
+                "|dx - conv_transpose(g)|",
+                "|dw - corr(x, g)|",
+                "|AD - NumPy|",
+                "FD rel. err dx",
+                "FD rel. err dw",
+            ],
             conv_rows,
         )
 
@@ -176,25 +192,47 @@ def run(ctx: Context) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    ctx.save_figure(fig, dpi=100, caption="Where the gradient of a pooling layer goes (upstream gradient 1 per window).")
+    ctx.save_figure(
+        fig, dpi=100, caption="Where the gradient of a pooling layer goes (upstream gradient 1 per window)."
+    )
 
     worst_fd = max(fd_errs)
     ctx.check("jax.enable_x64(True) works as a context in this JAX version (arrays inside are float64)", dtype_ok)
-    ctx.check("max pooling 2x2/2: exactly one non-zero gradient per window (96 windows), each 1, at the NumPy arg-max",
-              np.count_nonzero(ones_max) == windows and set(np.unique(ones_max)) == {0.0, 1.0}
-              and np.array_equal(ones_max, argmax_mask), f"{np.count_nonzero(ones_max)} non-zeros")
+    ctx.check(
+        "max pooling 2x2/2: exactly one non-zero gradient per window (96 windows), each 1, at the NumPy arg-max",
+        np.count_nonzero(ones_max) == windows
+        and set(np.unique(ones_max)) == {0.0, 1.0}
+        and np.array_equal(ones_max, argmax_mask),
+        f"{np.count_nonzero(ones_max)} non-zeros",
+    )
     ctx.check("average pooling 2x2: every input gets exactly 1/4 of its window's gradient", np.all(ones_avg == 0.25))
-    ctx.check("overlapping max pooling (3x3/2): gradients of shared maxima add up (fewer non-zeros than windows), as the "
-              "NumPy scatter-add", overlap_nnz[0] < overlap_nnz[1] and max(pool_exact) <= 1e-12,
-              f"{overlap_nnz[0]} non-zeros for {overlap_nnz[1]} windows")
-    ctx.check("the input gradient of a conv is conv_transpose of the output gradient (to 1e-12)",
-              max(transpose_err) <= 1e-12, f"{len(transpose_err)} convs, worst {max(transpose_err):.1e}")
-    ctx.check("the kernel gradient is the correlation of the padded input with the output gradient dilated by the "
-              "stride (an F.conv), to 1e-12", max(corr_err) <= 1e-12, f"worst {max(corr_err):.1e}")
-    ctx.check("both conv gradients equal the NumPy tap-by-tap formulas (to 1e-12)", max(numpy_err) <= 1e-12,
-              f"worst {max(numpy_err):.1e}")
-    ctx.check("every autodiff gradient equals central finite differences in float64 to 1e-6 relative",
-              worst_fd <= 1e-6, f"{len(fd_errs)} gradients, worst {worst_fd:.1e}")
+    ctx.check(
+        "overlapping max pooling (3x3/2): gradients of shared maxima add up (fewer non-zeros than windows), as the "
+        "NumPy scatter-add",
+        overlap_nnz[0] < overlap_nnz[1] and max(pool_exact) <= 1e-12,
+        f"{overlap_nnz[0]} non-zeros for {overlap_nnz[1]} windows",
+    )
+    ctx.check(
+        "the input gradient of a conv is conv_transpose of the output gradient (to 1e-12)",
+        max(transpose_err) <= 1e-12,
+        f"{len(transpose_err)} convs, worst {max(transpose_err):.1e}",
+    )
+    ctx.check(
+        "the kernel gradient is the correlation of the padded input with the output gradient dilated by the "
+        "stride (an F.conv), to 1e-12",
+        max(corr_err) <= 1e-12,
+        f"worst {max(corr_err):.1e}",
+    )
+    ctx.check(
+        "both conv gradients equal the NumPy tap-by-tap formulas (to 1e-12)",
+        max(numpy_err) <= 1e-12,
+        f"worst {max(numpy_err):.1e}",
+    )
+    ctx.check(
+        "every autodiff gradient equals central finite differences in float64 to 1e-6 relative",
+        worst_fd <= 1e-6,
+        f"{len(fd_errs)} gradients, worst {worst_fd:.1e}",
+    )
     ctx.text(
         f"Max pooling routes the gradient like a switch: of the 192 inputs (8x8x3) under 48 2x2 windows per example, "
         f"exactly one per window (the arg-max NumPy finds) receives the window's upstream gradient, all others 0 "

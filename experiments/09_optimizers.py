@@ -88,8 +88,15 @@ def smooth(values: np.ndarray, width: int) -> np.ndarray:
 def run(ctx: Context) -> None:
     ds = jaxcnn.data.mnist(MNIST_DIR)
     n_train, epochs = (2000, 2) if ctx.quick else (8000, 2)
-    ds = jaxcnn.data.Dataset(ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test, ds.y_test, 10, ds.name,
-                             ds.description + f"; first {n_train} training images")
+    ds = jaxcnn.data.Dataset(
+        ds.x_train[:n_train],
+        ds.y_train[:n_train],
+        ds.x_test,
+        ds.y_test,
+        10,
+        ds.name,
+        ds.description + f"; first {n_train} training images",
+    )
     grids = {name: lrs[1:3] if ctx.quick else lrs for name, lrs in GRIDS.items()}
     loss_lrs = grids["adam"][:2] if ctx.quick else LOSS_LRS
     seeds = (ctx.seed,) if ctx.quick else (ctx.seed, ctx.seed + 1, ctx.seed + 2)
@@ -104,8 +111,13 @@ def run(ctx: Context) -> None:
             state = with_lr(create_train_state(model, txs[name], sample, seed=seed, params=inits[seed]), lr)
             losses, accs, test = train(model, state, ds, loss, epochs, seed)
             last = slice(-len(losses) // epochs, None)  # the last epoch's batches, as fit reports them
-            runs[name, lr, loss, seed] = {"losses": losses, "accs": accs, "test": test,
-                                          "train_loss": losses[last].mean(), "train_acc": accs[last].mean()}
+            runs[name, lr, loss, seed] = {
+                "losses": losses,
+                "accs": accs,
+                "test": test,
+                "train_loss": losses[last].mean(),
+                "train_acc": accs[last].mean(),
+            }
         return runs[name, lr, loss, seed]
 
     # --- every optimizer on its grid: same initial weights, same batches; the lowest training loss wins
@@ -117,28 +129,55 @@ def run(ctx: Context) -> None:
         f"Training loss (mean over the last epoch's batches) after {epochs} epochs, batch {BATCH}, "
         "by learning rate (bold: the winner)",
         ["optimizer", *(f"lr #{i + 1}" for i in range(len(grids["sgd"])))],
-        [(name, *(f"**{lr:g}: {result(name, lr)['train_loss']:.4f}**" if lr == best[name] else
-                  f"{lr:g}: {result(name, lr)['train_loss']:.4f}" for lr in lrs)) for name, lrs in grids.items()],
+        [
+            (
+                name,
+                *(
+                    f"**{lr:g}: {result(name, lr)['train_loss']:.4f}**"
+                    if lr == best[name]
+                    else f"{lr:g}: {result(name, lr)['train_loss']:.4f}"
+                    for lr in lrs
+                ),
+            )
+            for name, lrs in grids.items()
+        ],
     )
     ctx.table(
         f"Each optimizer at its best learning rate: MNIST t10k split 8,000/2,000, {n_train:,} training images, "
         f"{epochs} epochs, seed {ctx.seed}",
         ["optimizer", "best lr", "mean loss, epoch 1", "final train loss", "test accuracy"],
-        [(name, f"{lr:g}" + (" (grid edge)" if lr in (grids[name][0], grids[name][-1]) else ""),
-          float(result(name, lr)["losses"][: len(result(name, lr)["losses"]) // epochs].mean()),
-          float(result(name, lr)["train_loss"]), float(result(name, lr)["test"][-1])) for name, lr in best.items()],
+        [
+            (
+                name,
+                f"{lr:g}" + (" (grid edge)" if lr in (grids[name][0], grids[name][-1]) else ""),
+                float(result(name, lr)["losses"][: len(result(name, lr)["losses"]) // epochs].mean()),
+                float(result(name, lr)["train_loss"]),
+                float(result(name, lr)["test"][-1]),
+            )
+            for name, lr in best.items()
+        ],
     )
 
     # --- three losses with Adam: each at the rate of its best training accuracy, then over every seed
-    loss_lr = {label: max(loss_lrs, key=lambda lr: result("adam", lr, loss)["train_acc"]) for label, loss in LOSSES.items()}
-    test = {label: np.array([result("adam", loss_lr[label], loss, seed)["test"] for seed in seeds])
-            for label, loss in LOSSES.items()}
+    loss_lr = {
+        label: max(loss_lrs, key=lambda lr: result("adam", lr, loss)["train_acc"]) for label, loss in LOSSES.items()
+    }
+    test = {
+        label: np.array([result("adam", loss_lr[label], loss, seed)["test"] for seed in seeds])
+        for label, loss in LOSSES.items()
+    }
     ctx.table(
         f"Adam with three losses: test accuracy, mean (min-max) over {len(seeds)} seed(s), each loss at the "
         f"learning rate of its best training accuracy among {', '.join(f'{lr:g}' for lr in loss_lrs)}",
         ["loss", "lr", *(f"test acc, epoch {e + 1}" for e in range(epochs))],
-        [(label, f"{loss_lr[label]:g}", *(f"{t[:, e].mean():.4f} ({t[:, e].min():.4f}-{t[:, e].max():.4f})"
-                                        for e in range(epochs))) for label, t in test.items()],
+        [
+            (
+                label,
+                f"{loss_lr[label]:g}",
+                *(f"{t[:, e].mean():.4f} ({t[:, e].min():.4f}-{t[:, e].max():.4f})" for e in range(epochs)),
+            )
+            for label, t in test.items()
+        ],
     )
 
     ctx.table(
@@ -164,24 +203,37 @@ def run(ctx: Context) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    ctx.save_figure(fig, dpi=110, caption="Left: training loss of each optimizer at its best learning rate (same initial "
-               "weights, same batches). Middle: final training loss over each grid (a diverged run ends near "
-               "log 10 = 2.3). Right: Adam with three losses, accuracy on the training batches.")
+    ctx.save_figure(
+        fig,
+        dpi=110,
+        caption="Left: training loss of each optimizer at its best learning rate (same initial "
+        "weights, same batches). Middle: final training loss over each grid (a diverged run ends near "
+        "log 10 = 2.3). Right: Adam with three losses, accuracy on the training batches.",
+    )
 
     sgd = result("sgd", best["sgd"])["train_loss"]
     fraction = 2 if ctx.quick else 4
     for name, lr in best.items():
         final = result(name, lr)["train_loss"]
-        ctx.check(f"{name} reduces the training loss well below its start (< 1/{fraction})", final < start / fraction,
-                  f"{start:.3f} -> {final:.4f}")
+        ctx.check(
+            f"{name} reduces the training loss well below its start (< 1/{fraction})",
+            final < start / fraction,
+            f"{start:.3f} -> {final:.4f}",
+        )
     for name in ("momentum", "adagrad", "rmsprop", "adam"):
         final = result(name, best[name])["train_loss"]
-        ctx.check(f"{name} ends with a lower training loss than plain SGD (each at its best rate)", final < sgd,
-                  f"{final:.4f} vs {sgd:.4f}")
+        ctx.check(
+            f"{name} ends with a lower training loss than plain SGD (each at its best rate)",
+            final < sgd,
+            f"{final:.4f} vs {sgd:.4f}",
+        )
     ce, raw, soft = (test[label].mean(0) for label in LOSSES)
     for e in (0, epochs - 1):
-        ctx.check(f"cross-entropy beats the squared error of softmax outputs after epoch {e + 1}", ce[e] > soft[e],
-                  f"{ce[e]:.4f} vs {soft[e]:.4f}")
+        ctx.check(
+            f"cross-entropy beats the squared error of softmax outputs after epoch {e + 1}",
+            ce[e] > soft[e],
+            f"{ce[e]:.4f} vs {soft[e]:.4f}",
+        )
     order = sorted(best, key=lambda n: result(n, best[n])["train_loss"])
     diverged = [f"{n} at {lr:g}" for n, lrs in grids.items() for lr in lrs if result(n, lr)["train_loss"] > 2.0]
     raw_wins = test["MSE on raw outputs"][:, -1].min() > test["cross-entropy"][:, -1].max()
@@ -194,25 +246,32 @@ def run(ctx: Context) -> None:
         f"{'ends highest' if order[-1] == 'sgd' else 'does not end highest'}, already after one epoch (mean loss "
         f"{result('sgd', best['sgd'])['losses'][: n_steps // epochs].mean():.3f} against "
         f"{result('adam', best['adam'])['losses'][: n_steps // epochs].mean():.3f} for Adam). "
-        + (f"The grids show the price of a wrong rate: {', '.join(diverged)} did not train (final loss above 2). "
-           if diverged else "")
+        + (
+            f"The grids show the price of a wrong rate: {', '.join(diverged)} did not train (final loss above 2). "
+            if diverged
+            else ""
+        )
         + f"Test accuracy after {epochs} epochs: "
         + ", ".join(f"{n} {result(n, best[n])['test'][-1]:.2%}" for n in best)
         + f". With Adam, cross-entropy beats the squared error of the softmax probabilities ({ce[-1]:.2%} vs "
         f"{soft[-1]:.2%} after {epochs} epochs, mean of {len(seeds)} seed(s)), whose gradient vanishes through a "
         "saturated softmax, as the lecture says. "
-        + (f"It also beats the squared error of the raw outputs against one-hot targets (jaxcnn's `loss='mse'`), "
-           f"{ce[-1]:.2%} vs {raw[-1]:.2%}. " if ce[-1] > raw[-1] else
-           f"It does not beat the squared error of the raw outputs against one-hot targets (jaxcnn's `loss='mse'`): "
-           f"{raw[-1]:.2%} " + ("on average and better on every seed" if raw_wins else "on average")
-           + f" against cross-entropy's {ce[-1]:.2%}, so here the lecture's 'cross-entropy trains faster' holds "
-           "against a saturating output, not against squared error as such. ")
+        + (
+            f"It also beats the squared error of the raw outputs against one-hot targets (jaxcnn's `loss='mse'`), "
+            f"{ce[-1]:.2%} vs {raw[-1]:.2%}. "
+            if ce[-1] > raw[-1]
+            else f"It does not beat the squared error of the raw outputs against one-hot targets (jaxcnn's `loss='mse'`): "
+            f"{raw[-1]:.2%} "
+            + ("on average and better on every seed" if raw_wins else "on average")
+            + f" against cross-entropy's {ce[-1]:.2%}, so here the lecture's 'cross-entropy trains faster' holds "
+            "against a saturating output, not against squared error as such. "
+        )
         + "Data: MNIST t10k images split "
         f"8,000/2,000 (seed 0; the 60k training file is not available offline), {n_train:,} training images used."
     )
     ctx.set_headline(
-        f"train loss after {epochs} epochs at each best lr: " + ", ".join(f"{n} {result(n, best[n])['train_loss']:.3f}"
-                                                                          for n in order)
+        f"train loss after {epochs} epochs at each best lr: "
+        + ", ".join(f"{n} {result(n, best[n])['train_loss']:.3f}" for n in order)
         + f"; Adam test acc: CE {ce[-1]:.2%}, MSE on outputs {raw[-1]:.2%}, MSE on softmax {soft[-1]:.2%}"
     )
 

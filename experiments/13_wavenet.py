@@ -138,13 +138,30 @@ def field_part(ctx: Context):
         rd = receptive_field(dil, (n_in, 1), position=(n_in - 1,))
         rp = receptive_field(plain, (n_in, 1), position=(n_in - 1,))
         rm = None if ctx.quick else field_size(receptive_field(model, (n_in, 1), position=(n_in - 1,)))
-        sizes[L] = (field_size(rd), rd.size[0], field_size(rp), rp.size[0], model_field(model, n_in, ctx.seed),
-                    model.receptive_field, rm)
+        sizes[L] = (
+            field_size(rd),
+            rd.size[0],
+            field_size(rp),
+            rp.size[0],
+            model_field(model, n_in, ctx.seed),
+            model.receptive_field,
+            rm,
+        )
         rows.append((L, 2**L, *sizes[L][:2], L + 1, *sizes[L][2:6], "(full run)" if rm is None else rm))
     ctx.table(
         "Receptive field of output t (kernel 2, causal): measured by gradients vs analytic",
-        ["layers L", "2^L", "dilated F.conv stack: measured", "analytic", "L + 1", "plain F.conv stack: measured",
-         "analytic", "wavenet model: jax.grad", "WaveNet.receptive_field", "analysis.receptive_field(wavenet model): measured"],
+        [
+            "layers L",
+            "2^L",
+            "dilated F.conv stack: measured",
+            "analytic",
+            "L + 1",
+            "plain F.conv stack: measured",
+            "analytic",
+            "wavenet model: jax.grad",
+            "WaveNet.receptive_field",
+            "analysis.receptive_field(wavenet model): measured",
+        ],
         rows,
     )
     return sizes
@@ -164,6 +181,7 @@ def dependency_masks(dilations, length: int) -> list[np.ndarray]:
     w = jnp.full((2, 1, 1), 0.5)
     masks = []
     for start in range(len(dilations) + 1):
+
         def tail(h, start=start):
             for d in dilations[start:]:
                 h = F.conv(h, w, padding="CAUSAL", dilation=d)
@@ -183,10 +201,19 @@ def draw_stack(ax, dilations, length: int, title: str) -> None:
                 if src >= 0:
                     ax.plot([src, t], [lvl - 1, lvl], color="C3", lw=1.2, zorder=1)
     for lvl, m in enumerate(masks):
-        ax.scatter(np.arange(length), np.full(length, lvl), s=40, c=np.where(m, "C3", "lightgrey"), zorder=2,
-                   edgecolors="k", linewidths=0.4)
-    ax.set_yticks(range(n + 1), ["input"] + [f"hidden {i} (d={d})" for i, d in enumerate(dilations[:-1], 1)]
-                  + [f"output (d={dilations[-1]})"])
+        ax.scatter(
+            np.arange(length),
+            np.full(length, lvl),
+            s=40,
+            c=np.where(m, "C3", "lightgrey"),
+            zorder=2,
+            edgecolors="k",
+            linewidths=0.4,
+        )
+    ax.set_yticks(
+        range(n + 1),
+        ["input"] + [f"hidden {i} (d={d})" for i, d in enumerate(dilations[:-1], 1)] + [f"output (d={dilations[-1]})"],
+    )
     ax.set_xticks([])
     ax.set_xlabel("time")
     ax.set_title(title, fontsize=10)
@@ -201,7 +228,9 @@ def train(model, tx, x, y, x_test, y_test, steps: int, start: int, seed: int):
     The test MSE counts outputs ``t >= start`` only.
     """
     step = make_train_step(model, "mse")
-    state = step.place_state(create_train_state(model, tx, jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32), seed=seed))
+    state = step.place_state(
+        create_train_state(model, tx, jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32), seed=seed)
+    )
     predict = jax.jit(model.apply)
 
     def test_mse(state):
@@ -236,8 +265,12 @@ def train_part(ctx: Context) -> dict:
         res = {"floor": floor}
         for label, model in (("dilated", dilated), ("plain", plain)):
             state, curve = train(model, tx, x_tr, y_tr, x_te, y_te, steps, start, ctx.seed)
-            res[label] = {"mse": curve[-1][1], "params": count(state.params), "curve": curve,
-                          "pred": np.asarray(model.apply({"params": state.params}, x_te[:1]))[0, :, 0]}
+            res[label] = {
+                "mse": curve[-1][1],
+                "params": count(state.params),
+                "curve": curve,
+                "pred": np.asarray(model.apply({"params": state.params}, x_te[:1]))[0, :, 0],
+            }
         res["last value"] = {"mse": float(np.mean((x_te - y_te)[:, start:] ** 2))}
         res["y"] = y_te[0, :, 0]
         out[kind] = res
@@ -254,19 +287,36 @@ def run(ctx: Context) -> None:
         f"Next-step prediction: test MSE on outputs t >= {tr['start']} of 64 test sequences ({tr['n_train']} training "
         f"sequences of {LENGTH} steps, {tr['steps']} Adam steps, batch {BATCH})",
         ["predictor", "params", "receptive field", "MSE, periodic + noise (long-range)", "MSE, AR(2) (short-range)"],
-        [(f"WaveNet, {LAYERS} layers, dilations 1..{2 ** (LAYERS - 1)}", per["dilated"]["params"], rf_dil,
-          per["dilated"]["mse"], ar["dilated"]["mse"]),
-         ("same network, all dilations 1", per["plain"]["params"], rf_plain, per["plain"]["mse"], ar["plain"]["mse"]),
-         ("repeat the last value", 0, 1, per["last value"]["mse"], ar["last value"]["mse"]),
-         ("floor: expected MSE of the best predictor", "", "", per["floor"], ar["floor"])],
+        [
+            (
+                f"WaveNet, {LAYERS} layers, dilations 1..{2 ** (LAYERS - 1)}",
+                per["dilated"]["params"],
+                rf_dil,
+                per["dilated"]["mse"],
+                ar["dilated"]["mse"],
+            ),
+            (
+                "same network, all dilations 1",
+                per["plain"]["params"],
+                rf_plain,
+                per["plain"]["mse"],
+                ar["plain"]["mse"],
+            ),
+            ("repeat the last value", 0, 1, per["last value"]["mse"], ar["last value"]["mse"]),
+            ("floor: expected MSE of the best predictor", "", "", per["floor"], ar["floor"]),
+        ],
     )
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     draw_stack(ax1, [1, 2, 4, 8], 16, "dilated: kernel 2, dilations 1, 2, 4, 8 -> sees 16 inputs")
     draw_stack(ax2, [1, 1, 1, 1], 16, "not dilated: kernel 2, dilation 1 -> sees 5 inputs")
-    ctx.save_figure(fig, dpi=110, caption="Which units the last output depends on (red; found by jax.grad of that output with "
-               "respect to every layer), for 4 causal layers with and without dilation.")
+    ctx.save_figure(
+        fig,
+        dpi=110,
+        caption="Which units the last output depends on (red; found by jax.grad of that output with "
+        "respect to every layer), for 4 causal layers with and without dilation.",
+    )
 
     fig = Figure(figsize=(11, 5.5), layout="constrained")
     gs = fig.add_gridspec(2, 3)
@@ -295,33 +345,54 @@ def run(ctx: Context) -> None:
     ax.plot(t, per["plain"]["pred"][t], color="C1", lw=1, label="plain")
     ax.set(xlabel="t", title="one periodic test sequence: one-step predictions")
     ax.legend(fontsize=7, ncol=3)
-    ctx.save_figure(fig, suffix="training", dpi=110, caption="Top left: receptive fields for L = 1..8. Top: test MSE during training "
-               "(outputs with a full field). Bottom: predictions on a periodic test sequence.")
+    ctx.save_figure(
+        fig,
+        suffix="training",
+        dpi=110,
+        caption="Top left: receptive fields for L = 1..8. Top: test MSE during training "
+        "(outputs with a full field). Bottom: predictions on a periodic test sequence.",
+    )
 
     for L in range(1, 9):
         d_meas, d_an, p_meas, p_an, m_meas, m_prop, _ = sizes[L]
         ok = d_meas == d_an == m_meas == m_prop == 2**L and p_meas == p_an == L + 1
-        ctx.check(f"L={L}: dilated field {2 ** L} = 2^L, plain field {L + 1} (gradients = analytic = model property)", ok,
-                  f"dilated {d_meas}/{d_an}, wavenet {m_meas}/{m_prop}, plain {p_meas}/{p_an}")
-    ctx.check("the dilated and the plain network have the same parameter count",
-              per["dilated"]["params"] == per["plain"]["params"], f"{per['dilated']['params']:,} each")
+        ctx.check(
+            f"L={L}: dilated field {2**L} = 2^L, plain field {L + 1} (gradients = analytic = model property)",
+            ok,
+            f"dilated {d_meas}/{d_an}, wavenet {m_meas}/{m_prop}, plain {p_meas}/{p_an}",
+        )
+    ctx.check(
+        "the dilated and the plain network have the same parameter count",
+        per["dilated"]["params"] == per["plain"]["params"],
+        f"{per['dilated']['params']:,} each",
+    )
     ratio = per["plain"]["mse"] / per["dilated"]["mse"]
     need = 1.3 if ctx.quick else 1.5
-    ctx.check(f"periodic + noise: the dilated WaveNet's test MSE is >= {need}x lower than the plain stack's",
-              ratio >= need, f"{per['dilated']['mse']:.4f} vs {per['plain']['mse']:.4f} ({ratio:.2f}x)")
+    ctx.check(
+        f"periodic + noise: the dilated WaveNet's test MSE is >= {need}x lower than the plain stack's",
+        ratio >= need,
+        f"{per['dilated']['mse']:.4f} vs {per['plain']['mse']:.4f} ({ratio:.2f}x)",
+    )
     ar_ratio = ar["plain"]["mse"] / ar["dilated"]["mse"]
-    ctx.check("AR(2) control (short-range): the two networks are within 10% of each other",
-              abs(ar_ratio - 1) <= 0.10, f"{ar['dilated']['mse']:.4f} vs {ar['plain']['mse']:.4f} ({ar_ratio:.2f}x)")
-    ctx.check("AR(2) control: both networks learned it (MSE within 20% of the floor)",
-              max(ar["dilated"]["mse"], ar["plain"]["mse"]) <= 1.2 * ar["floor"],
-              f"floor {ar['floor']:.4f}")
+    ctx.check(
+        "AR(2) control (short-range): the two networks are within 10% of each other",
+        abs(ar_ratio - 1) <= 0.10,
+        f"{ar['dilated']['mse']:.4f} vs {ar['plain']['mse']:.4f} ({ar_ratio:.2f}x)",
+    )
+    ctx.check(
+        "AR(2) control: both networks learned it (MSE within 20% of the floor)",
+        max(ar["dilated"]["mse"], ar["plain"]["mse"]) <= 1.2 * ar["floor"],
+        f"floor {ar['floor']:.4f}",
+    )
 
     model_rf = sizes[8][6]
     note = ""
     if model_rf is not None and model_rf != 2**8:
-        note = (f" (`jaxcnn.analysis.receptive_field` measures only {model_rf} for the 8-layer model: with its "
-                f"positive test weights the gated units' tanh and sigmoid saturate and their float32 derivatives are "
-                f"exactly 0; the model's field is measured here with `jax.grad` at its random initialization instead)")
+        note = (
+            f" (`jaxcnn.analysis.receptive_field` measures only {model_rf} for the 8-layer model: with its "
+            f"positive test weights the gated units' tanh and sigmoid saturate and their float32 derivatives are "
+            f"exactly 0; the model's field is measured here with `jax.grad` at its random initialization instead)"
+        )
     ctx.text(
         f"Gradients confirm the geometry: with kernel 2 and dilations 1, 2, ..., 2^(L-1) the last output depends on "
         f"exactly the last 2^L inputs ({', '.join(str(sizes[k][0]) for k in range(1, 9))} for L = 1..8), on a bare "
@@ -337,9 +408,11 @@ def run(ctx: Context) -> None:
         f"({ar['dilated']['mse']:.3f} vs {ar['plain']['mse']:.3f}, floor {ar['floor']:.3f}): the gain is the field, not "
         f"the architecture."
     )
-    ctx.set_headline(f"field 2^L by gradients for L=1..8 (plain: L+1); noisy periodic signal: dilated test MSE "
-                     f"{per['dilated']['mse']:.3f} vs plain {per['plain']['mse']:.3f} ({ratio:.1f}x; floor "
-                     f"{per['floor']:.2f}), same {per['dilated']['params']:,} params")
+    ctx.set_headline(
+        f"field 2^L by gradients for L=1..8 (plain: L+1); noisy periodic signal: dilated test MSE "
+        f"{per['dilated']['mse']:.3f} vs plain {per['plain']['mse']:.3f} ({ratio:.1f}x; floor "
+        f"{per['floor']:.2f}), same {per['dilated']['params']:,} params"
+    )
 
 
 if __name__ == "__main__":

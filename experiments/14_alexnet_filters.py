@@ -128,8 +128,15 @@ def max_similarity(w: np.ndarray) -> float:
 def run(ctx: Context) -> None:
     steps = 400 if ctx.quick else 1200
     photos = load_photos()
-    model = get_model("alexnet", num_classes=2 * GRID[0] * GRID[1], width=1 / 3, hidden=768, pool_size=1,
-                      batch_norm=True, dropout_rate=0.0)
+    model = get_model(
+        "alexnet",
+        num_classes=2 * GRID[0] * GRID[1],
+        width=1 / 3,
+        hidden=768,
+        pool_size=1,
+        batch_norm=True,
+        dropout_rate=0.0,
+    )
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, CROP, CROP, 3))))["params"]
     decayed = {name: jax.tree.map(lambda _, n=name: n.startswith("conv"), sub) for name, sub in shapes.items()}
     schedule = make_schedule("cosine", LR, total_steps=steps)
@@ -146,20 +153,45 @@ def run(ctx: Context) -> None:
         placed, metrics = step(placed, step.place_batch(crops(photos, rng, BATCH, jitter=True)))
         if i % 100 == 0 or i == steps:
             v = step.fetch_state(placed).variables()
-            curve.append((i, float(step.fetch_metrics(metrics)["loss"]), float(np.mean(np.asarray(predict(v, test["x"])) == test["y"]))))
+            curve.append(
+                (
+                    i,
+                    float(step.fetch_metrics(metrics)["loss"]),
+                    float(np.mean(np.asarray(predict(v, test["x"])) == test["y"])),
+                )
+            )
     final = jax.device_get(step.fetch_state(placed))
     w = np.asarray(final.params["conv1"]["kernel"])
     integrated = DECAY * float(sum(schedule(t) for t in range(steps))) / (1 - 0.9)
 
-    stats = {"trained": filter_stats(w), "initialization": filter_stats(w_init),
-             "trained, shuffled in space": filter_stats(shuffled(w, np.random.default_rng(ctx.seed)))}
-    redundancy = {"trained": max_similarity(w), "initialization": max_similarity(w_init), "trained, shuffled in space": None}
+    stats = {
+        "trained": filter_stats(w),
+        "initialization": filter_stats(w_init),
+        "trained, shuffled in space": filter_stats(shuffled(w, np.random.default_rng(ctx.seed))),
+    }
+    redundancy = {
+        "trained": max_similarity(w),
+        "initialization": max_similarity(w_init),
+        "trained, shuffled in space": None,
+    }
     ctx.table(
         f"First-layer filters (32 of 11x11x3): mean (median) over filters, after {steps} SGD steps of batch {BATCH}",
-        ["filters", "smoothness (noise 0)", "low-frequency share (noise 0.1)", "orientation selectivity (isotropic ~0)",
-         "colour share (i.i.d. 2/3)", "max |cos| to another filter"],
-        [(name, *(f"{s[:, j].mean():.3f} ({np.median(s[:, j]):.3f})" for j in range(4)),
-          "" if redundancy[name] is None else redundancy[name]) for name, s in stats.items()],
+        [
+            "filters",
+            "smoothness (noise 0)",
+            "low-frequency share (noise 0.1)",
+            "orientation selectivity (isotropic ~0)",
+            "colour share (i.i.d. 2/3)",
+            "max |cos| to another filter",
+        ],
+        [
+            (
+                name,
+                *(f"{s[:, j].mean():.3f} ({np.median(s[:, j]):.3f})" for j in range(4)),
+                "" if redundancy[name] is None else redundancy[name],
+            )
+            for name, s in stats.items()
+        ],
     )
     tr = stats["trained"]
     oriented = tr[:, 2] >= 0.4
@@ -168,8 +200,15 @@ def run(ctx: Context) -> None:
     blobs = int(np.sum((tr[:, 2] < 0.4) & (tr[:, 3] >= 0.3)))
     ctx.table(
         "Trained filters by kind (orientation selectivity >= 0.4: oriented; edge direction from the luminance spectrum)",
-        ["oriented", "horizontal (0 +- 22.5 deg)", "diagonal 45", "vertical", "diagonal 135",
-         "not oriented, colour share >= 0.3 (colour blobs)", "other"],
+        [
+            "oriented",
+            "horizontal (0 +- 22.5 deg)",
+            "diagonal 45",
+            "vertical",
+            "diagonal 135",
+            "not oriented, colour share >= 0.3 (colour blobs)",
+            "other",
+        ],
         [(int(oriented.sum()), *bins, blobs, len(tr) - int(oriented.sum()) - blobs)],
     )
     ctx.table(
@@ -179,7 +218,9 @@ def run(ctx: Context) -> None:
     )
 
     plot_filters(w, ctx.figure_path(), ncols=8, title=f"alexnet conv1 after {steps} steps: 32 filters 11x11x3")
-    ctx.figure(ctx.figure_path(), "The trained first-layer filters (each scaled to its own range, as in the AlexNet paper).")
+    ctx.figure(
+        ctx.figure_path(), "The trained first-layer filters (each scaled to its own range, as in the AlexNet paper)."
+    )
     plot_filters(w_init, ctx.figure_path("init"), ncols=8, title="the same filters at initialization")
     ctx.figure(ctx.figure_path("init"), "The random initialization they started from (LeCun normal).")
     fig = Figure(figsize=(11, 3), layout="constrained")
@@ -194,15 +235,27 @@ def run(ctx: Context) -> None:
     init = stats["initialization"]
     margin = 0.5 if ctx.quick else 1.0  # the quick run trains a third as long: half the margins
     acc = curve[-1][2]
-    ctx.check(f"trained filters are smooth: mean smoothness >= initialization + {0.3 * margin:.2f}",
-              tr[:, 0].mean() >= init[:, 0].mean() + 0.3 * margin, f"{tr[:, 0].mean():.3f} vs {init[:, 0].mean():.3f}")
-    ctx.check(f"trained filters are low-pass: low-frequency share >= {1 + margin:.1f}x the initialization's",
-              tr[:, 1].mean() >= (1 + margin) * init[:, 1].mean(), f"{tr[:, 1].mean():.3f} vs {init[:, 1].mean():.3f}")
-    ctx.check(f"trained filters are oriented: mean orientation selectivity >= initialization + {0.2 * margin:.2f}",
-              tr[:, 2].mean() >= init[:, 2].mean() + 0.2 * margin, f"{tr[:, 2].mean():.3f} vs {init[:, 2].mean():.3f}")
-    ctx.check("the spatial layout carries the structure: shuffling the trained weights in space removes it",
-              stats["trained, shuffled in space"][:, 0].mean() < 0.1 and stats["trained, shuffled in space"][:, 2].mean() < tr[:, 2].mean(),
-              f"shuffled smoothness {stats['trained, shuffled in space'][:, 0].mean():.3f}")
+    ctx.check(
+        f"trained filters are smooth: mean smoothness >= initialization + {0.3 * margin:.2f}",
+        tr[:, 0].mean() >= init[:, 0].mean() + 0.3 * margin,
+        f"{tr[:, 0].mean():.3f} vs {init[:, 0].mean():.3f}",
+    )
+    ctx.check(
+        f"trained filters are low-pass: low-frequency share >= {1 + margin:.1f}x the initialization's",
+        tr[:, 1].mean() >= (1 + margin) * init[:, 1].mean(),
+        f"{tr[:, 1].mean():.3f} vs {init[:, 1].mean():.3f}",
+    )
+    ctx.check(
+        f"trained filters are oriented: mean orientation selectivity >= initialization + {0.2 * margin:.2f}",
+        tr[:, 2].mean() >= init[:, 2].mean() + 0.2 * margin,
+        f"{tr[:, 2].mean():.3f} vs {init[:, 2].mean():.3f}",
+    )
+    ctx.check(
+        "the spatial layout carries the structure: shuffling the trained weights in space removes it",
+        stats["trained, shuffled in space"][:, 0].mean() < 0.1
+        and stats["trained, shuffled in space"][:, 2].mean() < tr[:, 2].mean(),
+        f"shuffled smoothness {stats['trained, shuffled in space'][:, 0].mean():.3f}",
+    )
     need = 0.2 if ctx.quick else 0.4
     ctx.check(f"the pretext task is learned: test accuracy >= {need:.0%} (chance 4.2%)", acc >= need, f"{acc:.3f}")
 
@@ -226,9 +279,11 @@ def run(ctx: Context) -> None:
         f"AlexNet's 90 epochs of 5e-4 decay gave roughly e^-15. The pretext task itself reaches "
         f"{acc:.0%} test accuracy (chance 4%)."
     )
-    ctx.set_headline(f"32 conv1 filters 11x11x3 after {steps} steps on photo crops: smoothness {tr[:, 0].mean():.2f} "
-                     f"(init {init[:, 0].mean():.2f}), orientation selectivity {tr[:, 2].mean():.2f} (init "
-                     f"{init[:, 2].mean():.2f}); {int(oriented.sum())} oriented, {blobs} colour blob{'' if blobs == 1 else 's'}")
+    ctx.set_headline(
+        f"32 conv1 filters 11x11x3 after {steps} steps on photo crops: smoothness {tr[:, 0].mean():.2f} "
+        f"(init {init[:, 0].mean():.2f}), orientation selectivity {tr[:, 2].mean():.2f} (init "
+        f"{init[:, 2].mean():.2f}); {int(oriented.sum())} oriented, {blobs} colour blob{'' if blobs == 1 else 's'}"
+    )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,9 @@ def subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def train(step, model, tx, params, x, y, steps: int, seed: int):
     """``steps`` Adam steps on ``(x, y)`` in shuffled batches of ``BATCH``, from ``params``; returns the state."""
-    state = step.place_state(create_train_state(model, tx, jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32),
-                                                seed=seed, params=params))
+    state = step.place_state(
+        create_train_state(model, tx, jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32), seed=seed, params=params)
+    )
     done, epoch = 0, 0
     while done < steps:
         for batch in batches(x, y, BATCH, seed=seed, epoch=epoch):
@@ -111,7 +112,11 @@ def transfer_curve(model, pretrained, data, counts, seeds, steps: int):
             idx = subset(y_train, n, s)
             fresh = jax.device_get(create_train_state(model, tx_all, sample, seed=s).params)
             start, report = transfer_params(pretrained, fresh, exclude="dense2")
-            for method, tx, params in (("scratch", tx_all, fresh), ("frozen", tx_head, start), ("fine-tune", tx_all, start)):
+            for method, tx, params in (
+                ("scratch", tx_all, fresh),
+                ("frozen", tx_head, start),
+                ("fine-tune", tx_all, start),
+            ):
                 final = train(step, model, tx, params, x_train[idx], y_train[idx], steps, s)
                 acc[method][i, j] = evaluate(model, final, x_test, y_test)["accuracy"]
                 if method == "frozen":  # True = trains: frozen leaves must come back bit-identical
@@ -134,22 +139,33 @@ def run(ctx: Context, init_from: str | None = None) -> None:
     mnist = jaxcnn.data.mnist(MNIST_DIR)
     pre_epochs = 2 if ctx.quick else 5
     if init_from is None:
-        pre = fit(model, mnist, make_optimizer("adam", make_schedule("cosine", 2e-3, total_steps=pre_epochs * (8000 // 64))),
-                  epochs=pre_epochs, batch_size=64, seed=ctx.seed, progress=False)
+        pre = fit(
+            model,
+            mnist,
+            make_optimizer("adam", make_schedule("cosine", 2e-3, total_steps=pre_epochs * (8000 // 64))),
+            epochs=pre_epochs,
+            batch_size=64,
+            seed=ctx.seed,
+            progress=False,
+        )
         pretrained, pre_state, pre_acc = jax.device_get(pre.state.params), pre.state, pre.test["accuracy"]
     else:
         pretrained = converted_params(init_from)
         pre_state = {"params": pretrained}
         pre_acc = evaluate(model, pre_state, mnist.x_test, mnist.y_test)["accuracy"]
-        ctx.text(f"Pretrained weights converted from the PyTorch checkpoint `{os.path.basename(init_from)}` "
-                 f"(no MNIST pretraining here); their accuracy on the 2,000 MNIST images: {pre_acc:.1%}.")
+        ctx.text(
+            f"Pretrained weights converted from the PyTorch checkpoint `{os.path.basename(init_from)}` "
+            f"(no MNIST pretraining here); their accuracy on the 2,000 MNIST images: {pre_acc:.1%}."
+        )
 
     # --- few labels on the digits, in two framings
     counts = (10, 50, 300) if ctx.quick else (10, 20, 50, 100, 300)
     seeds = tuple(ctx.seed + i for i in range(2 if ctx.quick else 3))
     steps = 150 if ctx.quick else 300
-    framings = {"MNIST framing (20x20 + 4-pixel margin)": framed(jaxcnn.data.digits(size=20), 4),
-                "stretched (digits(size=28))": framed(jaxcnn.data.digits(size=28), 0)}
+    framings = {
+        "MNIST framing (20x20 + 4-pixel margin)": framed(jaxcnn.data.digits(size=20), 4),
+        "stretched (digits(size=28))": framed(jaxcnn.data.digits(size=28), 0),
+    }
     results = {}
     for name, data in framings.items():
         acc, identical, moved, report, mask = transfer_curve(model, pretrained, data, counts, seeds, steps)
@@ -172,15 +188,27 @@ def run(ctx: Context, init_from: str | None = None) -> None:
             f"Digits, {name}: test accuracy on the 359 test images vs labelled training images; mean (min-max) "
             f"over seeds {', '.join(map(str, seeds))}; {steps} Adam steps (1e-3, batch {BATCH}) in every run",
             ["labels", *METHODS, "frozen - scratch", "fine-tune - scratch"],
-            [(n, *(f"{acc[m][i].mean():.3f} ({acc[m][i].min():.3f}-{acc[m][i].max():.3f})" for m in METHODS),
-              f"{acc['frozen'][i].mean() - acc['scratch'][i].mean():+.3f}",
-              f"{acc['fine-tune'][i].mean() - acc['scratch'][i].mean():+.3f}") for i, n in enumerate(counts)],
+            [
+                (
+                    n,
+                    *(f"{acc[m][i].mean():.3f} ({acc[m][i].min():.3f}-{acc[m][i].max():.3f})" for m in METHODS),
+                    f"{acc['frozen'][i].mean() - acc['scratch'][i].mean():+.3f}",
+                    f"{acc['fine-tune'][i].mean() - acc['scratch'][i].mean():+.3f}",
+                )
+                for i, n in enumerate(counts)
+            ],
         )
     ctx.table(
         "What was transferred (transfer_params, exclude='dense2') and frozen (freeze_mask, trainable='dense2')",
         ["copied from MNIST", "new (re-initialized)", "frozen in (b)", "trained in (b)"],
-        [(", ".join(report.kept), ", ".join(f"{p} ({why})" for p, why in report.skipped.items()),
-          f"{n_frozen:,} parameters", "dense2: 2,010 parameters")],
+        [
+            (
+                ", ".join(report.kept),
+                ", ".join(f"{p} ({why})" for p, why in report.skipped.items()),
+                f"{n_frozen:,} parameters",
+                "dense2: 2,010 parameters",
+            )
+        ],
     )
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -195,8 +223,12 @@ def run(ctx: Context, init_from: str | None = None) -> None:
         ax.grid(alpha=0.3)
     fig.axes[0].set_ylabel("test accuracy (%)")
     fig.axes[0].legend(fontsize=8)
-    ctx.save_figure(fig, dpi=110, caption=f"Mean test accuracy over {len(seeds)} label draws (bars: min-max), for the two ways "
-               "of bringing the 8x8 digits to 28x28.")
+    ctx.save_figure(
+        fig,
+        dpi=110,
+        caption=f"Mean test accuracy over {len(seeds)} label draws (bars: min-max), for the two ways "
+        "of bringing the 8x8 digits to 28x28.",
+    )
 
     main_r, other_r = results[main_name], results[other_name]
     acc = main_r["acc"]
@@ -204,8 +236,10 @@ def run(ctx: Context, init_from: str | None = None) -> None:
         for i, n in enumerate(counts[: 1 if ctx.quick else 2]):  # the smallest label counts
             a, b = acc[m][i].mean(), acc["scratch"][i].mean()
             ctx.check(f"MNIST framing, {n} labels: {m} beats scratch (mean over seeds)", a > b, f"{a:.3f} vs {b:.3f}")
-    ctx.check("(b) frozen: conv1-3 and dense1 are bit-identical after training, in every run of both framings",
-              main_r["identical"] and other_r["identical"])
+    ctx.check(
+        "(b) frozen: conv1-3 and dense1 are bit-identical after training, in every run of both framings",
+        main_r["identical"] and other_r["identical"],
+    )
     ctx.check("(b) frozen: the new head did train, in every run", main_r["moved"] and other_r["moved"])
     if init_from is None:
         ctx.check("pretraining works: >= 90% on the 2,000 MNIST test images", pre_acc >= 0.90, f"{pre_acc:.3f}")
@@ -217,8 +251,11 @@ def run(ctx: Context, init_from: str | None = None) -> None:
         return r["acc"]["frozen"][i].mean() - r["acc"]["scratch"][i].mean()
 
     last = len(counts) - 1
-    source = (f"Pretrained for {pre_epochs} epochs on 8,000 MNIST images" if init_from is None
-              else f"Starting from the PyTorch checkpoint {os.path.basename(init_from)}")
+    source = (
+        f"Pretrained for {pre_epochs} epochs on 8,000 MNIST images"
+        if init_from is None
+        else f"Starting from the PyTorch checkpoint {os.path.basename(init_from)}"
+    )
     ctx.text(
         f"{source} ({pre_acc:.1%} on the 2,000 held "
         f"out), the LWLS CNN recognizes {main_r['zero_shot']:.1%} of the scikit-learn test digits in MNIST framing "
@@ -236,16 +273,22 @@ def run(ctx: Context, init_from: str | None = None) -> None:
         f"is exact: in every frozen run the {n_frozen:,} parameters of conv1-3 and dense1 are bit-identical before and "
         f"after training (the optimizer's `set_to_zero` branch), and only the 2,010 of the head move."
     )
-    ctx.set_headline(f"MNIST framing, {counts[0]} labels: scratch {at(main_r, 'scratch', 0)}, frozen MNIST features "
-                     f"{at(main_r, 'frozen', 0)}, fine-tuned {at(main_r, 'fine-tune', 0)}; {counts[last]} labels: "
-                     f"{at(main_r, 'scratch', last)} / {at(main_r, 'frozen', last)} / {at(main_r, 'fine-tune', last)}")
+    ctx.set_headline(
+        f"MNIST framing, {counts[0]} labels: scratch {at(main_r, 'scratch', 0)}, frozen MNIST features "
+        f"{at(main_r, 'frozen', 0)}, fine-tuned {at(main_r, 'fine-tune', 0)}; {counts[last]} labels: "
+        f"{at(main_r, 'scratch', last)} / {at(main_r, 'frozen', last)} / {at(main_r, 'fine-tune', last)}"
+    )
 
 
 def cli(argv: list[str] | None = None) -> int:
     """The experiment's command line: the common options plus ``--init-from FILE``."""
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--init-from", default=None, metavar="FILE",
-                        help="start from this PyTorch state_dict (.pt/.pth/.safetensors) instead of pretraining")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="FILE",
+        help="start from this PyTorch state_dict (.pt/.pth/.safetensors) instead of pretraining",
+    )
     args, rest = parser.parse_known_args(argv)
     if args.init_from is not None and not os.path.isfile(args.init_from):
         parser.error(f"--init-from {args.init_from!r}: no such file")

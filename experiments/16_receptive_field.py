@@ -30,8 +30,10 @@ from jaxcnn.models import get_model
 
 def measuring_variables(model, input_shape):
     """Variables without running init: positive params, BatchNorm statistics mean 0 / var 1 (init's values)."""
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False),
-                            jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    shapes = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False),
+        jax.ShapeDtypeStruct((1, *input_shape), jnp.float32),
+    )
 
     @jax.jit  # one compiled call instead of a few eager ops per parameter
     def build():
@@ -39,7 +41,8 @@ def measuring_variables(model, input_shape):
         variables = {"params": positive_params(zeros["params"])}
         if "batch_stats" in zeros:
             variables["batch_stats"] = jax.tree_util.tree_map_with_path(
-                lambda p, a: jnp.ones_like(a) if p[-1].key == "var" else a, zeros["batch_stats"])
+                lambda p, a: jnp.ones_like(a) if p[-1].key == "var" else a, zeros["batch_stats"]
+            )
         return variables
 
     return build()
@@ -72,14 +75,28 @@ def fields(model, input_shape, layers, row_name, positions=("centre",)):
             rf = receptive_field(probe(model, variables, (layer,)), input_shape, pos)
             agree.append(rf.agrees)
             # the per-layer (size, jump, start) row predicts this unit's field: start + p j -/+ (r - 1) / 2
-            consistent.append(all(
-                (lo, hi) == (s + p * j - (r - 1) / 2, s + p * j + (r - 1) / 2)
-                for (lo, hi), s, p, j, r in zip(rf.analytic, row.start, rf.position, row.jump, row.size)))
+            consistent.append(
+                all(
+                    (lo, hi) == (s + p * j - (r - 1) / 2, s + p * j + (r - 1) / 2)
+                    for (lo, hi), s, p, j, r in zip(rf.analytic, row.start, rf.position, row.jump, row.size)
+                )
+            )
             fmt = lambda t: "x".join(map(str, t))
             span = lambda f: ", ".join(f"{lo}..{hi}" for lo, hi in f)
-            rows.append((layer, fmt(rf.output_shape[:-1]), fmt(row.size), fmt(row.jump),
-                         ", ".join(f"{v:g}" for v in row.start), str(rf.position), span(rf.analytic), span(rf.clipped),
-                         span(rf.measured), "yes" if rf.agrees else "**NO**"))
+            rows.append(
+                (
+                    layer,
+                    fmt(rf.output_shape[:-1]),
+                    fmt(row.size),
+                    fmt(row.jump),
+                    ", ".join(f"{v:g}" for v in row.start),
+                    str(rf.position),
+                    span(rf.analytic),
+                    span(rf.clipped),
+                    span(rf.measured),
+                    "yes" if rf.agrees else "**NO**",
+                )
+            )
             if where == "centre":
                 masks.append((layer, rf.measured_mask, rf.clipped))
     return rows, masks, all(agree), all(consistent), len(agree), analytic_rows
@@ -92,9 +109,13 @@ def run(ctx: Context) -> None:
     # --- LWLS Example 6.3: three convs, probed at the centre unit and at the corner (0, 0)
     lwls = get_model("lwls_cnn")
     l_rows, l_masks, l_agree, l_cons, l_n, _ = fields(
-        lwls, (28, 28, 1), ["conv1", "conv2", "conv3"], lambda n: n, positions=("centre", "corner"))
-    ctx.table("lwls_cnn (28x28x1): analytic vs measured field per conv layer (rows: input index ranges, per dim)",
-              HEADERS, l_rows)
+        lwls, (28, 28, 1), ["conv1", "conv2", "conv3"], lambda n: n, positions=("centre", "corner")
+    )
+    ctx.table(
+        "lwls_cnn (28x28x1): analytic vs measured field per conv layer (rows: input index ranges, per dim)",
+        HEADERS,
+        l_rows,
+    )
     logits = receptive_field(lwls, (28, 28, 1))
 
     # --- ResNet-18, CIFAR stem, full width, on 128x128
@@ -103,20 +124,39 @@ def run(ctx: Context) -> None:
     blocks = [f"layer{i}_block{j}" for i in range(1, 5) for j in (1, 2)]
     layers = ["conv1", *blocks] if not ctx.quick else ["conv1", "layer2_block2", "layer4_block2"]
     r_rows, r_masks, r_agree, r_cons, r_n, every = fields(
-        r18, (n, n, 3), layers, lambda name: name if name == "conv1" else f"{name}/conv2")
-    ctx.table(f"resnet18, CIFAR stem ({n}x{n}x3): centre unit of the stem and of every residual block's output",
-              HEADERS, r_rows)
-    ctx.table("resnet18 (CIFAR stem): the analytic recurrences over all 20 convolutions",
-              ["conv", "window", "stride", "padding (lo, hi)", "output", "r", "j"],
-              [(r.name, "x".join(map(str, r.window)), r.strides[0], str(r.padding[0]), "x".join(map(str, r.output_shape)),
-                r.size[0], r.jump[0]) for r in every])
+        r18, (n, n, 3), layers, lambda name: name if name == "conv1" else f"{name}/conv2"
+    )
+    ctx.table(
+        f"resnet18, CIFAR stem ({n}x{n}x3): centre unit of the stem and of every residual block's output",
+        HEADERS,
+        r_rows,
+    )
+    ctx.table(
+        "resnet18 (CIFAR stem): the analytic recurrences over all 20 convolutions",
+        ["conv", "window", "stride", "padding (lo, hi)", "output", "r", "j"],
+        [
+            (
+                r.name,
+                "x".join(map(str, r.window)),
+                r.strides[0],
+                str(r.padding[0]),
+                "x".join(map(str, r.output_shape)),
+                r.size[0],
+                r.jump[0],
+            )
+            for r in every
+        ],
+    )
     # on CIFAR's own 32x32, the last block's units see the whole image
     small = receptive_field(probe(r18, measuring_variables(r18, (32, 32, 3)), ("layer4_block2",)), (32, 32, 3))
 
     # --- figure: nested measured fields of the centre units, analytic boxes dashed
     fig = Figure(figsize=(12.5, 5.8))
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.25]})
-    for ax, masks, title, size in ((axes[0], l_masks, "lwls_cnn, 28x28", 28), (axes[1], r_masks, f"resnet18 (CIFAR stem), {n}x{n}", n)):
+    for ax, masks, title, size in (
+        (axes[0], l_masks, "lwls_cnn, 28x28", 28),
+        (axes[1], r_masks, f"resnet18 (CIFAR stem), {n}x{n}", n),
+    ):
         level = np.full((size, size), np.nan)
         for i, (_, mask, _) in reversed(list(enumerate(masks))):
             level[mask] = i
@@ -130,24 +170,47 @@ def run(ctx: Context) -> None:
         ax.set_xlabel("input column")
         ax.set_ylabel("input row")
     fig.tight_layout()
-    ctx.save_figure(fig, dpi=100, caption="Colour = the first layer whose centre unit's gradient reaches that input pixel "
-               "(nested squares: each layer sees more); red dashed = the analytic field, clipped to the image.")
+    ctx.save_figure(
+        fig,
+        dpi=100,
+        caption="Colour = the first layer whose centre unit's gradient reaches that input pixel "
+        "(nested squares: each layer sees more); red dashed = the analytic field, clipped to the image.",
+    )
 
-    ctx.check("lwls_cnn: analytic (clipped) field = gradient-measured field for conv1-3, centre and corner units",
-              l_agree, f"{l_n} units")
-    ctx.check("lwls_cnn: the textbook sizes r = 5, 9, 15 and jumps j = 1, 2, 4",
-              [r[2] for r in l_rows[::2]] == ["5x5", "9x9", "15x15"] and [r[3] for r in l_rows[::2]] == ["1x1", "2x2", "4x4"])
-    ctx.check("lwls_cnn: each logit sees the whole 28x28 image (analytic and measured)",
-              logits.measured == ((0, 27), (0, 27)) and logits.agrees and bool(logits.measured_mask.all()))
-    ctx.check(f"resnet18: analytic = measured for the centre unit of {'every' if not ctx.quick else 'each probed'} "
-              "block (residual branches joined by union)", r_agree, f"{r_n} units")
-    ctx.check("the per-layer (r, j, start) table predicts each probed unit's field (start + p*j -/+ (r-1)/2)",
-              l_cons and r_cons)
+    ctx.check(
+        "lwls_cnn: analytic (clipped) field = gradient-measured field for conv1-3, centre and corner units",
+        l_agree,
+        f"{l_n} units",
+    )
+    ctx.check(
+        "lwls_cnn: the textbook sizes r = 5, 9, 15 and jumps j = 1, 2, 4",
+        [r[2] for r in l_rows[::2]] == ["5x5", "9x9", "15x15"] and [r[3] for r in l_rows[::2]] == ["1x1", "2x2", "4x4"],
+    )
+    ctx.check(
+        "lwls_cnn: each logit sees the whole 28x28 image (analytic and measured)",
+        logits.measured == ((0, 27), (0, 27)) and logits.agrees and bool(logits.measured_mask.all()),
+    )
+    ctx.check(
+        f"resnet18: analytic = measured for the centre unit of {'every' if not ctx.quick else 'each probed'} "
+        "block (residual branches joined by union)",
+        r_agree,
+        f"{r_n} units",
+    )
+    ctx.check(
+        "the per-layer (r, j, start) table predicts each probed unit's field (start + p*j -/+ (r-1)/2)",
+        l_cons and r_cons,
+    )
     last = every[-1]
-    ctx.check("resnet18's last conv has r = 109, j = 8 (= 3 + 4*2 + (2 + 3*4) + (4 + 3*8) + (8 + 3*16) by hand)",
-              last.size == (109, 109) and last.jump == (8, 8), f"r {last.size}, j {last.jump}")
-    ctx.check("on 32x32 inputs a layer-4 unit of resnet18 sees the whole image (field clipped to 0..31)",
-              small.measured == ((0, 31), (0, 31)) and small.agrees, f"unclipped {small.analytic}")
+    ctx.check(
+        "resnet18's last conv has r = 109, j = 8 (= 3 + 4*2 + (2 + 3*4) + (4 + 3*8) + (8 + 3*16) by hand)",
+        last.size == (109, 109) and last.jump == (8, 8),
+        f"r {last.size}, j {last.jump}",
+    )
+    ctx.check(
+        "on 32x32 inputs a layer-4 unit of resnet18 sees the whole image (field clipped to 0..31)",
+        small.measured == ((0, 31), (0, 31)) and small.agrees,
+        f"unclipped {small.analytic}",
+    )
     ctx.text(
         "The receptive field grows by (k - 1) times the current jump at every layer, and the jump multiplies by the "
         f"stride. In lwls_cnn the three convolutions see 5, 9 and 15 pixels (jumps 1, 2, 4); the gradient of one "

@@ -54,7 +54,7 @@ def predict_fn(model):
 
 
 def predictions(predict, params, x, batch=500):
-    return np.concatenate([np.asarray(predict(params, x[i:i + batch])) for i in range(0, len(x), batch)])
+    return np.concatenate([np.asarray(predict(params, x[i : i + batch])) for i in range(0, len(x), batch)])
 
 
 def shifted(x, shifts):
@@ -69,8 +69,10 @@ def measure(model, params, x, y, seed):
     a, b = (rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, (len(x), 2)) for _ in range(2))
     pa, pb = predictions(predict, params, shifted(x, a)), predictions(predict, params, shifted(x, b))
     base = predictions(predict, params, x)
-    per_shift = [float(np.mean(predictions(predict, params, np.roll(x, (d, d), axis=(1, 2))) == base))
-                 for d in range(MAX_SHIFT + 1)]
+    per_shift = [
+        float(np.mean(predictions(predict, params, np.roll(x, (d, d), axis=(1, 2))) == base))
+        for d in range(MAX_SHIFT + 1)
+    ]
     return float(np.mean(pa == pb)), float(np.mean(pa == y)), per_shift
 
 
@@ -89,24 +91,38 @@ def run_dataset(ctx, ds, epochs, seeds, lr, name):
     rows = []
     for pool in POOLS:
         a = np.array([r[:3] for r in res[pool]])
-        rows.append((LABEL[pool], len(seeds), f"{a[:, 0].mean():.2%} ± {a[:, 0].std():.2%}",
-                     f"{a[:, 1].mean():.2%} ± {a[:, 1].std():.2%}", f"{a[:, 2].mean():.2%}",
-                     " / ".join(f"{c:.2%}" for c in a[:, 1])))
-    ctx.table(f"{name}: lwls_cnn with three downsampling layers, {epochs} epochs, mean ± std over {len(seeds)} seeds "
-              f"(consistency: two random circular shifts of up to ±{MAX_SHIFT} px per axis)",
-              ["downsampling", "seeds", "test accuracy", "consistency", "accuracy on shifted", "consistency per seed"], rows)
+        rows.append(
+            (
+                LABEL[pool],
+                len(seeds),
+                f"{a[:, 0].mean():.2%} ± {a[:, 0].std():.2%}",
+                f"{a[:, 1].mean():.2%} ± {a[:, 1].std():.2%}",
+                f"{a[:, 2].mean():.2%}",
+                " / ".join(f"{c:.2%}" for c in a[:, 1]),
+            )
+        )
+    ctx.table(
+        f"{name}: lwls_cnn with three downsampling layers, {epochs} epochs, mean ± std over {len(seeds)} seeds "
+        f"(consistency: two random circular shifts of up to ±{MAX_SHIFT} px per axis)",
+        ["downsampling", "seeds", "test accuracy", "consistency", "accuracy on shifted", "consistency per seed"],
+        rows,
+    )
     return res
 
 
 def avg_note(mean):
     """The average-pooling comparison, in words (Zhang found the blurred max pool ahead of plain average pooling)."""
     if abs(mean["avg"] - mean["blur"]) < 0.002:
-        return (f"MaxBlurPool and plain average pooling are level here ({mean['blur']:.2%} vs {mean['avg']:.2%}, within "
-                "0.2 points); 2x2 average pooling is itself a low-pass filter then subsampling (Zhang's 'Rect-2').")
+        return (
+            f"MaxBlurPool and plain average pooling are level here ({mean['blur']:.2%} vs {mean['avg']:.2%}, within "
+            "0.2 points); 2x2 average pooling is itself a low-pass filter then subsampling (Zhang's 'Rect-2')."
+        )
     if mean["avg"] > mean["blur"]:
-        return (f"Unlike Zhang's ImageNet results, average pooling (a 2x2 box blur before subsampling) is here at least as "
-                f"consistent as MaxBlurPool ({mean['avg']:.2%} vs {mean['blur']:.2%}); 2x2 average pooling is itself a "
-                "low-pass filter then subsampling (Zhang's 'Rect-2' BlurPool), and on this small task it is enough.")
+        return (
+            f"Unlike Zhang's ImageNet results, average pooling (a 2x2 box blur before subsampling) is here at least as "
+            f"consistent as MaxBlurPool ({mean['avg']:.2%} vs {mean['blur']:.2%}); 2x2 average pooling is itself a "
+            "low-pass filter then subsampling (Zhang's 'Rect-2' BlurPool), and on this small task it is enough."
+        )
     return f"As in Zhang's results, MaxBlurPool is ahead of plain average pooling ({mean['blur']:.2%} vs {mean['avg']:.2%})."
 
 
@@ -137,8 +153,15 @@ def run(ctx: Context) -> None:
         return
     ds = jaxcnn.data.mnist(MNIST_DIR)
     if ctx.quick:
-        ds = jaxcnn.data.Dataset(ds.x_train[:4000], ds.y_train[:4000], ds.x_test[:1000], ds.y_test[:1000],
-                                 ds.num_classes, ds.name, ds.description + "; quick: 4,000/1,000")
+        ds = jaxcnn.data.Dataset(
+            ds.x_train[:4000],
+            ds.y_train[:4000],
+            ds.x_test[:1000],
+            ds.y_test[:1000],
+            ds.num_classes,
+            ds.name,
+            ds.description + "; quick: 4,000/1,000",
+        )
     epochs, seeds = (3, (ctx.seed, ctx.seed + 1)) if ctx.quick else (5, tuple(ctx.seed + i for i in range(3)))
     res = run_dataset(ctx, ds, epochs, seeds, 2e-3, "MNIST 8k/2k" if not ctx.quick else "MNIST 4k/1k (quick)")
     mean = {p: np.mean([r[1] for r in res[p]]) for p in POOLS}
@@ -149,11 +172,16 @@ def run(ctx: Context) -> None:
     if cifar:
         c = jaxcnn.data.load("cifar10", path=cifar)
         n_tr, n_te = (5000, 1000) if ctx.quick else (len(c.x_train), len(c.x_test))
-        c = jaxcnn.data.Dataset(c.x_train[:n_tr], c.y_train[:n_tr], c.x_test[:n_te], c.y_test[:n_te], 10, c.name, c.description)
+        c = jaxcnn.data.Dataset(
+            c.x_train[:n_tr], c.y_train[:n_tr], c.x_test[:n_te], c.y_test[:n_te], 10, c.name, c.description
+        )
         cres = run_dataset(ctx, c, 2 if ctx.quick else 10, seeds[:2], 2e-3, "CIFAR-10")
         cmean = {p: np.mean([r[1] for r in cres[p]]) for p in POOLS}
-        ctx.check("CIFAR-10: MaxBlurPool more consistent than max pooling (mean over seeds)", cmean["blur"] > cmean["max"],
-                  f"{cmean['blur']:.2%} vs {cmean['max']:.2%}")
+        ctx.check(
+            "CIFAR-10: MaxBlurPool more consistent than max pooling (mean over seeds)",
+            cmean["blur"] > cmean["max"],
+            f"{cmean['blur']:.2%} vs {cmean['max']:.2%}",
+        )
 
     fig = Figure(figsize=(6.2, 4))
     ax = fig.subplots()
@@ -166,15 +194,23 @@ def run(ctx: Context) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    ctx.save_figure(fig, caption="Fraction of test images whose predicted class is unchanged by a (d, d) shift, mean over seeds.")
+    ctx.save_figure(
+        fig, caption="Fraction of test images whose predicted class is unchanged by a (d, d) shift, mean over seeds."
+    )
 
-    ctx.check("MaxBlurPool is more consistent under random shifts than max pooling (mean over seeds), Zhang's direction",
-              mean["blur"] > mean["max"], f"{mean['blur']:.2%} vs {mean['max']:.2%}")
+    ctx.check(
+        "MaxBlurPool is more consistent under random shifts than max pooling (mean over seeds), Zhang's direction",
+        mean["blur"] > mean["max"],
+        f"{mean['blur']:.2%} vs {mean['max']:.2%}",
+    )
     if not ctx.quick:  # 2 quick seeds of 3 epochs on 4,000 images: a seed-by-seed ranking is noise there
         ctx.check("... and in the majority of seeds", wins * 2 > len(seeds), f"{wins}/{len(seeds)} seeds")
     tol = 0.02 if ctx.quick else 0.005
-    ctx.check(f"anti-aliasing costs no accuracy: MaxBlurPool within {tol * 100:.1f} points of max pooling (or better)",
-              acc["blur"] >= acc["max"] - tol, f"{acc['blur']:.2%} vs {acc['max']:.2%}")
+    ctx.check(
+        f"anti-aliasing costs no accuracy: MaxBlurPool within {tol * 100:.1f} points of max pooling (or better)",
+        acc["blur"] >= acc["max"] - tol,
+        f"{acc['blur']:.2%} vs {acc['max']:.2%}",
+    )
     ctx.text(reading(mean, acc, wins, len(seeds)))
     ctx.set_headline(
         f"MNIST 8k/2k, shifts ≤ ±{MAX_SHIFT} px, {len(seeds)} seeds: consistency max pool {mean['max']:.2%}, MaxBlurPool "

@@ -23,9 +23,10 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from jaxcnn._figures import save
 
@@ -117,7 +118,10 @@ def _write(ctx: Context, title: str, seconds: float, argv: Sequence[str]) -> Pat
         lines += [f"**Headline:** {ctx.headline}", ""]
     lines += ctx.sections
     lines += ["### Claims checked", ""]
-    lines += [f"- {'PASS' if ok else '**FAIL**'}: {claim}" + (f" — {detail}" if detail else "") for claim, ok, detail in ctx.checks]
+    lines += [
+        f"- {'PASS' if ok else '**FAIL**'}: {claim}" + (f" — {detail}" if detail else "")
+        for claim, ok, detail in ctx.checks
+    ]
     import jax
 
     lines += [

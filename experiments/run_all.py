@@ -49,7 +49,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", f"experiments.{name}"] + (["--quick"] if args.quick else [])
         rc = subprocess.call(cmd, cwd=HERE.parent)
-        print(f"== {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"== {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {time.perf_counter() - t0:.0f} s", flush=True
+        )
         if rc:
             failures.append(name)
     if not args.quick:

@@ -104,8 +104,14 @@ def initial_state(model: Any, tx: Any, input_shape: tuple, seed: int, init_from:
     fresh = create_train_state(model, tx, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32), seed=seed)
     variables, report = load_variables(init_from, model, strict=False, variables=fresh.variables())
     print(f"  init from {init_from}: {report}")
-    return create_train_state(model, tx, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32), seed=seed,
-                              params=variables["params"], batch_stats=variables.get("batch_stats"))
+    return create_train_state(
+        model,
+        tx,
+        jax.ShapeDtypeStruct((1, *input_shape), jnp.float32),
+        seed=seed,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats"),
+    )
 
 
 #: How ``--data-dir`` and ``--image-size`` become the options of each loader of :func:`jaxcnn.data.load`.
@@ -165,12 +171,29 @@ def read_config(run: Path) -> dict[str, Any]:
 
 #: The flags a run's config.json records, by config key (what ``--resume`` restores).
 RUN_FLAGS = {
-    "model": "model", "data": "data", "data_dir": "data_dir", "image_size": "image_size", "seed": "seed",
-    "optimizer": "optimizer", "lr": "lr", "schedule": "schedule", "warmup_steps": "warmup_steps",
-    "weight_decay": "weight_decay", "clip_norm": "clip_norm", "loss": "loss", "label_smoothing": "label_smoothing",
-    "epochs": "epochs", "batch_size": "batch_size", "strategy": "strategy", "precision": "precision",
-    "val_split": "val_split", "grad_accum": "grad_accum", "remainder": "remainder", "augment": "augment",
-    "api": "api", "init_from": "init_from",
+    "model": "model",
+    "data": "data",
+    "data_dir": "data_dir",
+    "image_size": "image_size",
+    "seed": "seed",
+    "optimizer": "optimizer",
+    "lr": "lr",
+    "schedule": "schedule",
+    "warmup_steps": "warmup_steps",
+    "weight_decay": "weight_decay",
+    "clip_norm": "clip_norm",
+    "loss": "loss",
+    "label_smoothing": "label_smoothing",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "strategy": "strategy",
+    "precision": "precision",
+    "val_split": "val_split",
+    "grad_accum": "grad_accum",
+    "remainder": "remainder",
+    "augment": "augment",
+    "api": "api",
+    "init_from": "init_from",
 }
 MODEL_FLAGS = ("model_arg", "dropout", "batch_norm")
 
@@ -201,8 +224,17 @@ def resume_settings(args: argparse.Namespace, old: dict[str, Any], given: set[st
 
 
 #: ``jaxcnn train``'s numeric flags and the smallest value each accepts (None: optional).
-POSITIVE_FLAGS = ("epochs", "batch_size", "grad_accum", "keep", "checkpoint_every", "max_steps", "steps_per_call",
-                  "image_size", "model_parallel")
+POSITIVE_FLAGS = (
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "keep",
+    "checkpoint_every",
+    "max_steps",
+    "steps_per_call",
+    "image_size",
+    "model_parallel",
+)
 
 
 def check_train_flags(args: argparse.Namespace) -> None:
@@ -218,8 +250,10 @@ def check_train_flags(args: argparse.Namespace) -> None:
     if not 0 <= args.val_split < 1:
         raise CLIError(f"--val-split must be in [0, 1) (0: no validation set), got {args.val_split}")
     if args.early_stopping is not None and (args.early_stopping < 1 or not args.val_split):
-        raise CLIError(f"--early-stopping needs a patience >= 1 epoch and --val-split > 0 (it never reads the test "
-                       f"set), got --early-stopping {args.early_stopping} --val-split {args.val_split}")
+        raise CLIError(
+            f"--early-stopping needs a patience >= 1 epoch and --val-split > 0 (it never reads the test "
+            f"set), got --early-stopping {args.early_stopping} --val-split {args.val_split}"
+        )
     for dest in ("weight_decay", "label_smoothing", "warmup_steps"):
         if getattr(args, dest) < 0:
             raise CLIError(f"{flag(dest)} must be >= 0, got {getattr(args, dest)}")

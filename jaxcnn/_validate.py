@@ -145,16 +145,15 @@ def padding_pairs(
             return tuple((k - 1, k - 1) for k in k_eff)
         return tuple((k - 1, 0) for k in k_eff)  # CAUSAL
     if isinstance(padding, (bytes, float)) or padding is None or isinstance(padding, bool):
-        raise TypeError(
-            f"{name} must be a string, an int, {n} ints or {n} (low, high) pairs, got {fmt(padding)}"
-        )
-    if isinstance(padding, Sequence) and padding and all(
-        isinstance(p, Sequence) and not isinstance(p, str) for p in padding
+        raise TypeError(f"{name} must be a string, an int, {n} ints or {n} (low, high) pairs, got {fmt(padding)}")
+    if (
+        isinstance(padding, Sequence)
+        and padding
+        and all(isinstance(p, Sequence) and not isinstance(p, str) for p in padding)
     ):
         if len(padding) != n:
             raise ValueError(
-                f"{name} must have one (low, high) pair per spatial dim ({n}), got "
-                f"{len(padding)} pairs: {fmt(padding)}"
+                f"{name} must have one (low, high) pair per spatial dim ({n}), got {len(padding)} pairs: {fmt(padding)}"
             )
         pair_list = []
         for i, p in enumerate(padding):
@@ -203,9 +202,7 @@ def spatial_input(x: Any, name: str = "x") -> tuple[Any, int]:
     return x, nd
 
 
-def check_pad_fits(
-    sizes: Sequence[int], pads: Sequence[tuple[int, int]], k_eff: Sequence[int], *, what: str
-) -> None:
+def check_pad_fits(sizes: Sequence[int], pads: Sequence[tuple[int, int]], k_eff: Sequence[int], *, what: str) -> None:
     """``ValueError`` if a window of size ``k_eff`` does not fit the padded input."""
     for i, (n, (lo, hi), k) in enumerate(zip(sizes, pads, k_eff)):
         if n + lo + hi < k:
@@ -258,7 +255,9 @@ def check_nonnegative(value: Any, name: str) -> float:
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a non-negative number, got {fmt(value)}") from None
     if not 0.0 <= number < float("inf"):  # also rejects NaN
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}" + (" (it must be finite)" if number > 0 else ""))
+        raise ValueError(
+            f"{name} must be a non-negative number, got {value!r}" + (" (it must be finite)" if number > 0 else "")
+        )
     return number
 
 
@@ -276,8 +275,7 @@ def check_key(key: Any, name: str = "key") -> Any:
         elif key.dtype == np.uint32 and tuple(key.shape) == _raw_key_shape():
             return key
     raise TypeError(
-        f"{name} must be a single PRNG key from jax.random.key(seed) or "
-        f"jax.random.PRNGKey(seed), got {fmt(key)}"
+        f"{name} must be a single PRNG key from jax.random.key(seed) or jax.random.PRNGKey(seed), got {fmt(key)}"
     )
 
 
@@ -370,8 +368,15 @@ def check_precision(precision: Any, name: str = "precision") -> Any:
     )
 
 
-def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> float:
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A concrete, finite real number in a range (a learning rate, a beta, a decay), as a float.
 
     Args:
@@ -393,8 +398,10 @@ def check_number(value: Any, name: str, *, low: float | None = None, high: float
     ):
         raise TypeError(f"{name} must be {what}, got {fmt(value)}")
     x = float(value)
-    if not np.isfinite(x) or (low is not None and (x <= low if low_open else x < low)) or (
-        high is not None and (x >= high if high_open else x > high)
+    if (
+        not np.isfinite(x)
+        or (low is not None and (x <= low if low_open else x < low))
+        or (high is not None and (x >= high if high_open else x > high))
     ):
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return x

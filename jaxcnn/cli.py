@@ -122,8 +122,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     ds = load_data(args.data, args.data_dir, args.image_size)
     if args.quick:
         n = min(512, ds.num_train)
-        ds = dataclasses.replace(ds, x_train=ds.x_train[:n], y_train=ds.y_train[:n],
-                                 description=ds.description + f"; --quick: first {n} training examples")
+        ds = dataclasses.replace(
+            ds,
+            x_train=ds.x_train[:n],
+            y_train=ds.y_train[:n],
+            description=ds.description + f"; --quick: first {n} training examples",
+        )
         args.epochs = 1
     strategy = args.strategy or default_strategy()
     kw = model_kwargs(args.model, args, ds.num_classes, strategy, args.precision)
@@ -160,13 +164,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         result = fit(
-            model, ds, tx, state=state, loss=loss, epochs=args.epochs, batch_size=args.batch_size, strategy=strategy,
-            seed=args.seed, out_dir=out, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
-            resume=args.resume, resume_from=args.resume_from, early_stopping=args.early_stopping,
-            validation=args.val_split or None, steps_per_call=args.steps_per_call,
-            augment=augmenter(ds) if args.augment else None, progress=not args.no_progress,
-            max_steps=args.max_steps, remainder=args.remainder, model_parallel=args.model_parallel,
-            batch_split=args.batch_split, grad_accum=args.grad_accum,
+            model,
+            ds,
+            tx,
+            state=state,
+            loss=loss,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            strategy=strategy,
+            seed=args.seed,
+            out_dir=out,
+            checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=args.keep,
+            resume=args.resume,
+            resume_from=args.resume_from,
+            early_stopping=args.early_stopping,
+            validation=args.val_split or None,
+            steps_per_call=args.steps_per_call,
+            augment=augmenter(ds) if args.augment else None,
+            progress=not args.no_progress,
+            max_steps=args.max_steps,
+            remainder=args.remainder,
+            model_parallel=args.model_parallel,
+            batch_split=args.batch_split,
+            grad_accum=args.grad_accum,
             callbacks=[TensorBoard(out / "tb")] if args.tensorboard and is_primary() else [],
         )
     except BaseException:

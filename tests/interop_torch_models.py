@@ -86,8 +86,9 @@ class ResNet(nn.Module):
     def _make_layer(self, block, planes, blocks, stride=1):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
         layers = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
@@ -127,13 +128,20 @@ class VGG(nn.Module):
                 layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
             else:
                 conv = nn.Conv2d(c, v, kernel_size=3, padding=1)
-                layers += [conv, nn.BatchNorm2d(v), nn.ReLU(inplace=True)] if batch_norm else [conv, nn.ReLU(inplace=True)]
+                layers += (
+                    [conv, nn.BatchNorm2d(v), nn.ReLU(inplace=True)] if batch_norm else [conv, nn.ReLU(inplace=True)]
+                )
                 c = v
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = nn.Sequential(
-            nn.Linear(c * pool_size * pool_size, hidden), nn.ReLU(True), nn.Dropout(p=dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(p=dropout), nn.Linear(hidden, num_classes),
+            nn.Linear(c * pool_size * pool_size, hidden),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, num_classes),
         )
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -150,19 +158,29 @@ class AlexNet(nn.Module):
         super().__init__()
         a, b, c, d, e = widths
         self.features = nn.Sequential(
-            nn.Conv2d(3, a, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, a, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(a, b, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(a, b, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(b, c, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c, d, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(d, e, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(b, c, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, d, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(d, e, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout), nn.Linear(e * pool_size * pool_size, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes),
+            nn.Dropout(p=dropout),
+            nn.Linear(e * pool_size * pool_size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x):

@@ -42,9 +42,7 @@ def conv_loops(x, w, strides, pads, dilation, groups=1):
     window = w.shape[:nd]
     c_in, c_out = x.shape[-1], w.shape[-1]
     gi, go = c_in // groups, c_out // groups
-    out_sizes = [
-        (xp.shape[1 + i] - ((window[i] - 1) * dilation[i] + 1)) // strides[i] + 1 for i in range(nd)
-    ]
+    out_sizes = [(xp.shape[1 + i] - ((window[i] - 1) * dilation[i] + 1)) // strides[i] + 1 for i in range(nd)]
     y = np.zeros((x.shape[0], *out_sizes, c_out))
     for o in itertools.product(*(range(s) for s in out_sizes)):
         for k in itertools.product(*(range(s) for s in window)):

@@ -62,8 +62,9 @@ def test_dropout_per_device_rows_are_global_rows():
 
     def per_device(xd):
         first = jax.lax.axis_index("d") * 8
-        return jnp.concatenate([F.dropout(xd[4 * k : 4 * k + 4], 0.5, key=F.row_keys(key, 4, first + 4 * k))
-                                for k in range(2)])
+        return jnp.concatenate(
+            [F.dropout(xd[4 * k : 4 * k + 4], 0.5, key=F.row_keys(key, 4, first + 4 * k)) for k in range(2)]
+        )
 
     def unsplit(xd):
         return F.dropout(xd, 0.5, key=key, axis_name="d")
@@ -101,7 +102,9 @@ def _run(model, strategy="jit", n_devices=1, weight=None, **kw):
 
 
 def _max_diff(a, b):
-    return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(
+        float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 LWLS = jaxcnn.get_model("lwls_cnn", dropout_rate=0.3)
@@ -201,5 +204,7 @@ def test_fit_and_cli_pass_batch_split_through(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--batch-split", "many", "--out", str(tmp_path / "r")])
     assert "--batch-split" in capsys.readouterr().err
-    assert main(["train", "--batch-split", "3", "--batch-size", "64", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert (
+        main(["train", "--batch-split", "3", "--batch-size", "64", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    )
     assert "batch_split=3 must divide" in capsys.readouterr().err

@@ -43,7 +43,9 @@ def _shapes(tree):
 def lwls():
     """jaxcnn's LWLS CNN with Adam(1e-3), its initial state and one batch of 8 random digits."""
     model = jaxcnn.get_model("lwls_cnn", num_classes=10)
-    state = create_train_state(model, make_optimizer("adam", 1e-3), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32), seed=0)
+    state = create_train_state(
+        model, make_optimizer("adam", 1e-3), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32), seed=0
+    )
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 28, 28, 1)).astype(np.float32)
     y = rng.integers(0, 10, 8).astype(np.int32)
@@ -74,7 +76,9 @@ def test_torch_lwls_same_loss_and_adam_step_as_jaxcnn(lwls):
     np.testing.assert_allclose(t2, j2, rtol=1e-5)
     assert abs(t2 - t1) > 1e-4  # the update changed something, so the second comparison means something
     # after two updates: conv1's kernel in PyTorch's (O, I, kh, kw) layout
-    np.testing.assert_allclose(net.conv1.weight.detach().numpy(), np.transpose(params["conv1"]["kernel"], (3, 2, 0, 1)), atol=2e-6)
+    np.testing.assert_allclose(
+        net.conv1.weight.detach().numpy(), np.transpose(params["conv1"]["kernel"], (3, 2, 0, 1)), atol=2e-6
+    )
 
 
 def test_torch_lwls_benchmark_variant_has_jaxcnns_shapes_and_parameter_count(lwls):
@@ -114,7 +118,9 @@ def test_resnet18_peers_have_jaxcnns_layout_and_compute_the_same_logits():
     abstract = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     net = peers.torch_model("resnet18_cifar")
     fmodel = peers.flax_model("resnet18_cifar")
-    fabstract = jax.eval_shape(lambda k, x: fmodel.init(k, x, train=False), jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    fabstract = jax.eval_shape(
+        lambda k, x: fmodel.init(k, x, train=False), jax.random.key(0), jnp.zeros((1, 32, 32, 3))
+    )
     # the CIFAR ResNet-18 count (torchvision's layout with a 3x3 stem, no max-pool, 10 classes)
     assert sum(p.numel() for p in net.parameters()) == _count(abstract["params"]) == 11_173_962
     assert _shapes(fabstract) == _shapes(abstract)  # same names and shapes: params and batch_stats
@@ -182,7 +188,11 @@ def test_stats_quartiles_and_dict():
     st = _timing.Stats([4.0, 1.0, 3.0, 2.0, 5.0], iters=7, first_call_s=10.0)
     assert (st.median_s, st.q1_s, st.q3_s, st.min_s) == (3.0, 2.0, 4.0, 1.0)
     d = st.to_dict()
-    assert d["iqr_rel"] == pytest.approx(2 / 3) and d["iters_per_repeat"] == 7 and d["samples_s"] == [4.0, 1.0, 3.0, 2.0, 5.0]
+    assert (
+        d["iqr_rel"] == pytest.approx(2 / 3)
+        and d["iters_per_repeat"] == 7
+        and d["samples_s"] == [4.0, 1.0, 3.0, 2.0, 5.0]
+    )
 
 
 def test_peak_rss_reset_sees_a_new_allocation():
@@ -211,28 +221,93 @@ def _stats(median, first=1.0):
 
 
 def fake_results():
-    machine = {"cpu_model": "Fake CPU 9000", "cpu": {"cpu_family": "25", "model": "17", "vector_extensions": ["avx2", "avx512f"]},
-               "cores": 2, "slug": "fake-cpu-9000-2cores", "memory_bytes": 2**34, "versions": {"jax": "0.0"}, "git": "abc",
-               "env": {}, "date_utc": "2026-01-01 00:00:00 UTC", "load_start": (0.1, 0.2, 0.3), "load_end": (0.2, 0.2, 0.3),
-               "torch_threads": 2, "jax_devices": ["cpu:0"]}
-    settings = {"command": "python -m benchmarks.run", "repeats": 3, "min_time_s": 0.3, "training_min_time_s": 0.5, "duration_s": 60.0}
-    matmul = {"n": 2048, "xla_gflops": 100.0, "torch_gflops": 120.0, "stats": {"xla": _stats(0.17), "torch": _stats(0.14)}}
-    prim = [{"name": "lwls_conv1", "pass": pas, "what": "N=128 28x28x1 -> 4", "macs": 10_000_000, "flops": 2e7 * (1 if pas == "fwd" else 3),
-             "stats": {"jaxcnn": _stats(0.002), "lax": _stats(0.002), "torch": _stats(0.001), "torch 1-thread": _stats(0.0015)}}
-            for pas in ("fwd", "fwd+bwd")]
+    machine = {
+        "cpu_model": "Fake CPU 9000",
+        "cpu": {"cpu_family": "25", "model": "17", "vector_extensions": ["avx2", "avx512f"]},
+        "cores": 2,
+        "slug": "fake-cpu-9000-2cores",
+        "memory_bytes": 2**34,
+        "versions": {"jax": "0.0"},
+        "git": "abc",
+        "env": {},
+        "date_utc": "2026-01-01 00:00:00 UTC",
+        "load_start": (0.1, 0.2, 0.3),
+        "load_end": (0.2, 0.2, 0.3),
+        "torch_threads": 2,
+        "jax_devices": ["cpu:0"],
+    }
+    settings = {
+        "command": "python -m benchmarks.run",
+        "repeats": 3,
+        "min_time_s": 0.3,
+        "training_min_time_s": 0.5,
+        "duration_s": 60.0,
+    }
+    matmul = {
+        "n": 2048,
+        "xla_gflops": 100.0,
+        "torch_gflops": 120.0,
+        "stats": {"xla": _stats(0.17), "torch": _stats(0.14)},
+    }
+    prim = [
+        {
+            "name": "lwls_conv1",
+            "pass": pas,
+            "what": "N=128 28x28x1 -> 4",
+            "macs": 10_000_000,
+            "flops": 2e7 * (1 if pas == "fwd" else 3),
+            "stats": {
+                "jaxcnn": _stats(0.002),
+                "lax": _stats(0.002),
+                "torch": _stats(0.001),
+                "torch 1-thread": _stats(0.0015),
+            },
+        }
+        for pas in ("fwd", "fwd+bwd")
+    ]
     peers_ = {"jaxcnn k=1": 0.010, "jaxcnn k=4": 0.036, "torch": 0.020, "torch 1-thread": 0.030, "flax": 0.012}
-    train = [{"name": "lwls_cnn_b128", "what": "LWLS CNN 28x28x1, batch 128, Adam(1e-3)",
-              "config": {"model": "lwls_cnn", "batch": 128, "optimizer": "adam", "lr": 1e-3, "steps_per_call": 4},
-              "peers": {k: {"stats": _stats(t, first=3.0), "images_per_call": 128 * (4 if k == "jaxcnn k=4" else 1),
-                            "images_per_s": 128 * (4 if k == "jaxcnn k=4" else 1) / t,
-                            "xla_memory": {"temp_size_in_bytes": 2**20} if k.startswith("jaxcnn") else None}
-                        for k, t in peers_.items()}}]
-    mem = [{"name": "lwls_cnn_b128", "what": "LWLS CNN 28x28x1, batch 128, Adam(1e-3)", "peers": {
-        "torch": {"baseline_rss_bytes": 5 * 2**20, "built_above_baseline_bytes": 2**20, "compile_peak_above_baseline_bytes": 3 * 2**20,
-                  "steady_peak_above_baseline_bytes": 4 * 2**20, "step_transient_bytes": 2**20, "steady_peak_rss_bytes": 9 * 2**20,
-                  "first_call_s_cold": 0.5},
-        "flax": {"error": "boom"}}}]
-    return {"machine": machine, "settings": settings, "matmul": matmul, "primitives": prim, "training": train, "memory": mem}
+    train = [
+        {
+            "name": "lwls_cnn_b128",
+            "what": "LWLS CNN 28x28x1, batch 128, Adam(1e-3)",
+            "config": {"model": "lwls_cnn", "batch": 128, "optimizer": "adam", "lr": 1e-3, "steps_per_call": 4},
+            "peers": {
+                k: {
+                    "stats": _stats(t, first=3.0),
+                    "images_per_call": 128 * (4 if k == "jaxcnn k=4" else 1),
+                    "images_per_s": 128 * (4 if k == "jaxcnn k=4" else 1) / t,
+                    "xla_memory": {"temp_size_in_bytes": 2**20} if k.startswith("jaxcnn") else None,
+                }
+                for k, t in peers_.items()
+            },
+        }
+    ]
+    mem = [
+        {
+            "name": "lwls_cnn_b128",
+            "what": "LWLS CNN 28x28x1, batch 128, Adam(1e-3)",
+            "peers": {
+                "torch": {
+                    "baseline_rss_bytes": 5 * 2**20,
+                    "built_above_baseline_bytes": 2**20,
+                    "compile_peak_above_baseline_bytes": 3 * 2**20,
+                    "steady_peak_above_baseline_bytes": 4 * 2**20,
+                    "step_transient_bytes": 2**20,
+                    "steady_peak_rss_bytes": 9 * 2**20,
+                    "first_call_s_cold": 0.5,
+                },
+                "flax": {"error": "boom"},
+            },
+        }
+    ]
+    return {
+        "machine": machine,
+        "settings": settings,
+        "matmul": matmul,
+        "primitives": prim,
+        "training": train,
+        "memory": mem,
+    }
 
 
 def _tables(md: str) -> list[list[str]]:
@@ -256,8 +331,15 @@ def test_writers_produce_consistent_markdown_and_json(tmp_path):
         widths = {line.count("|") for line in t}
         assert len(widths) == 1, t  # every row has the header's number of cells
         assert re.fullmatch(r"\|(---\|)+", t[1]), t[1]
-    for heading in ("## Peak: float32 matmul", "## Training throughput", "## First call", "## Peak memory", "## Primitives",
-                    "## Closing note: targets", "## Method and its limits"):
+    for heading in (
+        "## Peak: float32 matmul",
+        "## Training throughput",
+        "## First call",
+        "## Peak memory",
+        "## Primitives",
+        "## Closing note: targets",
+        "## Method and its limits",
+    ):
         assert heading in md
     row = next(line for line in md.splitlines() if line.startswith("| LWLS CNN") and "12,800" in line)
     # jaxcnn k=1 12,800 img/s, k=4 14,222, torch 6,400, torch 1T 4,267, flax 10,667
@@ -266,7 +348,9 @@ def test_writers_produce_consistent_markdown_and_json(tmp_path):
     assert cells[6:11] == ["2.00x", "2.22x", "2.22x", "1.20x", "1.11x"]
     assert "missed" not in md.split("## Closing note")[1].split("## Method")[0]  # 2.22x: met; k=4 1.11x: met
     prim_rows = [line for line in md.splitlines() if line.startswith("| lwls_conv1")]
-    assert len(prim_rows) == 2 and "| 0.50x | 0.75x | 1.00x | 10.0 | 10% |" in prim_rows[0]  # torch/jaxcnn; 2e7 flops / 2 ms
+    assert (
+        len(prim_rows) == 2 and "| 0.50x | 0.75x | 1.00x | 10.0 | 10% |" in prim_rows[0]
+    )  # torch/jaxcnn; 2e7 flops / 2 ms
     assert "| failed |" in md and "Fake CPU 9000" in md and "start 0.1 / 0.2 / 0.3" in md
 
 
@@ -287,9 +371,30 @@ def test_closing_note_says_by_how_much_a_target_is_missed():
 def test_quick_run_end_to_end_in_a_subprocess(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # not conftest's 8 fake devices
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "primitives", "--select", "max_pool",
-         "--repeats", "2", "--min-time", "0.01", "--matmul-n", "256", "--out", str(tmp_path)],
-        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--only",
+            "primitives",
+            "--select",
+            "max_pool",
+            "--repeats",
+            "2",
+            "--min-time",
+            "0.01",
+            "--matmul-n",
+            "256",
+            "--out",
+            str(tmp_path),
+        ],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (md,) = tmp_path.glob("*.primitives.max_pool.md")

@@ -70,8 +70,9 @@ def test_2d_equals_pytorch_antialiased_cnns(m, s, rng):
 def test_equals_numpy_loops(nd, mode, rng):
     x = rng.standard_normal((2, *(7, 6, 5)[:nd], 2)).astype(np.float32)
     for m, s in ((3, 2), (4, 3)):
-        np.testing.assert_allclose(np.asarray(F.blur_pool(x, m, s, padding_mode=mode)), numpy_blur_pool(x, m, s, mode),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(F.blur_pool(x, m, s, padding_mode=mode)), numpy_blur_pool(x, m, s, mode), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_equals_scipy_separable_filter(rng):
@@ -79,7 +80,9 @@ def test_equals_scipy_separable_filter(rng):
     a = np.array([1, 4, 6, 4, 1]) / 16.0
     # scipy's "mirror" is NumPy's / PyTorch's "reflect" (the edge not repeated); origin shifts to Zhang's (2, 2) padding
     ref = scipy.ndimage.correlate1d(scipy.ndimage.correlate1d(x, a, axis=1, mode="mirror"), a, axis=2, mode="mirror")
-    np.testing.assert_allclose(np.asarray(F.blur_pool(jnp.asarray(x, jnp.float32), 5, 2)), ref[:, ::2, ::2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(F.blur_pool(jnp.asarray(x, jnp.float32), 5, 2)), ref[:, ::2, ::2], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_max_blur_pool_equals_pytorch(rng):
@@ -103,8 +106,9 @@ def test_shape_dtype_jit_grad(dtype):
     assert jax.eval_shape(lambda v: F.blur_pool(v, 4, (1, 3)), x).shape == (2, 9, 3, 3)
     x = jnp.arange(2 * 9 * 8 * 3, dtype=jnp.float32).reshape(2, 9, 8, 3)
     np.testing.assert_allclose(jax.jit(F.blur_pool, static_argnums=(1, 2))(x, 3, 2), F.blur_pool(x), rtol=1e-6)
-    np.testing.assert_allclose(jax.grad(lambda v: F.blur_pool(v).sum())(x).sum(), x.size / 4 * 0 + F.blur_pool(x).size,
-                               rtol=1e-5)  # each output's weights sum to 1 (reflection keeps the mass)
+    np.testing.assert_allclose(
+        jax.grad(lambda v: F.blur_pool(v).sum())(x).sum(), x.size / 4 * 0 + F.blur_pool(x).size, rtol=1e-5
+    )  # each output's weights sum to 1 (reflection keeps the mass)
     assert jnp.allclose(F.blur_pool(jnp.full((1, 7, 7, 2), 3.0)), 3.0)  # a constant passes unchanged
 
 

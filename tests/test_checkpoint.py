@@ -81,7 +81,9 @@ def test_flipped_middle_checkpoint_is_refused_and_restore_falls_back(state0, tmp
         ckpt.save(_at(state0, s), {"step": s})
     _flip_bytes(ckpt.path(20))
     good = {s: _files(ckpt.path(s)) for s in (10, 30)}
-    with pytest.raises(CheckpointError, match=r"checkpoint of step 20 in .*20' could not be restored: file .* bytes changed"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint of step 20 in .*20' could not be restored: file .* bytes changed"
+    ):
         ckpt.restore(state0, step=20)
     state, meta = ckpt.restore(state0)  # the newest one is fine
     assert int(state.step) == 30 and meta == {"step": 30} and ckpt.last_restore.skipped == ()
@@ -117,9 +119,17 @@ def test_non_finite_state_is_never_saved_and_rotation_keeps_the_good_ones(state0
     ckpt.save(_at(state0, 1))
     ckpt.save(_at(state0, 2))
     bad = _at(state0, 3)
-    bad = bad.replace(params={**bad.params, "dense1": {**bad.params["dense1"], "kernel": bad.params["dense1"]["kernel"].at[2, 5].set(jnp.nan)}})
+    bad = bad.replace(
+        params={
+            **bad.params,
+            "dense1": {**bad.params["dense1"], "kernel": bad.params["dense1"]["kernel"].at[2, 5].set(jnp.nan)},
+        }
+    )
     before = _files(tmp_path)
-    with pytest.raises(CheckpointError, match=r"refusing to save .* step 3 .*params/dense1/kernel \(NaN at \(2, 5\)\); the last verified checkpoint is step 2"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"refusing to save .* step 3 .*params/dense1/kernel \(NaN at \(2, 5\)\); the last verified checkpoint is step 2",
+    ):
         ckpt.save(bad)
     assert _files(tmp_path) == before
     ckpt.save(bad, require_finite=False)  # asked for explicitly: written, and it is still a verified file set
@@ -136,7 +146,9 @@ def test_existing_step_is_never_overwritten_but_a_corrupt_one_is_quarantined(sta
     ckpt.save(_at(state0, 5))  # a resumed run reaching step 5 again replaces the corrupt one ...
     assert ckpt.verify(5) is None
     moved = list((tmp_path / "quarantine").iterdir())  # ... which is kept aside, not deleted
-    assert len(moved) == 1 and sorted(p.read_bytes() for p in moved[0].rglob("*") if p.is_file()) == sorted(corrupt.values())
+    assert len(moved) == 1 and sorted(p.read_bytes() for p in moved[0].rglob("*") if p.is_file()) == sorted(
+        corrupt.values()
+    )
     assert ckpt.steps() == [5]
 
 

@@ -267,12 +267,15 @@ def test_resume_takes_the_runs_settings_and_refuses_contradicting_flags(tmp_path
     assert steps == sorted(set(steps))  # resuming does not duplicate step records
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
-    (["--val-split", "1.5"], "--val-split must be in [0, 1)"),
-    (["--early-stopping", "2", "--val-split", "0"], "--early-stopping needs"),
-    (["--batch-size", "5000"], "batch_size=5000 is larger than the training set"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--val-split", "1.5"], "--val-split must be in [0, 1)"),
+        (["--early-stopping", "2", "--val-split", "0"], "--early-stopping needs"),
+        (["--batch-size", "5000"], "batch_size=5000 is larger than the training set"),
+    ],
+)
 def test_a_train_that_fails_validation_writes_nothing(tmp_path, capsys, flags, message):
     assert main(["train", "--out", str(tmp_path / "r"), "--no-progress", *flags]) == 2
     assert message in capsys.readouterr().err
@@ -318,6 +321,20 @@ def test_init_from_and_eval_weights_read_pytorch_checkpoints(tmp_path, capsys):
     want = jaxcnn.train.evaluate(model, state, *(lambda d: (d.x_test, d.y_test))(jaxcnn.data.digits(size=28)))
     assert f"accuracy {100 * want['accuracy']:.2f}%" in out
     run = str(tmp_path / "r")
-    assert main(["train", "--model", "lenet5", "--init-from", str(tmp_path / "lenet.pt"), "--quick", "--out", run,
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "lenet5",
+                "--init-from",
+                str(tmp_path / "lenet.pt"),
+                "--quick",
+                "--out",
+                run,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "init from" in capsys.readouterr().out

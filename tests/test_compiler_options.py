@@ -36,7 +36,9 @@ def _kernels(*shapes):
 def test_rule(shapes, eigen):
     options = F.cpu_compiler_options(_kernels(*shapes))
     if eigen:
-        assert options == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+        assert options == {
+            "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+        }
     else:
         assert options is None
 

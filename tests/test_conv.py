@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as tF
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracles import conv_loops, from_torch, kernel_to_torch, padding_from_spec, to_torch
 
 import jaxcnn.functional as F
-from oracles import conv_loops, from_torch, kernel_to_torch, padding_from_spec, to_torch
 
 TORCH_CONV = {1: tF.conv1d, 2: tF.conv2d, 3: tF.conv3d}
 TORCH_CONV_T = {1: tF.conv_transpose1d, 2: tF.conv_transpose2d, 3: tF.conv_transpose3d}
@@ -118,7 +118,9 @@ def test_correlate_and_convolve_match_scipy(rng, scipy_mode, padding, shape, ksh
 @pytest.mark.parametrize("scipy_mode, padding", [("valid", "VALID"), ("full", "FULL")])
 def test_even_kernels_match_scipy_valid_and_full(rng, scipy_mode, padding):
     x, k = rng.standard_normal((10, 9)), rng.standard_normal((4, 2))
-    y = F.conv(x.reshape(1, 10, 9, 1).astype(np.float32), k.reshape(4, 2, 1, 1).astype(np.float32), padding=padding, flip=True)
+    y = F.conv(
+        x.reshape(1, 10, 9, 1).astype(np.float32), k.reshape(4, 2, 1, 1).astype(np.float32), padding=padding, flip=True
+    )
     np.testing.assert_allclose(y[0, ..., 0], scipy.signal.convolve(x, k, mode=scipy_mode), rtol=1e-5, atol=1e-5)
 
 
@@ -126,7 +128,9 @@ def test_even_kernel_same_differs_from_scipy_by_one_shift(rng):
     """Documented: for even kernels SAME follows XLA/PyTorch (extra pad after); scipy centres the
     other way, so the two are the same numbers shifted by one position."""
     x, k = rng.standard_normal(12), rng.standard_normal(4)
-    ours = np.asarray(F.conv(x.reshape(1, 12, 1).astype(np.float32), k.reshape(4, 1, 1).astype(np.float32), padding="SAME"))[0, :, 0]
+    ours = np.asarray(
+        F.conv(x.reshape(1, 12, 1).astype(np.float32), k.reshape(4, 1, 1).astype(np.float32), padding="SAME")
+    )[0, :, 0]
     full = scipy.signal.correlate(x, k, mode="full")
     np.testing.assert_allclose(ours, full[2:14], rtol=1e-5, atol=1e-5)  # ceil(3/2) = 2: ours
     np.testing.assert_allclose(scipy.signal.correlate(x, k, mode="same"), full[1:13])  # scipy: 3 // 2
@@ -134,9 +138,7 @@ def test_even_kernel_same_differs_from_scipy_by_one_shift(rng):
 
 def test_flip_is_kernel_reversal_identity(rng):
     x, w, _ = _data(rng, 2, 8, 3, 2, 3)
-    np.testing.assert_allclose(
-        F.conv(x, w, flip=True), F.conv(x, w[::-1, ::-1]), rtol=1e-6, atol=1e-6
-    )
+    np.testing.assert_allclose(F.conv(x, w, flip=True), F.conv(x, w[::-1, ::-1]), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("padding", ["VALID", "SAME", "FULL", "CAUSAL", "valid", "Same"])
@@ -211,9 +213,7 @@ def test_causal_output_ignores_the_future(k, d, n, t):
     np.testing.assert_allclose(g[t], w[-1, 0, 0])  # the newest tap sees x[t]
 
 
-PAD_CHOICES = st.one_of(
-    st.sampled_from(["VALID", "SAME", "FULL", "CAUSAL"]), st.integers(0, 2)
-)
+PAD_CHOICES = st.one_of(st.sampled_from(["VALID", "SAME", "FULL", "CAUSAL"]), st.integers(0, 2))
 
 
 @settings(max_examples=30, deadline=None)
@@ -231,7 +231,13 @@ def test_random_shapes_match_numpy_loops(nd, n, k, s, d, padding, groups):
     pads = [padding_from_spec(padding, n, k_eff, s) if isinstance(padding, str) else (padding, padding)] * nd
     if n + sum(pads[0]) < k_eff:
         with pytest.raises(ValueError, match="larger than the padded input"):
-            F.conv(jnp.zeros((1, *(n,) * nd, 2)), jnp.zeros((*(k,) * nd, 2 // groups, 2)), padding=padding, dilation=d, groups=groups)
+            F.conv(
+                jnp.zeros((1, *(n,) * nd, 2)),
+                jnp.zeros((*(k,) * nd, 2 // groups, 2)),
+                padding=padding,
+                dilation=d,
+                groups=groups,
+            )
         return
     rng = np.random.default_rng(n * 100 + k * 10 + s)
     x, w, _ = _data(rng, nd, n, 2, 4, k, groups)
@@ -262,7 +268,9 @@ def test_conv_transpose_matches_torch(rng, nd, case):
     b = rng.standard_normal(c_in).astype(np.float32)
     # torch's ConvTranspose weight is (in=c_out, out/g=c_in/g, *window): our kernel with O and I as (O, I)
     wt = kernel_to_torch(w)
-    ref = TORCH_CONV_T[nd](to_torch(y), wt, torch.tensor(b), stride=s, padding=p, output_padding=op, groups=g, dilation=d)
+    ref = TORCH_CONV_T[nd](
+        to_torch(y), wt, torch.tensor(b), stride=s, padding=p, output_padding=op, groups=g, dilation=d
+    )
     out = F.conv_transpose(y, w, b, strides=s, padding=p, output_padding=op, dilation=d, groups=g)
     n_out = (5 - 1) * s - 2 * p + d * (3 - 1) + op + 1
     assert out.shape == (2, *(n_out,) * nd, c_in)
@@ -337,8 +345,15 @@ def test_precision_argument_is_passed(rng):
 @pytest.mark.parametrize("algorithm", ["taps", "chunked"])
 @pytest.mark.parametrize(
     "nd, strides, padding, dilation, k, n",
-    [(1, 1, "SAME", 1, 3, 6), (2, 2, 1, 1, 3, 6), (2, 3, "VALID", 2, 3, 5), (3, 2, "CAUSAL", 1, 2, 4),
-     (2, 2, "SAME", 1, 4, 256), (1, 1, 0, 1, 2, 320), (2, 3, "FULL", 1, 2, 3)],
+    [
+        (1, 1, "SAME", 1, 3, 6),
+        (2, 2, 1, 1, 3, 6),
+        (2, 3, "VALID", 2, 3, 5),
+        (3, 2, "CAUSAL", 1, 2, 4),
+        (2, 2, "SAME", 1, 4, 256),
+        (1, 1, 0, 1, 2, 320),
+        (2, 3, "FULL", 1, 2, 3),
+    ],
 )
 def test_algorithms_agree_with_xla_in_value_grad_and_jvp(rng, algorithm, nd, strides, padding, dilation, k, n):
     """The CPU paths (taps forward; XLA derivatives in batch chunks, n=256/320 chunked) compute the same
@@ -347,7 +362,9 @@ def test_algorithms_agree_with_xla_in_value_grad_and_jvp(rng, algorithm, nd, str
     w = jnp.asarray(rng.standard_normal((k,) * nd + (2, 4)), jnp.float32)
 
     def f(alg):
-        return lambda x, w: jnp.sum(jnp.sin(F.conv(x, w, strides=strides, padding=padding, dilation=dilation, algorithm=alg)))
+        return lambda x, w: jnp.sum(
+            jnp.sin(F.conv(x, w, strides=strides, padding=padding, dilation=dilation, algorithm=alg))
+        )
 
     ref_val, ref_grad = jax.value_and_grad(f("xla"), argnums=(0, 1))(x, w)
     val, grad = jax.value_and_grad(f(algorithm), argnums=(0, 1))(x, w)
@@ -363,16 +380,18 @@ def test_algorithms_agree_with_xla_in_value_grad_and_jvp(rng, algorithm, nd, str
 def test_default_algorithm_rule_on_cpu():
     from jaxcnn.functional.conv import choose_algorithm
 
-    assert choose_algorithm((8, 28, 28, 1), (5, 5, 1, 4), (1, 1), 1) == "taps"      # 4 channel pairs
-    assert choose_algorithm((8, 28, 28, 4), (5, 5, 4, 8), (2, 2), 1) == "taps"      # 32
+    assert choose_algorithm((8, 28, 28, 1), (5, 5, 1, 4), (1, 1), 1) == "taps"  # 4 channel pairs
+    assert choose_algorithm((8, 28, 28, 4), (5, 5, 4, 8), (2, 2), 1) == "taps"  # 32
     assert choose_algorithm((8, 14, 14, 8), (4, 4, 8, 12), (2, 2), 1) == "chunked"  # 96
     assert choose_algorithm((8, 14, 14, 8), (3, 3, 1, 8), (1, 1), 8) == "depthwise"  # groups == C_in
-    assert choose_algorithm((8, 14, 14, 8), (3, 3, 2, 8), (1, 1), 4) == "xla"        # other grouped
+    assert choose_algorithm((8, 14, 14, 8), (3, 3, 2, 8), (1, 1), 4) == "xla"  # other grouped
 
 
 def test_algorithm_errors():
     x, w = jnp.zeros((2, 6, 6, 4)), jnp.zeros((3, 3, 2, 4))
-    with pytest.raises(ValueError, match="algorithm must be one of 'xla', 'taps', 'chunked', 'depthwise', got 'winograd'"):
+    with pytest.raises(
+        ValueError, match="algorithm must be one of 'xla', 'taps', 'chunked', 'depthwise', got 'winograd'"
+    ):
         F.conv(x, jnp.zeros((3, 3, 4, 4)), algorithm="winograd")
     with pytest.raises(ValueError, match="algorithm='taps' supports groups=1 only, got groups=2"):
         F.conv(x, w, groups=2, algorithm="taps")
@@ -398,6 +417,5 @@ def test_default_conv_algorithm_scopes_the_rule():
             assert "conv_general_dilated" not in primitives()
         assert "conv_general_dilated" in primitives()
     assert "conv_general_dilated" not in primitives()
-    with pytest.raises(ValueError, match="algorithm must be one of"):
-        with F.default_conv_algorithm("fast"):
-            pass
+    with pytest.raises(ValueError, match="algorithm must be one of"), F.default_conv_algorithm("fast"):
+        pass

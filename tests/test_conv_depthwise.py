@@ -35,8 +35,9 @@ def test_equals_xla_in_value_gradients_and_jvp(rng, nd, c, m, window, strides, p
     x, w, b = _operands(rng, nd, c, m, window)
 
     def f(alg):
-        return lambda x, w, b: jnp.sum(jnp.sin(F.conv(x, w, b, strides=strides, padding=padding, dilation=dilation,
-                                                      groups=c, algorithm=alg)))
+        return lambda x, w, b: jnp.sum(
+            jnp.sin(F.conv(x, w, b, strides=strides, padding=padding, dilation=dilation, groups=c, algorithm=alg))
+        )
 
     ref_val, ref_grad = jax.value_and_grad(f("xla"), argnums=(0, 1, 2))(x, w, b)
     val, grad = jax.jit(jax.value_and_grad(f("depthwise"), argnums=(0, 1, 2)))(x, w, b)
@@ -44,10 +45,14 @@ def test_equals_xla_in_value_gradients_and_jvp(rng, nd, c, m, window, strides, p
     for g, r in zip(grad, ref_grad):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4)
     tangents = (0.3 * x, 0.2 * w, 0.1 * b)
-    np.testing.assert_allclose(jax.jvp(f("depthwise"), (x, w, b), tangents)[1], jax.jvp(f("xla"), (x, w, b), tangents)[1],
-                               rtol=1e-5, atol=1e-4)
-    per_example = jax.vmap(lambda x: F.conv(x[None], w, strides=strides, padding=padding, dilation=dilation, groups=c,
-                                            algorithm="depthwise")[0])(x)
+    np.testing.assert_allclose(
+        jax.jvp(f("depthwise"), (x, w, b), tangents)[1], jax.jvp(f("xla"), (x, w, b), tangents)[1], rtol=1e-5, atol=1e-4
+    )
+    per_example = jax.vmap(
+        lambda x: F.conv(
+            x[None], w, strides=strides, padding=padding, dilation=dilation, groups=c, algorithm="depthwise"
+        )[0]
+    )(x)
     ref = F.conv(x, w, strides=strides, padding=padding, dilation=dilation, groups=c, algorithm="xla")
     np.testing.assert_allclose(per_example, ref, rtol=1e-5, atol=1e-5)
 
@@ -57,8 +62,15 @@ def test_equals_xla_in_value_gradients_and_jvp(rng, nd, c, m, window, strides, p
 def test_equals_pytorch_values_and_gradients(rng, dtype, tol, m, strides, padding, dilation):
     c = 4
     x, w, b = _operands(rng, 2, c, m, 3, size=8)
-    y_ref = torch.nn.functional.conv2d(tx := to_torch(x).requires_grad_(True), tw := kernel_to_torch(w).requires_grad_(True),
-                                       tb := torch.tensor(np.asarray(b)).requires_grad_(True), strides, padding, dilation, c)
+    y_ref = torch.nn.functional.conv2d(
+        tx := to_torch(x).requires_grad_(True),
+        tw := kernel_to_torch(w).requires_grad_(True),
+        tb := torch.tensor(np.asarray(b)).requires_grad_(True),
+        strides,
+        padding,
+        dilation,
+        c,
+    )
     g = rng.standard_normal(from_torch(y_ref).shape).astype(np.float32)
     y_ref.backward(to_torch(g))
     conv = lambda x, w, b: F.conv(x, w, b, strides=strides, padding=padding, dilation=dilation, groups=c)

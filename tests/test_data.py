@@ -33,8 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _mnist_dir() -> Path | None:
-    for candidate in (os.environ.get("JAXCNN_MNIST_DIR"), REPO / ".." / "shared" / "data" / "mnist",
-                      REPO / "shared" / "data" / "mnist"):
+    for candidate in (
+        os.environ.get("JAXCNN_MNIST_DIR"),
+        REPO / ".." / "shared" / "data" / "mnist",
+        REPO / "shared" / "data" / "mnist",
+    ):
         if candidate and (Path(candidate) / "t10k-images-idx3-ubyte.gz").is_file():
             return Path(candidate)
     return None
@@ -90,7 +93,7 @@ def test_real_mnist_facts_and_split(real_mnist):
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
     assert ds.input_shape == (28, 28, 1) and ds.num_classes == 10 and ds.name == "mnist"
     assert set(np.unique(ds.y_train)) == set(range(10)) == set(np.unique(ds.y_test))
-    assert 0.0 == ds.x_train.min() and ds.x_train.max() == 1.0
+    assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
     # the documented rule, written out here: perm[:8000] trains, the rest tests
     perm = np.random.default_rng(0).permutation(10000)
     np.testing.assert_array_equal(ds.x_train[..., 0], raw_images[perm[:8000]] / np.float32(255))
@@ -132,7 +135,7 @@ def test_real_mnist_default_path_and_env_var(real_mnist, monkeypatch, tmp_path):
 @pytest.mark.parametrize("big_endian", list(IDX_CODES))
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_idx_all_types_raw_and_gzip(tmp_path, big_endian, gz):
-    a = (np.arange(2 * 3 * 5).reshape(2, 3, 5) * 3 - 7)
+    a = np.arange(2 * 3 * 5).reshape(2, 3, 5) * 3 - 7
     a = a % 256 if big_endian == "u1" else a
     a = a.astype(big_endian)
     out = D.read_idx(write(tmp_path / "a.idx", idx_bytes(a, big_endian), gz))
@@ -216,9 +219,12 @@ def test_mnist_small_folders_split_and_official(tmp_path):
     np.testing.assert_array_equal(ds.y_test, labels[perm[30:]])
     assert "30/20 with seed 3" in ds.description
     # explicit files, no folder searched
-    explicit = D.mnist(test_images=tmp_path / "t10k-only" / "t10k-images-idx3-ubyte",
-                       test_labels=tmp_path / "t10k-only" / "t10k-labels-idx1-ubyte",
-                       num_train=30, seed=3)
+    explicit = D.mnist(
+        test_images=tmp_path / "t10k-only" / "t10k-images-idx3-ubyte",
+        test_labels=tmp_path / "t10k-only" / "t10k-labels-idx1-ubyte",
+        num_train=30,
+        seed=3,
+    )
     np.testing.assert_array_equal(explicit.x_test, ds.x_test)
     # training files present: the official split, nothing shuffled
     train_images, train_labels = write_mnist_like(tmp_path / "both", 12, 2, prefix="train")
@@ -277,7 +283,7 @@ def test_digits_resize_matches_torch_bilinear():
     src = torch.from_numpy(images[perm[:64]].astype(np.float32)[:, None] / 16)
     ref = torch.nn.functional.interpolate(src, size=(28, 28), mode="bilinear", align_corners=False)
     np.testing.assert_allclose(ds.x_train[:64, ..., 0], ref[:, 0].numpy(), atol=1e-6)
-    assert ds.x_train.shape == (1438, 28, 28, 1) and 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert ds.x_train.shape == (1438, 28, 28, 1) and ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0
 
 
 # ----------------------------------------------------------------------------- MNIST-1D
@@ -323,8 +329,12 @@ def write_cifar(folder: Path, n: int = 3, seed: int = 0) -> dict:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         labels = rng.integers(0, 10, n).tolist()
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
         written[name] = (data, labels)
@@ -404,8 +414,7 @@ def test_synthetic_rule_and_learnable_labels():
 
 
 def test_synthetic_shapes_dtypes_and_registry():
-    ds = D.load("Synthetic", input_shape=(6, 5, 4, 2), num_classes=3, num_train=8, num_test=4,
-                dtype=jnp.bfloat16)
+    ds = D.load("Synthetic", input_shape=(6, 5, 4, 2), num_classes=3, num_train=8, num_test=4, dtype=jnp.bfloat16)
     assert ds.x_train.shape == (8, 6, 5, 4, 2) and ds.x_train.dtype == jnp.bfloat16
     assert ds.input_shape == (6, 5, 4, 2) and ds.num_classes == 3 and ds.y_train.max() < 3
     with pytest.raises(TypeError, match="floating dtype"):
@@ -609,8 +618,12 @@ def test_random_crop_is_a_window_of_the_zero_padded_image(rng):
     padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
     offsets = []
     for i in range(16):
-        matches = [(a, b) for a in range(2 * p + 1) for b in range(2 * p + 1)
-                   if np.array_equal(out[i], padded[i, a : a + 6, b : b + 7])]
+        matches = [
+            (a, b)
+            for a in range(2 * p + 1)
+            for b in range(2 * p + 1)
+            if np.array_equal(out[i], padded[i, a : a + 6, b : b + 7])
+        ]
         assert len(matches) == 1, f"example {i} is not a window of its padded image"
         offsets.append(matches[0])
     assert len(set(offsets)) > 3  # per-example offsets, not one shift for the batch

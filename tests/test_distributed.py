@@ -38,8 +38,13 @@ def test_nothing_set_means_one_process():
 
 
 def test_arguments_beat_jaxcnn_variables_which_beat_jax_variables():
-    env = {"JAXCNN_COORDINATOR": "10.0.0.1:99", "JAX_COORDINATOR_ADDRESS": "10.0.0.2:98",
-           "JAX_NUM_PROCESSES": "4", "JAXCNN_PROCESS_ID": "3", "JAX_PROCESS_ID": "1"}
+    env = {
+        "JAXCNN_COORDINATOR": "10.0.0.1:99",
+        "JAX_COORDINATOR_ADDRESS": "10.0.0.2:98",
+        "JAX_NUM_PROCESSES": "4",
+        "JAXCNN_PROCESS_ID": "3",
+        "JAX_PROCESS_ID": "1",
+    }
     assert resolve_config(environ=env) == DistributedConfig("10.0.0.1:99", 4, 3)
     assert resolve_config("127.0.0.1:5", process_id=0, environ=env) == DistributedConfig("127.0.0.1:5", 4, 0)
     only_jax = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
@@ -51,14 +56,27 @@ def test_auto_lets_jax_detect_the_rest():
     assert resolve_config(environ={"JAXCNN_DISTRIBUTED": "1"}) == DistributedConfig(None, None, None, True)
 
 
-@pytest.mark.parametrize("kwargs, env, message", [
-    ({"coordinator": "127.0.0.1:1234"}, {}, (r"missing: num_processes \(--num-processes or \$JAXCNN_NUM_PROCESSES\), "
-                                             r"process_id \(--process-id or \$JAXCNN_PROCESS_ID\)")),
-    ({"coordinator": "localhost"}, {}, r"coordinator must look like HOST:PORT .* got 'localhost'"),
-    ({"coordinator": "h:1", "num_processes": 2, "process_id": 2}, {}, r"process_id must be in \[0, num_processes\) = \[0, 2\), got 2"),
-    ({"coordinator": "h:1", "num_processes": 0, "process_id": 0}, {}, r"num_processes must be >= 1, got 0"),
-    ({}, {"JAXCNN_NUM_PROCESSES": "two"}, r"JAXCNN_NUM_PROCESSES must be an integer, got 'two'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, env, message",
+    [
+        (
+            {"coordinator": "127.0.0.1:1234"},
+            {},
+            (
+                r"missing: num_processes \(--num-processes or \$JAXCNN_NUM_PROCESSES\), "
+                r"process_id \(--process-id or \$JAXCNN_PROCESS_ID\)"
+            ),
+        ),
+        ({"coordinator": "localhost"}, {}, r"coordinator must look like HOST:PORT .* got 'localhost'"),
+        (
+            {"coordinator": "h:1", "num_processes": 2, "process_id": 2},
+            {},
+            r"process_id must be in \[0, num_processes\) = \[0, 2\), got 2",
+        ),
+        ({"coordinator": "h:1", "num_processes": 0, "process_id": 0}, {}, r"num_processes must be >= 1, got 0"),
+        ({}, {"JAXCNN_NUM_PROCESSES": "two"}, r"JAXCNN_NUM_PROCESSES must be an integer, got 'two'"),
+    ],
+)
 def test_bad_set_ups_are_named(kwargs, env, message):
     with pytest.raises(ValueError, match=message):
         resolve_config(**kwargs, environ=env)
@@ -66,8 +84,15 @@ def test_bad_set_ups_are_named(kwargs, env, message):
 
 def test_cli_flags_parse():
     args = cli.build_parser().parse_args(
-        ["train", "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "--max-steps", "5"])
-    assert (args.coordinator, args.num_processes, args.process_id, args.distributed, args.max_steps) == ("127.0.0.1:1", 2, 1, False, 5)
+        ["train", "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "--max-steps", "5"]
+    )
+    assert (args.coordinator, args.num_processes, args.process_id, args.distributed, args.max_steps) == (
+        "127.0.0.1:1",
+        2,
+        1,
+        False,
+        5,
+    )
 
 
 def test_process_rows_of_one_process_is_the_whole_batch():
@@ -102,8 +127,11 @@ def _run_processes(commands: list[tuple[list[str], dict[str, str]]], logs: Path)
             env.update({"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", **extra})
             f = open(logs / f"process{i}.log", "w")
             files.append(f)
-            procs.append(subprocess.Popen([sys.executable, "-m", "jaxcnn.cli", *argv], env=env, cwd=ROOT,
-                                          stdout=f, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "jaxcnn.cli", *argv], env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
+                )
+            )
         deadline = time.monotonic() + DEADLINE_S
         while any(p.poll() is None for p in procs):
             if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
@@ -118,8 +146,10 @@ def _run_processes(commands: list[tuple[list[str], dict[str, str]]], logs: Path)
             f.close()
     codes = [p.returncode for p in procs]
     if codes != [0] * len(procs):
-        tails = "\n".join(f"--- process {i} (exit {c}):\n" + (logs / f"process{i}.log").read_text()[-3000:]
-                          for i, c in enumerate(codes))
+        tails = "\n".join(
+            f"--- process {i} (exit {c}):\n" + (logs / f"process{i}.log").read_text()[-3000:]
+            for i, c in enumerate(codes)
+        )
         pytest.fail(f"multi-process training failed or overran {DEADLINE_S} s, exit codes {codes}\n{tails}")
 
 
@@ -127,10 +157,16 @@ def _two_process_train(out: Path, args: list[str]) -> None:
     """Process 0 configured by flags, process 1 by jaxcnn's environment variables."""
     port = _free_port()
     common = ["train", *args, "--out", str(out), "--no-progress"]
-    _run_processes([
-        (common + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "0"], {}),
-        (common, {"JAXCNN_COORDINATOR": f"127.0.0.1:{port}", "JAXCNN_NUM_PROCESSES": "2", "JAXCNN_PROCESS_ID": "1"}),
-    ], out.parent)
+    _run_processes(
+        [
+            (common + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "0"], {}),
+            (
+                common,
+                {"JAXCNN_COORDINATOR": f"127.0.0.1:{port}", "JAXCNN_NUM_PROCESSES": "2", "JAXCNN_PROCESS_ID": "1"},
+            ),
+        ],
+        out.parent,
+    )
 
 
 def _params(run: Path):
@@ -139,8 +175,9 @@ def _params(run: Path):
 
 
 def _assert_same_params(a, b, atol=1e-5):
-    for (path, u), v in zip(jax.tree_util.tree_leaves_with_path((a.params, a.batch_stats)),
-                            jax.tree.leaves((b.params, b.batch_stats))):
+    for (path, u), v in zip(
+        jax.tree_util.tree_leaves_with_path((a.params, a.batch_stats)), jax.tree.leaves((b.params, b.batch_stats))
+    ):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=atol, rtol=0, err_msg=jax.tree_util.keystr(path))
 
 
@@ -168,8 +205,9 @@ def test_two_processes_train_like_one(tmp_path):
     # written once: one checkpoint, one log record per step (process 1 wrote nothing of its own)
     assert sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["8"]
     assert [r["step"] for r in _train_records(multi)] == list(range(1, 9))
-    np.testing.assert_allclose([r["loss"] for r in _train_records(multi)],
-                               [r["loss"] for r in _train_records(single)], atol=1e-5)
+    np.testing.assert_allclose(
+        [r["loss"] for r in _train_records(multi)], [r["loss"] for r in _train_records(single)], atol=1e-5
+    )
     log0 = (multi.parent / "process0.log").read_text()
     assert "sharded on 4 CPU devices in 2 processes" in log0
     assert "final test accuracy" not in (multi.parent / "process1.log").read_text()
@@ -178,8 +216,20 @@ def test_two_processes_train_like_one(tmp_path):
 @pytest.mark.slow
 def test_two_processes_resume_a_checkpoint_together(tmp_path):
     """resnet_tiny (BatchNorm) under shard_map: 10 steps, then all processes restore and go on to 20."""
-    args = ["--model", "resnet_tiny", "--image-size", "8", "--batch-size", "32", "--optimizer", "momentum",
-            "--lr", "0.02", "--strategy", "shard_map"]
+    args = [
+        "--model",
+        "resnet_tiny",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "32",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "0.02",
+        "--strategy",
+        "shard_map",
+    ]
     multi = tmp_path / "multi" / "run"
     multi.parent.mkdir()
     _two_process_train(multi, args + ["--max-steps", "10"])

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -317,7 +316,8 @@ def test_axis_name_pmap_equals_single_device(rng, broadcast_axes):
     np.testing.assert_array_equal(want[kept], kept_reference(x, 1 / 0.6)[kept])
     got = jax.pmap(
         lambda xs, k: F.dropout(xs, 0.4, key=k, broadcast_axes=broadcast_axes, axis_name="b"),
-        axis_name="b", in_axes=(0, None),
+        axis_name="b",
+        in_axes=(0, None),
     )(shards, key)
     np.testing.assert_array_equal(np.asarray(got).reshape(x.shape), want)
     # without axis_name every device draws the same shard-sized mask: not the global one
@@ -330,10 +330,14 @@ def test_axis_name_shard_map_and_vmap_equal_single_device(rng):
     key = jax.random.key(22)
     want = np.asarray(F.dropout(x, 0.5, key=key, mode="scaled"))
     mesh = Mesh(np.array(jax.devices()), ("b",))
-    f = jax.jit(jax.shard_map(
-        lambda xs, k: F.dropout(xs, 0.5, key=k, mode="scaled", axis_name="b"),
-        mesh=mesh, in_specs=(P("b"), P()), out_specs=P("b"),
-    ))
+    f = jax.jit(
+        jax.shard_map(
+            lambda xs, k: F.dropout(xs, 0.5, key=k, mode="scaled", axis_name="b"),
+            mesh=mesh,
+            in_specs=(P("b"), P()),
+            out_specs=P("b"),
+        )
+    )
     got = f(jax.device_put(x, NamedSharding(mesh, P("b"))), key)
     np.testing.assert_array_equal(np.asarray(got), want)
     got_v = jax.vmap(lambda xs: F.dropout(xs, 0.5, key=key, mode="scaled", axis_name="b"), axis_name="b")(shards)
@@ -357,8 +361,16 @@ def test_training_without_key():
 
 @pytest.mark.parametrize(
     "rate, exc",
-    [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
-     ("0.5", TypeError), (None, TypeError), (True, TypeError), ([0.5], TypeError)],
+    [
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("0.5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        ([0.5], TypeError),
+    ],
 )
 def test_bad_rate(rate, exc):
     with pytest.raises(exc, match="rate"):
@@ -372,7 +384,9 @@ def test_traced_rate_rejected():
         jax.jit(lambda r: F.dropout(jnp.ones(3), r, key=jax.random.key(0)))(0.5)
 
 
-@pytest.mark.parametrize("mode, exc", [("dropconnect", ValueError), ("", ValueError), (1, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "mode, exc", [("dropconnect", ValueError), ("", ValueError), (1, TypeError), (None, TypeError)]
+)
 def test_bad_mode(mode, exc):
     with pytest.raises(exc, match="mode"):
         F.dropout(jnp.ones(3), 0.5, key=jax.random.key(0), mode=mode)
@@ -380,8 +394,16 @@ def test_bad_mode(mode, exc):
 
 @pytest.mark.parametrize(
     "axes, exc",
-    [((4,), ValueError), ((1, -5), ValueError), (4, ValueError), ((1, 1), ValueError), ((1, -3), ValueError),
-     ("1", TypeError), (None, TypeError), ((1.0,), TypeError)],
+    [
+        ((4,), ValueError),
+        ((1, -5), ValueError),
+        (4, ValueError),
+        ((1, 1), ValueError),
+        ((1, -3), ValueError),
+        ("1", TypeError),
+        (None, TypeError),
+        ((1.0,), TypeError),
+    ],
 )
 def test_bad_broadcast_axes(axes, exc):
     with pytest.raises(exc, match="broadcast_axes"):
@@ -390,8 +412,15 @@ def test_bad_broadcast_axes(axes, exc):
 
 @pytest.mark.parametrize(
     "key",
-    [0, 1.5, "key", jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.int32), jnp.zeros((2, 2), jnp.uint32),
-     jax.random.split(jax.random.key(0), 2)],
+    [
+        0,
+        1.5,
+        "key",
+        jnp.zeros(2, jnp.float32),
+        jnp.zeros(2, jnp.int32),
+        jnp.zeros((2, 2), jnp.uint32),
+        jax.random.split(jax.random.key(0), 2),
+    ],
     ids=["int", "float", "str", "float-array", "int32-array", "uint32-matrix", "batch-of-typed-keys"],
 )
 def test_bad_key(key):

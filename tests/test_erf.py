@@ -58,7 +58,7 @@ def test_uniform_stack_is_the_k_fold_self_convolution(depth):
         ref = scipy.signal.convolve(ref, box)
     expected = np.zeros((size, size))
     c, h = (size - 1) // 2, depth
-    expected[c - h:c + h + 1, c - h:c + h + 1] = ref
+    expected[c - h : c + h + 1, c - h : c + h + 1] = ref
     np.testing.assert_allclose(raw, expected, rtol=1e-6)
     e = effective_receptive_field(model, init(model, (size, size, 1)), (size, size, 1), n_samples=1)
     # variance of the L-fold convolution of [1, 1, 1] (uniform on {-1, 0, 1}: 2/3) is 2L/3 per axis
@@ -85,8 +85,12 @@ def test_channels_and_one_and_three_dims():
 def test_square_statistic_and_random_relu_model():
     f = lambda x: F.conv(x, 2 * jnp.ones((3, 3, 1, 1)))  # noqa: E731
     np.testing.assert_array_equal(gmap(f, None, (5, 5, 1), statistic="square")[1:4, 1:4], np.full((3, 3), 4.0))
-    relu = lambda x: jax.nn.relu(F.conv(jax.nn.relu(F.conv(x, jnp.asarray(np.random.default_rng(0).standard_normal((3, 3, 1, 2)), jnp.float32))),  # noqa: E731
-                                        jnp.ones((3, 3, 2, 1))))
+    relu = lambda x: jax.nn.relu(
+        F.conv(
+            jax.nn.relu(F.conv(x, jnp.asarray(np.random.default_rng(0).standard_normal((3, 3, 1, 2)), jnp.float32))),  # noqa: E731
+            jnp.ones((3, 3, 2, 1)),
+        )
+    )
     g = np.asarray(gmap(relu, None, (9, 9, 1), n_samples=8, key=KEY))
     assert np.all(np.isfinite(g)) and np.all(g >= 0) and g[4, 4] > 0 and g[0].sum() == 0  # footprint 5x5 only
 
@@ -102,7 +106,9 @@ def test_jit_and_eval_shape():
 
 def test_erf_from_map_by_hand():
     e = erf_from_map(np.array([0.0, 1, 2, 1, 0]))
-    assert e.centre == (2.0,) and e.std == pytest.approx((np.sqrt(0.5),)) and e.radius == pytest.approx(2 * np.sqrt(0.5))
+    assert (
+        e.centre == (2.0,) and e.std == pytest.approx((np.sqrt(0.5),)) and e.radius == pytest.approx(2 * np.sqrt(0.5))
+    )
     assert e.mass_radius == 1 and erf_from_map(np.array([0.0, 1, 2, 1, 0]), mass=0.5).mass_radius == 0
 
 

@@ -22,7 +22,10 @@ def test_there_are_experiments():
 def test_experiment_quick(name, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", f"experiments.{name}", "--quick", "--out-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = (tmp_path / f"{name}.md").read_text()

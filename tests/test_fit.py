@@ -27,16 +27,37 @@ class Net(nn.Module):
 @pytest.fixture(scope="module")
 def small_digits():
     full = D.digits()
-    return D.Dataset(full.x_train[:320], full.y_train[:320], full.x_test[:100], full.y_test[:100], 10, "digits-small", "first 320/100 of digits")
+    return D.Dataset(
+        full.x_train[:320],
+        full.y_train[:320],
+        full.x_test[:100],
+        full.y_test[:100],
+        10,
+        "digits-small",
+        "first 320/100 of digits",
+    )
 
 
 def _fit(ds, out, **kw):
     kw.setdefault("epochs", 3)
-    return fit(Net(), ds, make_optimizer("adam", 3e-3), batch_size=32, strategy="jit", seed=4, out_dir=out, progress=False, **kw)
+    return fit(
+        Net(),
+        ds,
+        make_optimizer("adam", 3e-3),
+        batch_size=32,
+        strategy="jit",
+        seed=4,
+        out_dir=out,
+        progress=False,
+        **kw,
+    )
 
 
 def _leaves(state):
-    return [np.asarray(a) for a in jax.tree.leaves((state.params, state.batch_stats, state.opt_state, state.rng, state.step))]
+    return [
+        np.asarray(a)
+        for a in jax.tree.leaves((state.params, state.batch_stats, state.opt_state, state.rng, state.step))
+    ]
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(small_digits, tmp_path):
@@ -79,7 +100,9 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_harms_nothing(small_digits, 
     for p in data_files:
         p.write_bytes(b"\0garbage" * 8)
     intact = {p: p.read_bytes() for p in (tmp_path / "checkpoints" / "10").rglob("*") if p.is_file()}
-    with pytest.raises(CheckpointError, match=r"checkpoint of step 20 .* could not be restored.*Other checkpoints: \[10\]"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint of step 20 .* could not be restored.*Other checkpoints: \[10\]"
+    ):
         ckpt.restore(result.state, step=20)
     state, _ = ckpt.restore(result.state)  # the newest that verifies: the older one still loads
     assert int(state.step) == 10 and ckpt.last_restore.skipped[0][0] == 20
@@ -120,7 +143,11 @@ def test_evaluate_counts_every_example_once(small_digits):
     state = _fit(small_digits, None, epochs=1).state
     x, y = small_digits.x_test[:77], small_digits.y_test[:77]  # 77 = 2 * 32 + 13: a padded last batch
     logits = np.asarray(Net().apply(state.variables(), x, train=False))
-    log_p = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    log_p = (
+        logits
+        - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+        - logits.max(1, keepdims=True)
+    )
     out = evaluate(Net(), state, x, y, batch_size=32)
     assert out["count"] == 77
     assert out["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == y))
@@ -128,8 +155,16 @@ def test_evaluate_counts_every_example_once(small_digits):
 
 
 def test_early_stopping_stops(small_digits):
-    result = fit(Net(), small_digits, make_optimizer("sgd", 1e-9), epochs=6, batch_size=32, early_stopping=1,
-                 validation=0.2, progress=False)
+    result = fit(
+        Net(),
+        small_digits,
+        make_optimizer("sgd", 1e-9),
+        epochs=6,
+        batch_size=32,
+        early_stopping=1,
+        validation=0.2,
+        progress=False,
+    )
     assert result.stopped_early and len(result.history) < 6
     with pytest.raises(ValueError, match="early_stopping needs validation"):
         fit(Net(), small_digits, make_optimizer("sgd", 0.1), early_stopping=1, progress=False)

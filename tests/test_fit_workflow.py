@@ -46,8 +46,15 @@ class Net(nn.Module):
 @pytest.fixture(scope="module")
 def ds():
     full = D.digits()
-    return D.Dataset(full.x_train[:400], full.y_train[:400], full.x_test[:120], full.y_test[:120], 10, "digits-400",
-                     "first 400/120 of the embedded digits")
+    return D.Dataset(
+        full.x_train[:400],
+        full.y_train[:400],
+        full.x_test[:120],
+        full.y_test[:120],
+        10,
+        "digits-400",
+        "first 400/120 of the embedded digits",
+    )
 
 
 def _leaves(state):
@@ -65,8 +72,15 @@ def _run(ds, **kw):
 
 
 def test_the_test_labels_cannot_influence_training(ds):
-    shuffled = D.Dataset(ds.x_train, ds.y_train, ds.x_test, np.random.default_rng(0).permutation(ds.y_test), 10,
-                         "digits-400", "test labels shuffled")
+    shuffled = D.Dataset(
+        ds.x_train,
+        ds.y_train,
+        ds.x_test,
+        np.random.default_rng(0).permutation(ds.y_test),
+        10,
+        "digits-400",
+        "test labels shuffled",
+    )
     kw = {"epochs": 6, "validation": 0.25, "callbacks": [], "early_stopping": 2}
     a, b = _run(ds, **kw), _run(shuffled, **kw)
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in h]  # noqa: E731
@@ -77,8 +91,14 @@ def test_the_test_labels_cannot_influence_training(ds):
 
 
 def test_returned_best_state_is_the_best_epoch_by_hand(ds, tmp_path):
-    result = _run(ds, epochs=5, validation=0.25, early_stopping=EarlyStopping("val_loss", patience=5),
-                  out_dir=tmp_path / "run", tx=make_optimizer("adam", 2e-2))
+    result = _run(
+        ds,
+        epochs=5,
+        validation=0.25,
+        early_stopping=EarlyStopping("val_loss", patience=5),
+        out_dir=tmp_path / "run",
+        tx=make_optimizer("adam", 2e-2),
+    )
     losses = [r["val_loss"] for r in result.history]
     best = int(np.argmin(losses))
     assert result.best["epoch"] == best and result.best["value"] == losses[best]
@@ -123,8 +143,9 @@ def test_frozen_layers_keep_their_batch_norm_statistics(ds):
     assert not np.array_equal(updated.batch_stats["bn"]["mean"], start.batch_stats["bn"]["mean"])
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
-                            "ignore:The inplace keyword:Warning")  # tbparse's own use of pandas
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::FutureWarning", "ignore:The inplace keyword:Warning"
+)  # tbparse's own use of pandas
 def test_logs_csv_equals_jsonl_and_tensorboard_holds_the_numbers(ds, tmp_path):
     tbparse = pytest.importorskip("tbparse")
     result = _run(ds, validation=0.25, out_dir=tmp_path / "run", callbacks=[TensorBoard(tmp_path / "tb")])
@@ -152,10 +173,22 @@ def test_class_and_sample_weights_equal_a_hand_weighted_numpy_loss(ds, tmp_path)
     state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 64), jnp.float32), seed=0)
     cw = np.linspace(0.5, 2.0, 10)
     sw = np.random.default_rng(1).uniform(0, 3, 400)
-    fit(model, flat, optax.sgd(0.1), epochs=1, batch_size=400, state=state, class_weight=cw, sample_weight=sw,
-        strategy="jit", progress=False, out_dir=tmp_path / "w")
-    first = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()
-             if '"train"' in line][0]
+    fit(
+        model,
+        flat,
+        optax.sgd(0.1),
+        epochs=1,
+        batch_size=400,
+        state=state,
+        class_weight=cw,
+        sample_weight=sw,
+        strategy="jit",
+        progress=False,
+        out_dir=tmp_path / "w",
+    )
+    first = [
+        json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines() if '"train"' in line
+    ][0]
     w_, b_ = (np.asarray(state.params[k], np.float64) for k in ("kernel", "bias"))
     logits = flat.x_train.astype(np.float64) @ w_ + b_
     logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
@@ -190,8 +223,10 @@ def test_nan_guard_stops_at_the_first_bad_step_and_keeps_good_checkpoints(ds, tm
     with pytest.raises(TrainingDiverged, match=r"non-finite loss or gradient at step \d+.*") as err:
         _run(ds, epochs=3, tx=optax.sgd(1e6), out_dir=out, checkpoint_every=1, keep_checkpoints=50)
     bad = int(re.search(r"at step (\d+)", str(err.value)).group(1))
-    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
-               for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     stop = [r for r in records if r.get("event") == "stop"][0]
     assert f"at step {bad}" in stop["reason"] and bad > 1
     # the guard's verdict, checked by hand: step bad's update is the first with a non-finite gradient
@@ -217,7 +252,10 @@ def test_grad_accum_equals_the_whole_batch_without_batch_norm():
     model = jaxcnn.get_model("lwls_cnn", dropout_rate=0.3)
     x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
     rng = np.random.default_rng(0)
-    batch = {"x": rng.standard_normal((64, 28, 28, 1)).astype(np.float32), "y": rng.integers(0, 10, 64).astype(np.int32)}
+    batch = {
+        "x": rng.standard_normal((64, 28, 28, 1)).astype(np.float32),
+        "y": rng.integers(0, 10, 64).astype(np.int32),
+    }
     out = []
     for k in (1, 4):
         step = make_train_step(model, "cross_entropy", "jit", grad_accum=k, batch_split=1)
@@ -268,8 +306,9 @@ def test_grad_accum_with_batch_norm_equals_a_pytorch_accumulation_loop():
         loss = torch.nn.functional.cross_entropy(head(h), ys, reduction="sum") / 64
         loss.backward()
     opt.step()
-    np.testing.assert_allclose(new.params["conv"]["kernel"], conv.weight.detach().permute(2, 3, 1, 0).numpy(),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        new.params["conv"]["kernel"], conv.weight.detach().permute(2, 3, 1, 0).numpy(), atol=1e-4
+    )
     np.testing.assert_allclose(new.params["head"]["kernel"], head.weight.detach().numpy().T, atol=1e-4)
     np.testing.assert_allclose(new.params["bn"]["scale"], scale.detach().numpy(), atol=1e-4)
     np.testing.assert_allclose(new.batch_stats["bn"]["mean"], run_mean.numpy(), atol=1e-4)

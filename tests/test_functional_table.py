@@ -34,11 +34,31 @@ def _c(value, c):
 # name -> (function of the arrays, array makers, differentiable, expected output shape)
 OPS = {
     "conv1d": (lambda x, w: F.conv(x, w, strides=2), [_x((2, 9, 3)), _w((3, 3, 4))], True, (2, 5, 4)),
-    "conv2d_dilated": (lambda x, w: F.conv(x, w, dilation=2, padding="VALID"), [_x((2, 9, 9, 3)), _w((3, 3, 3, 4))], True, (2, 5, 5, 4)),
-    "conv3d_causal": (lambda x, w: F.conv(x, w, padding="CAUSAL"), [_x((1, 4, 5, 6, 2)), _w((2, 2, 2, 2, 3))], True, (1, 4, 5, 6, 3)),
+    "conv2d_dilated": (
+        lambda x, w: F.conv(x, w, dilation=2, padding="VALID"),
+        [_x((2, 9, 9, 3)), _w((3, 3, 3, 4))],
+        True,
+        (2, 5, 5, 4),
+    ),
+    "conv3d_causal": (
+        lambda x, w: F.conv(x, w, padding="CAUSAL"),
+        [_x((1, 4, 5, 6, 2)), _w((2, 2, 2, 2, 3))],
+        True,
+        (1, 4, 5, 6, 3),
+    ),
     "conv2d_depthwise": (lambda x, w: F.conv(x, w, groups=4), [_x((2, 6, 6, 4)), _w((3, 3, 1, 8))], True, (2, 6, 6, 8)),
-    "conv2d_reflect": (lambda x, w: F.conv(x, w, padding_mode="reflect"), [_x((1, 6, 6, 2)), _w((3, 3, 2, 2))], True, (1, 6, 6, 2)),
-    "conv_transpose2d": (lambda y, w: F.conv_transpose(y, w, strides=2, padding=1, output_padding=1), [_x((2, 4, 4, 4)), _w((3, 3, 3, 4))], True, (2, 8, 8, 3)),
+    "conv2d_reflect": (
+        lambda x, w: F.conv(x, w, padding_mode="reflect"),
+        [_x((1, 6, 6, 2)), _w((3, 3, 2, 2))],
+        True,
+        (1, 6, 6, 2),
+    ),
+    "conv_transpose2d": (
+        lambda y, w: F.conv_transpose(y, w, strides=2, padding=1, output_padding=1),
+        [_x((2, 4, 4, 4)), _w((3, 3, 3, 4))],
+        True,
+        (2, 8, 8, 3),
+    ),
     "max_pool2d": (lambda x: F.max_pool(x, 2), [_x((2, 6, 6, 3))], True, (2, 3, 3, 3)),
     "max_pool1d_ceil": (lambda x: F.max_pool(x, 2, ceil_mode=True), [_x((2, 7, 3))], True, (2, 4, 3)),
     "avg_pool3d": (lambda x: F.avg_pool(x, 2, strides=1, padding=1), [_x((1, 4, 4, 4, 2))], True, (1, 5, 5, 5, 2)),
@@ -49,12 +69,27 @@ OPS = {
     "global_max_pool": (F.global_max_pool, [_x((2, 5, 3))], True, (2, 3)),
     "adaptive_avg_pool": (lambda x: F.adaptive_avg_pool(x, (3, 2)), [_x((2, 7, 5, 3))], True, (2, 3, 2, 3)),
     "adaptive_max_pool": (lambda x: F.adaptive_max_pool(x, 3), [_x((2, 7, 7, 7, 1))], True, (2, 3, 3, 3, 1)),
-    "batch_norm_train": (lambda x, g, b: F.batch_norm(x, jnp.zeros(3), jnp.ones(3), g, b, training=True)[0], [_x((4, 5, 5, 3)), _c(1.0, 3), _c(0.0, 3)], True, (4, 5, 5, 3)),
-    "batch_norm_eval": (lambda x: F.batch_norm(x, jnp.zeros(3), jnp.ones(3), training=False)[0], [_x((4, 5, 3))], True, (4, 5, 3)),
+    "batch_norm_train": (
+        lambda x, g, b: F.batch_norm(x, jnp.zeros(3), jnp.ones(3), g, b, training=True)[0],
+        [_x((4, 5, 5, 3)), _c(1.0, 3), _c(0.0, 3)],
+        True,
+        (4, 5, 5, 3),
+    ),
+    "batch_norm_eval": (
+        lambda x: F.batch_norm(x, jnp.zeros(3), jnp.ones(3), training=False)[0],
+        [_x((4, 5, 3))],
+        True,
+        (4, 5, 3),
+    ),
     "group_norm": (lambda x: F.group_norm(x, 2), [_x((2, 5, 5, 4))], True, (2, 5, 5, 4)),
     "layer_norm": (F.layer_norm, [_x((2, 5, 5, 4))], True, (2, 5, 5, 4)),
     "dropout_train": (lambda x: F.dropout(x, 0.3, key=KEY), [_x((4, 6, 6, 3))], True, (4, 6, 6, 3)),
-    "dropout_spatial": (lambda x: F.dropout(x, 0.3, key=KEY, broadcast_axes=(1, 2)), [_x((4, 6, 6, 3))], True, (4, 6, 6, 3)),
+    "dropout_spatial": (
+        lambda x: F.dropout(x, 0.3, key=KEY, broadcast_axes=(1, 2)),
+        [_x((4, 6, 6, 3))],
+        True,
+        (4, 6, 6, 3),
+    ),
     "dropout_scaled_eval": (lambda x: F.dropout(x, 0.3, training=False, mode="scaled"), [_x((4, 3))], True, (4, 3)),
 }
 

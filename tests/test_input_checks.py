@@ -23,7 +23,9 @@ KEY = jax.random.key(0, impl="rbg")
 def _model(name, size, **kw):
     """A zoo model and zero variables of its init's shapes (traced, not compiled: the checks read shapes only)."""
     model = get_model(name, **kw)
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), KEY, jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32))
+    shapes = jax.eval_shape(
+        functools.partial(model.init, train=False), KEY, jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
+    )
     return model, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
 
 
@@ -34,26 +36,39 @@ def _trace(model, variables, x, **kw):
 
 def test_model_apply_names_the_layer_the_input_and_the_parameters():
     model, variables = _model("lwls_cnn", 28)
-    with pytest.raises(ValueError, match=r"Conv layer 'conv1': input x of shape \(2, 28, 28, 3\) needs parameter 'kernel' "
-                                         r"of shape \(5, 5, 3, 4\), but the variables hold \(5, 5, 1, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Conv layer 'conv1': input x of shape \(2, 28, 28, 3\) needs parameter 'kernel' "
+        r"of shape \(5, 5, 3, 4\), but the variables hold \(5, 5, 1, 4\)",
+    ):
         _trace(model, variables, jnp.zeros((2, 28, 28, 3)))  # wrong channels
     with pytest.raises(ValueError, match=r"Conv layer 'conv1': input x of shape \(28, 28, 1\) needs .* \(5, 1, 4\)"):
         _trace(model, variables, jnp.zeros((28, 28, 1)))  # no batch axis
-    with pytest.raises(ValueError, match=r"Dense layer 'dense1': input x of shape \(2, 768\) needs parameter 'kernel' of shape "
-                                         r"\(768, 200\), but the variables hold \(588, 200\).*after a flatten"):
+    with pytest.raises(
+        ValueError,
+        match=r"Dense layer 'dense1': input x of shape \(2, 768\) needs parameter 'kernel' of shape "
+        r"\(768, 200\), but the variables hold \(588, 200\).*after a flatten",
+    ):
         _trace(model, variables, jnp.zeros((2, 32, 32, 1)))  # spatial size before the Dense
     other = _model("lenet5", 28)[1]
-    with pytest.raises(ValueError, match=r"layer 'conv1'.*needs parameter 'kernel' of shape \(5, 5, 1, 4\).*another model"):
+    with pytest.raises(
+        ValueError, match=r"layer 'conv1'.*needs parameter 'kernel' of shape \(5, 5, 1, 4\).*another model"
+    ):
         _trace(model, other, jnp.zeros((2, 28, 28, 1)))
 
 
 def test_training_without_a_key_or_mutable_says_what_to_pass():
     model, variables = _model("lwls_cnn", 28, batch_norm=True, dropout_rate=0.5)
     x = jnp.zeros((2, 28, 28, 1))
-    with pytest.raises(ValueError, match=r"BatchNorm layer 'bn1' is in training mode .* pass mutable=\['batch_stats'\]"):
+    with pytest.raises(
+        ValueError, match=r"BatchNorm layer 'bn1' is in training mode .* pass mutable=\['batch_stats'\]"
+    ):
         _trace(model, variables, x, train=True, rngs={"dropout": KEY})
-    with pytest.raises(ValueError, match=r"Dropout layer 'dropout' is in training mode \(deterministic=False\) with rate 0.5 "
-                                         r"and needs a PRNG key .* pass rngs=\{'dropout': key\}"):
+    with pytest.raises(
+        ValueError,
+        match=r"Dropout layer 'dropout' is in training mode \(deterministic=False\) with rate 0.5 "
+        r"and needs a PRNG key .* pass rngs=\{'dropout': key\}",
+    ):
         _trace(model, variables, x, train=True, mutable=["batch_stats"])
     with pytest.raises(ValueError, match=r"BatchNorm layer 'bn1': the variables have no 'batch_stats'"):
         _trace(model, {"params": variables["params"]}, x)
@@ -65,8 +80,11 @@ def test_training_without_a_key_or_mutable_says_what_to_pass():
 def test_check_input_compares_the_whole_variable_tree():
     model, variables = _model("lwls_cnn", 28)
     check_input(model, variables, jnp.zeros((5, 28, 28, 1)))  # fine
-    with pytest.raises(ValueError, match=r"variables\['params'\] entry 'dense1/kernel' has shape \(588, 200\), but LWLSCNN "
-                                         r"on input x of shape \(2, 32, 32, 1\) needs \(768, 200\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"variables\['params'\] entry 'dense1/kernel' has shape \(588, 200\), but LWLSCNN "
+        r"on input x of shape \(2, 32, 32, 1\) needs \(768, 200\)",
+    ):
         check_input(model, variables, jnp.zeros((2, 32, 32, 1)))
     with pytest.raises(ValueError, match=r"x of shape \(28, 28, 1\) \(rank 3\) does not fit LWLSCNN.*use x\[None\]"):
         check_input(model, variables, jnp.zeros((28, 28, 1)))
@@ -100,36 +118,48 @@ def test_create_train_state_refuses_what_would_fail_later():
     tx, x = make_optimizer("sgd", 0.1), jnp.zeros((1, 28, 28, 1))
     with pytest.raises(TypeError, match=r"tx must be an optax optimizer .* got None"):
         create_train_state(model, None, x)
-    with pytest.raises(TypeError, match=r"tx must be an optax optimizer, got the string 'adam'; build one with "
-                                        r"jaxcnn.train.make_optimizer\('adam', learning_rate\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"tx must be an optax optimizer, got the string 'adam'; build one with "
+        r"jaxcnn.train.make_optimizer\('adam', learning_rate\)",
+    ):
         create_train_state(model, "adam", x)
     with pytest.raises(TypeError, match="sample_x must be an array, got None"):
         create_train_state(model, tx, None)
     with pytest.raises(ValueError, match=r"sample_x of shape \(28, 28, 1\) \(rank 3\) .* use sample_x\[None\]"):
         create_train_state(model, tx, x[0])
-    with pytest.raises(ValueError, match=r"params entry 'dense1/kernel' has shape \(588, 200\), but LWLSCNN on input x of shape "
-                                         r"\(1, 32, 32, 1\) needs \(768, 200\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"params entry 'dense1/kernel' has shape \(588, 200\), but LWLSCNN on input x of shape "
+        r"\(1, 32, 32, 1\) needs \(768, 200\)",
+    ):
         create_train_state(model, tx, jnp.zeros((1, 32, 32, 1)), params=variables["params"])
     with pytest.raises(ValueError, match=r"params does not match LWLSCNN .*variables of another model"):
         create_train_state(model, tx, x, params=_model("mlp", 28)[1]["params"])
-    bn_model, bn_vars = _model("mlp", 4, widths=(8,), batch_norm=True)  # fine-tuning from params alone: fresh statistics
+    bn_model, bn_vars = _model(
+        "mlp", 4, widths=(8,), batch_norm=True
+    )  # fine-tuning from params alone: fresh statistics
     state = create_train_state(bn_model, tx, jnp.zeros((1, 4, 4, 1)), params=bn_vars["params"])
     assert jax.tree.structure(state.batch_stats) == jax.tree.structure(bn_vars["batch_stats"])
 
 
 def test_optimizer_numbers_and_the_trainable_mask():
-    for kw, pattern in [({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0, got inf"),
-                        ({"learning_rate": float("nan")}, "learning_rate must be a finite number > 0, got nan"),
-                        ({"b1": 1.5}, r"b1 must be a finite number in \[0, 1\), got 1.5"),
-                        ({"b2": -0.1}, r"b2 must be a finite number in \[0, 1\), got -0.1"),
-                        ({"eps": -1e-8}, "eps must be a finite number >= 0")]:
+    for kw, pattern in [
+        ({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0, got inf"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number > 0, got nan"),
+        ({"b1": 1.5}, r"b1 must be a finite number in \[0, 1\), got 1.5"),
+        ({"b2": -0.1}, r"b2 must be a finite number in \[0, 1\), got -0.1"),
+        ({"eps": -1e-8}, "eps must be a finite number >= 0"),
+    ]:
         lr = kw.pop("learning_rate", 1e-3)
         with pytest.raises(ValueError, match=pattern):
             make_optimizer("adam", lr, **kw)
     assert make_optimizer("adam", np.float32(1e-3)) is not None  # NumPy scalars are numbers too
     params = _model("mlp", 4, widths=(8,))[1]["params"]
     make_optimizer("sgd", 0.1, trainable={"dense1": False, "head": True}).init(params)  # a prefix tree is fine
-    with pytest.raises(ValueError, match=r"trainable does not match the parameters: no entry for \['head/bias', 'head/kernel'\]"):
+    with pytest.raises(
+        ValueError, match=r"trainable does not match the parameters: no entry for \['head/bias', 'head/kernel'\]"
+    ):
         make_optimizer("sgd", 0.1, trainable={"dense1": False}).init(params)
     with pytest.raises(ValueError, match=r"entries that are no parameter: \['conv1'\]"):
         make_optimizer("sgd", 0.1, trainable={"dense1": True, "head": True, "conv1": False}).init(params)

@@ -28,13 +28,16 @@ def _torch_grad(fn, x, w):
     return out.detach().numpy(), t.grad.numpy()
 
 
-@pytest.mark.parametrize("shape,k,s,p,d,ceil", [
-    ((2, 3, 11), 3, 2, 1, 2, False),
-    ((2, 3, 10), 2, 3, 1, 3, True),
-    ((1, 2, 9, 8), (3, 2), (2, 1), (1, 0), (2, 3), True),
-    ((1, 2, 7, 8), 2, 2, 0, 1, True),
-    ((1, 2, 5, 6, 7), 2, 1, 1, (1, 2, 2), False),
-])
+@pytest.mark.parametrize(
+    "shape,k,s,p,d,ceil",
+    [
+        ((2, 3, 11), 3, 2, 1, 2, False),
+        ((2, 3, 10), 2, 3, 1, 3, True),
+        ((1, 2, 9, 8), (3, 2), (2, 1), (1, 0), (2, 3), True),
+        ((1, 2, 7, 8), 2, 2, 0, 1, True),
+        ((1, 2, 5, 6, 7), 2, 1, 1, (1, 2, 2), False),
+    ],
+)
 def test_max_pool_dilation_ceil_values_indices_gradients(shape, k, s, p, d, ceil):
     nd = len(shape) - 2
     x = _x(shape)
@@ -50,7 +53,9 @@ def test_max_pool_dilation_ceil_values_indices_gradients(shape, k, s, p, d, ceil
     y = F.max_pool(channels_last(x), **args)
     np.testing.assert_allclose(channels_first(y), ref_v, atol=1e-6)
     for f in (F.max_pool, lambda *a, **kw: F.max_pool_with_indices(*a, **kw)[0]):
-        g = jax.grad(lambda t, f=f: jnp.sum(f(t, **args) * jnp.asarray(channels_last(w))))(jnp.asarray(channels_last(x)))
+        g = jax.grad(lambda t, f=f: jnp.sum(f(t, **args) * jnp.asarray(channels_last(w))))(
+            jnp.asarray(channels_last(x))
+        )
         np.testing.assert_allclose(channels_first(g), ref_g, atol=1e-6)
     layer = jnn.MaxPool(tup(k), s, p, ceil_mode=ceil, dilation=d)
     np.testing.assert_allclose(channels_first(layer.apply({}, channels_last(x))), ref_v, atol=1e-6)
@@ -59,11 +64,14 @@ def test_max_pool_dilation_ceil_values_indices_gradients(shape, k, s, p, d, ceil
 @pytest.mark.parametrize("divisor", [1, 3, 7])
 def test_avg_pool_divisor_override(divisor):
     x = _x((2, 3, 7, 6))
-    ref, ref_g = _torch_grad(lambda t: tf.avg_pool2d(t, 3, 2, 1, ceil_mode=True, divisor_override=divisor), x,
-                             _x((2, 3, 4, 4), 1))
+    ref, ref_g = _torch_grad(
+        lambda t: tf.avg_pool2d(t, 3, 2, 1, ceil_mode=True, divisor_override=divisor), x, _x((2, 3, 4, 4), 1)
+    )
     f = lambda t: F.avg_pool(t, 3, 2, 1, ceil_mode=True, divisor_override=divisor)
     np.testing.assert_allclose(channels_first(f(channels_last(x))), ref, atol=1e-5)
-    g = jax.grad(lambda t: jnp.sum(f(t) * jnp.asarray(channels_last(_x((2, 3, 4, 4), 1)))))(jnp.asarray(channels_last(x)))
+    g = jax.grad(lambda t: jnp.sum(f(t) * jnp.asarray(channels_last(_x((2, 3, 4, 4), 1)))))(
+        jnp.asarray(channels_last(x))
+    )
     np.testing.assert_allclose(channels_first(g), ref_g, atol=1e-5)
     layer = jnn.AvgPool(3, 2, 1, ceil_mode=True, divisor_override=divisor)
     np.testing.assert_allclose(channels_first(layer.apply({}, channels_last(x))), ref, atol=1e-5)
@@ -85,7 +93,8 @@ def test_adaptive_max_pool_indices(shape, out):
     _, i2 = F.adaptive_max_pool_with_indices(channels_last(x), out)
     np.testing.assert_array_equal(np.asarray(i2), np.asarray(i))
     g = jax.grad(lambda t: jnp.sum(F.adaptive_max_pool_with_indices(t, out)[0] * jnp.asarray(channels_last(w))))(
-        jnp.asarray(channels_last(x)))
+        jnp.asarray(channels_last(x))
+    )
     np.testing.assert_allclose(channels_first(g), ref_g, atol=1e-6)
 
 
@@ -116,8 +125,9 @@ def test_batch_norm_without_running_statistics():
     bn.eval()
     with torch.no_grad():
         ref_eval = bn(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(channels_first(layer.apply(variables, channels_last(x), use_running_average=True)),
-                               ref_eval, atol=1e-5)
+    np.testing.assert_allclose(
+        channels_first(layer.apply(variables, channels_last(x), use_running_average=True)), ref_eval, atol=1e-5
+    )
 
 
 def test_unbatched_inputs_as_torch():
@@ -135,7 +145,10 @@ def test_unbatched_inputs_as_torch():
     np.testing.assert_allclose(np.moveaxis(np.asarray(out_t), -1, 0), ref_t, atol=1e-5)
     xh = np.moveaxis(x, 0, -1)  # (H, W, C)
     pools = [
-        (lambda t: tf.max_pool2d(t, (3, 3), 2, 1, ceil_mode=True), lambda a: F.max_pool(a, (3, 3), 2, 1, ceil_mode=True)),
+        (
+            lambda t: tf.max_pool2d(t, (3, 3), 2, 1, ceil_mode=True),
+            lambda a: F.max_pool(a, (3, 3), 2, 1, ceil_mode=True),
+        ),
         (lambda t: tf.avg_pool2d(t, (2, 3), 1), lambda a: F.avg_pool(a, (2, 3), 1)),
         (lambda t: tf.max_pool2d(t, (2, 2), return_indices=True)[1], lambda a: F.max_pool_with_indices(a, (2, 2))[1]),
         (lambda t: tf.adaptive_avg_pool2d(t, (3, 2)), lambda a: F.adaptive_avg_pool(a, (3, 2))),
@@ -147,7 +160,9 @@ def test_unbatched_inputs_as_torch():
         assert got.ndim == 3
         np.testing.assert_allclose(np.moveaxis(got, -1, 0), ref, atol=1e-6)
     # a window that pins a rank the input does not have is an error saying so
-    with pytest.raises(ValueError, match=r"window must be an int or a sequence of 2 ints .* or of 3 ints if x is unbatched"):
+    with pytest.raises(
+        ValueError, match=r"window must be an int or a sequence of 2 ints .* or of 3 ints if x is unbatched"
+    ):
         F.max_pool(np.zeros((2, 6, 6, 2), np.float32), (3,))
     # an int window pins nothing: a rank-3 input is (N, L, C), as documented
     assert F.max_pool(np.zeros((6, 6, 2), np.float32), 3, strides=2).shape == (6, 2, 2)

@@ -26,11 +26,20 @@ def _randomize(net):
 
 def cnn1d():
     return nn.Sequential(
-        nn.Conv1d(2, 8, 5, padding=2, padding_mode="reflect"), nn.BatchNorm1d(8), nn.LeakyReLU(0.2),
+        nn.Conv1d(2, 8, 5, padding=2, padding_mode="reflect"),
+        nn.BatchNorm1d(8),
+        nn.LeakyReLU(0.2),
         nn.MaxPool1d(3, 2, padding=1, dilation=1, ceil_mode=True),
-        nn.Conv1d(8, 8, 3, dilation=2, groups=2), nn.ELU(0.5), nn.Dropout1d(0.3),
-        nn.AvgPool1d(2, count_include_pad=False, padding=1), nn.AdaptiveMaxPool1d(4),
-        nn.Flatten(), nn.Linear(32, 16), nn.GELU(approximate="tanh"), nn.Dropout(0.5), nn.Linear(16, 5),
+        nn.Conv1d(8, 8, 3, dilation=2, groups=2),
+        nn.ELU(0.5),
+        nn.Dropout1d(0.3),
+        nn.AvgPool1d(2, count_include_pad=False, padding=1),
+        nn.AdaptiveMaxPool1d(4),
+        nn.Flatten(),
+        nn.Linear(32, 16),
+        nn.GELU(approximate="tanh"),
+        nn.Dropout(0.5),
+        nn.Linear(16, 5),
     )
 
 
@@ -38,20 +47,35 @@ def cnn2d():
     return nn.Sequential(
         nn.Sequential(nn.Conv2d(3, 8, 3, padding="same"), nn.BatchNorm2d(8, momentum=0.2), nn.ReLU(inplace=True)),
         nn.MaxPool2d(3, 2, ceil_mode=True),
-        nn.Conv2d(8, 12, (3, 2), stride=(1, 2), padding=(1, 0), bias=False), nn.ReLU6(),
+        nn.Conv2d(8, 12, (3, 2), stride=(1, 2), padding=(1, 0), bias=False),
+        nn.ReLU6(),
         nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=False),
-        nn.ConvTranspose2d(12, 6, 3, stride=2, padding=1, output_padding=1), nn.SiLU(), nn.Dropout2d(0.1),
-        nn.MaxPool2d(2, 2, ceil_mode=True, dilation=1), nn.AdaptiveAvgPool2d((3, None)),
-        nn.Flatten(), nn.Linear(6 * 3 * 3, 10), nn.Tanh(), nn.Linear(10, 4),
+        nn.ConvTranspose2d(12, 6, 3, stride=2, padding=1, output_padding=1),
+        nn.SiLU(),
+        nn.Dropout2d(0.1),
+        nn.MaxPool2d(2, 2, ceil_mode=True, dilation=1),
+        nn.AdaptiveAvgPool2d((3, None)),
+        nn.Flatten(),
+        nn.Linear(6 * 3 * 3, 10),
+        nn.Tanh(),
+        nn.Linear(10, 4),
     )
 
 
 def cnn3d():
     return nn.Sequential(
-        nn.Conv3d(1, 4, 3, padding=1), nn.BatchNorm3d(4), nn.Hardtanh(-0.5, 0.5),
-        nn.MaxPool3d((2, 2, 1), ceil_mode=True), nn.Conv3d(4, 6, (1, 3, 3), stride=(1, 2, 1), padding=(0, 1, 1)),
-        nn.Sigmoid(), nn.ConvTranspose3d(6, 3, 2, stride=1, groups=3), nn.Dropout3d(0.2),
-        nn.AvgPool3d(2, ceil_mode=True, divisor_override=3), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(3, 2),
+        nn.Conv3d(1, 4, 3, padding=1),
+        nn.BatchNorm3d(4),
+        nn.Hardtanh(-0.5, 0.5),
+        nn.MaxPool3d((2, 2, 1), ceil_mode=True),
+        nn.Conv3d(4, 6, (1, 3, 3), stride=(1, 2, 1), padding=(0, 1, 1)),
+        nn.Sigmoid(),
+        nn.ConvTranspose3d(6, 3, 2, stride=1, groups=3),
+        nn.Dropout3d(0.2),
+        nn.AvgPool3d(2, ceil_mode=True, divisor_override=3),
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+        nn.Linear(3, 2),
     )
 
 
@@ -76,16 +100,26 @@ def test_from_torch_module_matches_torch(kind, channels_first):
 def test_from_torch_module_training_step_matches_torch():
     """One SGD step in training mode (dropout off): BN statistics with PyTorch's momentum convention."""
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6, momentum=0.3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-                        nn.Flatten(), nn.Linear(6 * 4 * 4, 3))
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3),
+        nn.BatchNorm2d(6, momentum=0.3),
+        nn.ReLU(),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 3),
+    )
     _randomize(net).train()
     x = np.random.default_rng(1).normal(size=(4, 3, 9, 9)).astype(np.float32)
     y = np.array([0, 1, 2, 1])
     model, v = from_torch_module(net)
 
     def loss_fn(params):
-        logits, upd = model.apply({"params": params, "batch_stats": v["batch_stats"]}, jnp.asarray(layout.channels_last(x)),
-                                  train=True, mutable=["batch_stats"])
+        logits, upd = model.apply(
+            {"params": params, "batch_stats": v["batch_stats"]},
+            jnp.asarray(layout.channels_last(x)),
+            train=True,
+            mutable=["batch_stats"],
+        )
         return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(y)).mean(), upd
 
     (_, upd), g = jax.value_and_grad(loss_fn, has_aux=True)(v["params"])
@@ -94,7 +128,10 @@ def test_from_torch_module_training_step_matches_torch():
     torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y)).backward()
     opt.step()
     _, after = from_torch_module(net)
-    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(after["params"]))) < 1e-5
+    assert (
+        max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(after["params"])))
+        < 1e-5
+    )
     bn = upd["batch_stats"]["layers_1"]
     np.testing.assert_allclose(bn["mean"], after["batch_stats"]["layers_1"]["mean"], atol=1e-6)
     torch_var = layout.torch_running_var(bn["var"], v["batch_stats"]["layers_1"]["var"], 0.7, 4 * 7 * 7)

@@ -46,8 +46,12 @@ def test_strict_reports_every_missing_unexpected_and_mismatched_key_at_once(lene
         from_torch("lenet5", sd)
     msg, rep = str(info.value), info.value.report
     assert "2 missing, 1 unexpected, 1 with the wrong shape" in msg
-    for text in ("missing key: conv2.bias (params/conv2/bias", "missing key: fc3.weight (params/head/kernel",
-                 "unexpected key: extra.weight", "shape mismatch: fc1.weight: got (120, 399), expected (120, 400)"):
+    for text in (
+        "missing key: conv2.bias (params/conv2/bias",
+        "missing key: fc3.weight (params/head/kernel",
+        "unexpected key: extra.weight",
+        "shape mismatch: fc1.weight: got (120, 399), expected (120, 400)",
+    ):
         assert text in msg
     assert len(rep.missing) == 2 and rep.unexpected == ("extra.weight",) and len(rep.mismatched) == 1
 
@@ -55,7 +59,9 @@ def test_strict_reports_every_missing_unexpected_and_mismatched_key_at_once(lene
 def test_strict_mismatch_names_the_shapes_for_torchvision_alexnet_widths():
     torch.manual_seed(0)
     sd = tm.AlexNet(num_classes=10, hidden=64).state_dict()  # torchvision widths 64, 192, 384, 256, 256
-    with pytest.raises(StateDictMismatchError, match=r"features.0.weight: got \(64, 3, 11, 11\), expected \(96, 3, 11, 11\)"):
+    with pytest.raises(
+        StateDictMismatchError, match=r"features.0.weight: got \(64, 3, 11, 11\), expected \(96, 3, 11, 11\)"
+    ):
         from_torch("alexnet", sd, model_kwargs={"num_classes": 10, "hidden": 64})
 
 
@@ -202,10 +208,12 @@ def test_layout_rules_against_torch_ops():
     # transposed conv, groups and stride
     wt = rng.normal(size=(4, 3, 3, 2)).astype(np.float32)  # (C_y, F/g, kh, kw), groups=2 -> F = 6
     y = rng.normal(size=(1, 4, 3, 4)).astype(np.float32)
-    ref = torch.nn.functional.conv_transpose2d(torch.from_numpy(y), torch.from_numpy(wt), stride=2, padding=1,
-                                               output_padding=1, groups=2).numpy()
-    out = F.conv_transpose(layout.channels_last(y), layout.conv_transpose_from_torch(wt), strides=2, padding=1,
-                           output_padding=1, groups=2)
+    ref = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(y), torch.from_numpy(wt), stride=2, padding=1, output_padding=1, groups=2
+    ).numpy()
+    out = F.conv_transpose(
+        layout.channels_last(y), layout.conv_transpose_from_torch(wt), strides=2, padding=1, output_padding=1, groups=2
+    )
     np.testing.assert_allclose(np.asarray(out), layout.channels_last(ref), atol=1e-5)
     # dense after a flatten of a (C=3, H=2, W=4) map
     wd = rng.normal(size=(5, 24)).astype(np.float32)

@@ -23,10 +23,16 @@ TOL = 1e-4
 # name, jaxcnn options, PyTorch model factory, input (N, C, H, W)
 CASES = {
     "resnet18": ({"num_classes": 10}, lambda: tm.resnet18(num_classes=10), (2, 3, 32, 32)),
-    "vgg11_bn": ({"num_classes": 10, "hidden": 64, "pool_size": 2},
-                 lambda: tm.VGG(tm.VGG_A, True, num_classes=10, hidden=64, pool_size=2, dropout=0.0), (2, 3, 64, 64)),
-    "alexnet": ({"num_classes": 10, "width": 0.25, "hidden": 1024, "dropout_rate": 0.0},  # hidden 1024 * 0.25
-                lambda: tm.AlexNet(10, widths=(24, 64, 96, 96, 64), hidden=256, dropout=0.0), (2, 3, 224, 224)),
+    "vgg11_bn": (
+        {"num_classes": 10, "hidden": 64, "pool_size": 2},
+        lambda: tm.VGG(tm.VGG_A, True, num_classes=10, hidden=64, pool_size=2, dropout=0.0),
+        (2, 3, 64, 64),
+    ),
+    "alexnet": (
+        {"num_classes": 10, "width": 0.25, "hidden": 1024, "dropout_rate": 0.0},  # hidden 1024 * 0.25
+        lambda: tm.AlexNet(10, widths=(24, 64, 96, 96, 64), hidden=256, dropout=0.0),
+        (2, 3, 224, 224),
+    ),
     "lenet5": ({}, lambda: tm.LeNet5(), (2, 1, 28, 28)),
 }
 
@@ -40,8 +46,10 @@ def _setup(name, seed=0):
 
 
 def _max_diff(a, b):
-    return max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(w, np.float64))))
-               for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(
+        float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(w, np.float64))))
+        for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -81,8 +89,7 @@ def _one_step(name, kw, tmod, x, lr=0.1):
     stats = variables.get("batch_stats", {})
 
     def loss_fn(params):
-        logits, updates = model.apply({"params": params, "batch_stats": stats}, xj, train=True,
-                                      mutable=["batch_stats"])
+        logits, updates = model.apply({"params": params, "batch_stats": stats}, xj, train=True, mutable=["batch_stats"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(y)).mean(), updates
 
     (loss, updates), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
@@ -101,15 +108,19 @@ def _one_step(name, kw, tmod, x, lr=0.1):
 # the training step at a smaller size: ResNet-18 at width 16 (same modules and keys), VGG-11-BN on 32x32
 STEP_CASES = {
     "resnet18": ({"num_classes": 10, "width": 16}, lambda: tm.resnet18(num_classes=10, width=16), (4, 3, 32, 32)),
-    "vgg11_bn": ({"num_classes": 10, "hidden": 32, "pool_size": 1, "dropout_rate": 0.0},
-                 lambda: tm.VGG(tm.VGG_A, True, num_classes=10, hidden=32, pool_size=1, dropout=0.0), (4, 3, 32, 32)),
+    "vgg11_bn": (
+        {"num_classes": 10, "hidden": 32, "pool_size": 1, "dropout_rate": 0.0},
+        lambda: tm.VGG(tm.VGG_A, True, num_classes=10, hidden=32, pool_size=1, dropout=0.0),
+        (4, 3, 32, 32),
+    ),
     "alexnet": CASES["alexnet"],
 }
 SLOW_STEPS = ("vgg11_bn",)  # keep the default suite fast: ResNet-18 and AlexNet run by default
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_STEPS else n
-                                  for n in STEP_CASES])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_STEPS else n for n in STEP_CASES]
+)
 def test_one_sgd_step_matches_torch(name):
     kw, make, shape = STEP_CASES[name]
     torch.manual_seed(1)
@@ -124,8 +135,10 @@ def test_one_sgd_step_matches_torch(name):
     counts = _bn_counts(model, xj.shape)
     for path, count in counts.items():
         keys = path.split("/")
-        ours, old, theirs = (jax.tree_util.tree_reduce(lambda a, k: a[k], keys, t)
-                             for t in (new_stats, before["batch_stats"], after["batch_stats"]))
+        ours, old, theirs = (
+            jax.tree_util.tree_reduce(lambda a, k: a[k], keys, t)
+            for t in (new_stats, before["batch_stats"], after["batch_stats"])
+        )
         np.testing.assert_allclose(np.asarray(ours["mean"]), np.asarray(theirs["mean"]), atol=TOL, rtol=TOL)
         # PyTorch updates the running variance with the unbiased batch variance, jaxcnn with the biased one
         expected = layout.torch_running_var(ours["var"], old["var"], 0.9, count)
@@ -156,13 +169,16 @@ def test_round_trips_are_exact(name):
     tmod.load_state_dict(to_torch(name, init, model_kwargs=kw))  # PyTorch accepts it as is (strict)
 
 
-@pytest.mark.parametrize("name,kw,make", [
-    ("resnet34", {}, lambda: tm.ResNet(tm.BasicBlock, [3, 4, 6, 3])),
-    ("resnet50", {}, lambda: tm.resnet50()),
-    ("vgg11", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(tm.VGG_A, False, hidden=8, pool_size=1)),
-    ("vgg16", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(VGG_D, False, hidden=8, pool_size=1)),
-    ("vgg16_bn", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(VGG_D, True, hidden=8, pool_size=1)),
-])
+@pytest.mark.parametrize(
+    "name,kw,make",
+    [
+        ("resnet34", {}, lambda: tm.ResNet(tm.BasicBlock, [3, 4, 6, 3])),
+        ("resnet50", {}, lambda: tm.resnet50()),
+        ("vgg11", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(tm.VGG_A, False, hidden=8, pool_size=1)),
+        ("vgg16", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(VGG_D, False, hidden=8, pool_size=1)),
+        ("vgg16_bn", {"hidden": 8, "pool_size": 1}, lambda: tm.VGG(VGG_D, True, hidden=8, pool_size=1)),
+    ],
+)
 def test_zoo_mapping_names_every_torchvision_key_with_its_shape(name, kw, make):
     """Every key and shape of the torchvision-named model, and nothing else (no forward pass needed)."""
     from jaxcnn.interop.torch.convert import _path_mapping, plan

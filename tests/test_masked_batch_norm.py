@@ -94,8 +94,9 @@ def test_synchronized_masked_statistics_are_exact_with_uneven_shards(rng):
     mesh = Mesh(np.asarray(jax.devices()[:4]), ("data",))
 
     def body(x, mask):
-        y, stats = F.batch_norm(x, jnp.zeros(2), jnp.ones(2), training=True, momentum=0.0, epsilon=EPS,
-                                axis_name="data", mask=mask)
+        y, stats = F.batch_norm(
+            x, jnp.zeros(2), jnp.ones(2), training=True, momentum=0.0, epsilon=EPS, axis_name="data", mask=mask
+        )
         return y, stats
 
     fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P("data"), P("data")), out_specs=(P("data"), P())))

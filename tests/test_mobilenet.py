@@ -33,6 +33,7 @@ def test_same_logits_and_gradients_as_the_pytorch_twin():
     model = jaxcnn.get_model("mobilenet_v2", num_classes=10, stem="cifar", width_mult=0.5, dropout_rate=0.0)
     abstract = _init_shapes(model, (1, 16, 16, 3))
     rng = np.random.default_rng(0)
+
     def draw(a):  # well-conditioned: kernels at fan-in scale, BN scale/bias near 0.5
         if a.ndim == 1:
             return (0.5 + 0.1 * rng.standard_normal(a.shape)).astype(np.float32)
@@ -57,4 +58,3 @@ def test_same_logits_and_gradients_as_the_pytorch_twin():
     np.testing.assert_allclose(np.asarray(logits), tl.detach().numpy(), atol=1e-4 * scale)
     dref = np.moveaxis(tx.grad.numpy(), 1, -1)
     np.testing.assert_allclose(np.asarray(dx), dref, atol=1e-4 * float(np.max(np.abs(dref))))
-

@@ -89,9 +89,18 @@ PUBLISHED = [
     ("vgg16_bn", (1, 224, 224, 3), 138_365_992),
     # conv 11x11x3x96, 5x5x96x256, 3x3x256x384, 3x3x384x384, 3x3x384x256 (+ biases),
     # dense 9216x4096, 4096x4096, 4096x1000 (+ biases)
-    ("alexnet", (1, 224, 224, 3),
-     (11 * 11 * 3 + 1) * 96 + (25 * 96 + 1) * 256 + (9 * 256 + 1) * 384 + (9 * 384 + 1) * 384
-     + (9 * 384 + 1) * 256 + (9216 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * 1000),
+    (
+        "alexnet",
+        (1, 224, 224, 3),
+        (11 * 11 * 3 + 1) * 96
+        + (25 * 96 + 1) * 256
+        + (9 * 256 + 1) * 384
+        + (9 * 384 + 1) * 384
+        + (9 * 384 + 1) * 256
+        + (9216 + 1) * 4096
+        + (4096 + 1) * 4096
+        + (4096 + 1) * 1000,
+    ),
     # conv 5x5x1x6, 5x5x6x16, dense 400x120, 120x84, 84x10 (+ biases)
     ("lenet5", (1, 28, 28, 1), 156 + 2416 + 48120 + 10164 + 850),
     ("lenet5", (1, 32, 32, 1), 61_706),
@@ -113,12 +122,23 @@ def _torch_vgg(cfg, batch_norm):
         if v == "M":
             layers.append(torch.nn.MaxPool2d(2))
             continue
-        layers += [torch.nn.Conv2d(c, v, 3, padding=1)] + ([torch.nn.BatchNorm2d(v)] if batch_norm else []) + [torch.nn.ReLU()]
+        layers += (
+            [torch.nn.Conv2d(c, v, 3, padding=1)]
+            + ([torch.nn.BatchNorm2d(v)] if batch_norm else [])
+            + [torch.nn.ReLU()]
+        )
         c = v
     return torch.nn.Sequential(
-        *layers, torch.nn.AdaptiveAvgPool2d(7), torch.nn.Flatten(),
-        torch.nn.Linear(512 * 49, 4096), torch.nn.ReLU(), torch.nn.Dropout(),
-        torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Dropout(), torch.nn.Linear(4096, 1000),
+        *layers,
+        torch.nn.AdaptiveAvgPool2d(7),
+        torch.nn.Flatten(),
+        torch.nn.Linear(512 * 49, 4096),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(),
+        torch.nn.Linear(4096, 4096),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(),
+        torch.nn.Linear(4096, 1000),
     )
 
 
@@ -126,7 +146,10 @@ VGG_A = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 VGG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-@pytest.mark.parametrize("name, cfg, bn", [("vgg11", VGG_A, False), ("vgg11_bn", VGG_A, True), ("vgg16", VGG_D, False), ("vgg16_bn", VGG_D, True)])
+@pytest.mark.parametrize(
+    "name, cfg, bn",
+    [("vgg11", VGG_A, False), ("vgg11_bn", VGG_A, True), ("vgg16", VGG_D, False), ("vgg16_bn", VGG_D, True)],
+)
 def test_vgg_count_equals_same_layout_pytorch(name, cfg, bn):
     assert count(abstract_init(get_model(name), (1, 224, 224, 3))["params"]) == torch_count(lambda: _torch_vgg(cfg, bn))
 
@@ -134,14 +157,27 @@ def test_vgg_count_equals_same_layout_pytorch(name, cfg, bn):
 def _torch_alexnet(w=1.0, hidden=4096, classes=1000):
     c = lambda n: max(1, round(n * w))  # noqa: E731
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, c(96), 11, 4, 2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2),
-        torch.nn.Conv2d(c(96), c(256), 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2),
-        torch.nn.Conv2d(c(256), c(384), 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(c(384), c(384), 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(c(384), c(256), 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2),
-        torch.nn.AdaptiveAvgPool2d(6), torch.nn.Flatten(),
-        torch.nn.Dropout(), torch.nn.Linear(c(256) * 36, c(hidden)), torch.nn.ReLU(),
-        torch.nn.Dropout(), torch.nn.Linear(c(hidden), c(hidden)), torch.nn.ReLU(),
+        torch.nn.Conv2d(3, c(96), 11, 4, 2),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(3, 2),
+        torch.nn.Conv2d(c(96), c(256), 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(3, 2),
+        torch.nn.Conv2d(c(256), c(384), 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(c(384), c(384), 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(c(384), c(256), 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(3, 2),
+        torch.nn.AdaptiveAvgPool2d(6),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(),
+        torch.nn.Linear(c(256) * 36, c(hidden)),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(),
+        torch.nn.Linear(c(hidden), c(hidden)),
+        torch.nn.ReLU(),
         torch.nn.Linear(c(hidden), classes),
     )
 
@@ -156,7 +192,9 @@ def test_alexnet_first_layer_is_96_filters_11x11x3_stride_4():
     model = get_model("alexnet")
     v = abstract_init(model, (1, 224, 224, 3))
     assert v["params"]["conv1"]["kernel"].shape == (11, 11, 3, 96)
-    _, state = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 224, 224, 3)), capture_intermediates=True, mutable=["intermediates"]), v)
+    _, state = jax.eval_shape(
+        lambda v: model.apply(v, jnp.zeros((1, 224, 224, 3)), capture_intermediates=True, mutable=["intermediates"]), v
+    )
     assert state["intermediates"]["conv1"]["__call__"][0].shape == (1, 55, 55, 96)  # (224 + 4 - 11) // 4 + 1
 
 
@@ -179,7 +217,9 @@ class TorchBlock(torch.nn.Module):
             self.conv2, self.bn2 = torch.nn.Conv2d(f, f, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(f)
         self.down = None
         if stride != 1 or c_in != out:
-            self.down = torch.nn.Sequential(torch.nn.Conv2d(c_in, out, 1, stride, bias=False), torch.nn.BatchNorm2d(out))
+            self.down = torch.nn.Sequential(
+                torch.nn.Conv2d(c_in, out, 1, stride, bias=False), torch.nn.BatchNorm2d(out)
+            )
 
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -192,7 +232,9 @@ class TorchBlock(torch.nn.Module):
 class TorchResNet(torch.nn.Module):
     def __init__(self, stages, bottleneck, width=64, classes=1000, cifar=False):
         super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, width, 3, 1, 1, bias=False) if cifar else torch.nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.conv1 = (
+            torch.nn.Conv2d(3, width, 3, 1, 1, bias=False) if cifar else torch.nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        )
         self.bn1 = torch.nn.BatchNorm2d(width)
         self.pool = torch.nn.Identity() if cifar else torch.nn.MaxPool2d(3, 2, 1)
         blocks, c = [], width
@@ -261,16 +303,22 @@ def test_resnet_with_pytorch_weights_matches_pytorch(bottleneck, rng):
 def test_resnet_stems_and_stage_shapes():
     def stage_shapes(model, shape):
         v = abstract_init(model, shape)
-        _, st = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(shape), capture_intermediates=True, mutable=["intermediates"]), v)
+        _, st = jax.eval_shape(
+            lambda v: model.apply(v, jnp.zeros(shape), capture_intermediates=True, mutable=["intermediates"]), v
+        )
         return {k: st["intermediates"][k]["__call__"][0].shape[1:] for k in st["intermediates"] if k.endswith("block1")}
 
     assert stage_shapes(get_model("resnet18"), (1, 224, 224, 3)) == {
-        "layer1_block1": (56, 56, 64), "layer2_block1": (28, 28, 128),
-        "layer3_block1": (14, 14, 256), "layer4_block1": (7, 7, 512),
+        "layer1_block1": (56, 56, 64),
+        "layer2_block1": (28, 28, 128),
+        "layer3_block1": (14, 14, 256),
+        "layer4_block1": (7, 7, 512),
     }
     assert stage_shapes(get_model("resnet50", stem="cifar", num_classes=10), (1, 32, 32, 3)) == {
-        "layer1_block1": (32, 32, 256), "layer2_block1": (16, 16, 512),
-        "layer3_block1": (8, 8, 1024), "layer4_block1": (4, 4, 2048),
+        "layer1_block1": (32, 32, 256),
+        "layer2_block1": (16, 16, 512),
+        "layer3_block1": (8, 8, 1024),
+        "layer4_block1": (4, 4, 2048),
     }
 
 
@@ -315,8 +363,19 @@ SMALL = {
     "cnn3d": ({"num_classes": 4}, (2, 8, 8, 8, 2), (2, 4)),
 }
 # models small enough to compile and run here; the others are traced (jit + eval_shape)
-RUN = {"lwls_cnn", "lwls_cnn_blurpool", "mlp", "lenet5", "alexnet_tiny", "vgg_tiny", "resnet_tiny", "wavenet_tiny",
-       "cnn1d", "cnn3d", "mobilenet_v2_tiny"}
+RUN = {
+    "lwls_cnn",
+    "lwls_cnn_blurpool",
+    "mlp",
+    "lenet5",
+    "alexnet_tiny",
+    "vgg_tiny",
+    "resnet_tiny",
+    "wavenet_tiny",
+    "cnn1d",
+    "cnn3d",
+    "mobilenet_v2_tiny",
+}
 
 
 def test_table_covers_every_registered_model():
@@ -344,7 +403,9 @@ def test_every_model_under_jit_train_and_eval(name, rng):
         v = abstract_init(model, shape)
         y, upd = jax.eval_shape(train, v, x, KEY)
         assert y.shape == out_shape and y.dtype == jnp.float32
-        assert jax.tree.map(lambda a: a.shape, upd.get("batch_stats", {})) == jax.tree.map(lambda a: a.shape, v.get("batch_stats", {}))
+        assert jax.tree.map(lambda a: a.shape, upd.get("batch_stats", {})) == jax.tree.map(
+            lambda a: a.shape, v.get("batch_stats", {})
+        )
         assert jax.eval_shape(evaluate, v, x).shape == out_shape
         return
     v = model.init(KEY, x)
@@ -355,11 +416,15 @@ def test_every_model_under_jit_train_and_eval(name, rng):
     y1, upd = train(v, x, jax.random.key(1, impl="rbg"))
     assert y1.shape == out_shape and np.all(np.isfinite(np.asarray(y1)))
     if "batch_stats" in v:  # training moved the running statistics
-        changed = jax.tree.map(lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)), v["batch_stats"], upd["batch_stats"])
+        changed = jax.tree.map(
+            lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)), v["batch_stats"], upd["batch_stats"]
+        )
         assert all(jax.tree.leaves(changed))
     else:
         assert upd == {}
-    if getattr(model, "dropout_rate", 0) > 0:  # different dropout keys, different outputs; the same key, the same output
+    if (
+        getattr(model, "dropout_rate", 0) > 0
+    ):  # different dropout keys, different outputs; the same key, the same output
         y2, _ = train(v, x, jax.random.key(2, impl="rbg"))
         y1b, _ = train(v, x, jax.random.key(1, impl="rbg"))
         assert not np.array_equal(np.asarray(y1), np.asarray(y2))
@@ -381,11 +446,14 @@ def test_full_size_models_really_run(name, rng):
     assert y_eval.shape == out_shape and np.all(np.isfinite(np.asarray(y_eval)))
 
 
-@pytest.mark.parametrize("name, kwargs, shape", [
-    ("mlp", {"widths": (16,), "batch_norm": True, "dropout_rate": 0.5}, (16, 4, 4, 1)),
-    ("cnn1d", {"features": (4, 4), "strides": (1, 2), "batch_norm": True, "dropout_rate": 0.5}, (16, 12)),
-    ("resnet_tiny", {"width": 4}, (16, 6, 6, 3)),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, shape",
+    [
+        ("mlp", {"widths": (16,), "batch_norm": True, "dropout_rate": 0.5}, (16, 4, 4, 1)),
+        ("cnn1d", {"features": (4, 4), "strides": (1, 2), "batch_norm": True, "dropout_rate": 0.5}, (16, 12)),
+        ("resnet_tiny", {"width": 4}, (16, 6, 6, 3)),
+    ],
+)
 def test_data_parallel_axis_name_equals_single_device_on_the_global_batch(name, kwargs, shape, rng):
     """Under pmap on 8 devices with ``axis_name``, a training forward pass (BatchNorm statistics,
     their update, dropout masks) equals the single-device pass on the whole batch."""
@@ -431,10 +499,13 @@ def test_bf16_model_keeps_f32_params_and_statistics():
 # ------------------------------------------------------------- WaveNet ---
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({}, 1 * (1 + 2 + 4) * 2 + 1),  # wavenet_tiny: k=2, L=3, S=2
-    ({"kernel_size": 3, "num_stacks": 1}, 2 * (1 + 2 + 4) + 1),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({}, 1 * (1 + 2 + 4) * 2 + 1),  # wavenet_tiny: k=2, L=3, S=2
+        ({"kernel_size": 3, "num_stacks": 1}, 2 * (1 + 2 + 4) + 1),
+    ],
+)
 def test_wavenet_is_causal_with_the_formula_receptive_field(kwargs, expected):
     model = get_model("wavenet_tiny", **kwargs)
     assert model.receptive_field == expected
@@ -450,7 +521,7 @@ def test_wavenet_is_causal_with_the_formula_receptive_field(kwargs, expected):
         g = np.asarray(grads(x, t))
         nonzero = np.flatnonzero(g != 0)
         assert nonzero.max() == t, "output at t must depend on x[t] and nothing after it"
-        assert np.all(g[t + 1:] == 0)
+        assert np.all(g[t + 1 :] == 0)
         assert nonzero.min() == max(t - expected + 1, 0)
         assert len(nonzero) == min(expected, t + 1)  # every step inside the field contributes
 
@@ -492,8 +563,9 @@ def test_freezing_the_feature_extractor_with_multi_transform(rng):
     params = jax.jit(model.init)(KEY, x)["params"]
     loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), labels_y).mean()  # noqa: E731
     # labels for multi_transform: frozen params get set_to_zero (and no Adam state)
-    tx = optax.multi_transform({"train": optax.adam(1e-2), "freeze": optax.set_to_zero()},
-                               freeze_labels(params, trainable="dense2"))
+    tx = optax.multi_transform(
+        {"train": optax.adam(1e-2), "freeze": optax.set_to_zero()}, freeze_labels(params, trainable="dense2")
+    )
     # the same with the bool mask (True = trains) as labels, and with optax.masked
     mask = freeze_mask(params, frozen=["conv1", "conv2", "conv3", "dense1"])
     tx2 = optax.multi_transform({True: optax.adam(1e-2), False: optax.set_to_zero()}, mask)
@@ -513,7 +585,9 @@ def test_freezing_the_feature_extractor_with_multi_transform(rng):
             assert np.array_equal(np.asarray(new[name][k]), np.asarray(params[name][k])), name
             assert np.any(np.asarray(grads[name][k]) != 0)  # it would have moved
     moved = np.asarray(new["dense2"]["kernel"]) != np.asarray(params["dense2"]["kernel"])
-    np.testing.assert_array_equal(moved, np.asarray(grads["dense2"]["kernel"]) != 0)  # Adam moves every entry with a gradient
+    np.testing.assert_array_equal(
+        moved, np.asarray(grads["dense2"]["kernel"]) != 0
+    )  # Adam moves every entry with a gradient
     assert moved.any() and np.all(np.asarray(new["dense2"]["bias"]) != np.asarray(params["dense2"]["bias"]))
     for other in (new2, new3):
         assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), new, other))
@@ -523,15 +597,27 @@ def test_freeze_mask_patterns():
     params = {"conv1": {"kernel": 0.0, "bias": 0.0}, "conv10": {"kernel": 0.0}, "head": {"kernel": 0.0}}
     # True = trains
     assert freeze_mask(params, trainable="head") == {
-        "conv1": {"kernel": False, "bias": False}, "conv10": {"kernel": False}, "head": {"kernel": True}}
+        "conv1": {"kernel": False, "bias": False},
+        "conv10": {"kernel": False},
+        "head": {"kernel": True},
+    }
     # a prefix matches whole path components: "conv1" is not "conv10"
     assert freeze_mask(params, frozen="conv1") == {
-        "conv1": {"kernel": False, "bias": False}, "conv10": {"kernel": True}, "head": {"kernel": True}}
+        "conv1": {"kernel": False, "bias": False},
+        "conv10": {"kernel": True},
+        "head": {"kernel": True},
+    }
     assert freeze_mask(params, frozen=re.compile(r"^conv\d+/kernel$")) == {
-        "conv1": {"kernel": False, "bias": True}, "conv10": {"kernel": False}, "head": {"kernel": True}}
+        "conv1": {"kernel": False, "bias": True},
+        "conv10": {"kernel": False},
+        "head": {"kernel": True},
+    }
     assert freeze_mask(params, frozen="conv1/bias")["conv1"] == {"kernel": True, "bias": False}
     assert freeze_labels(params, trainable=["head", "conv10"]) == {
-        "conv1": {"kernel": "freeze", "bias": "freeze"}, "conv10": {"kernel": "train"}, "head": {"kernel": "train"}}
+        "conv1": {"kernel": "freeze", "bias": "freeze"},
+        "conv10": {"kernel": "train"},
+        "head": {"kernel": "train"},
+    }
     with pytest.raises(ValueError, match="'hed' matches no parameter; top-level names: conv1, conv10, head"):
         freeze_mask(params, trainable="hed")
     with pytest.raises(TypeError, match="exactly one"):
@@ -548,7 +634,10 @@ def test_transfer_params_head_swap_and_report():
     assert report.skipped == {"head/kernel": "shape (16, 10) != (16, 5)", "head/bias": "shape (10,) != (5,)"}
     assert report.unused == []
     assert len(report.kept) == len(jax.tree.leaves(fresh)) - 2
-    np.testing.assert_array_equal(np.asarray(params["layer2_block1"]["conv1"]["kernel"]), np.asarray(pretrained["layer2_block1"]["conv1"]["kernel"]))
+    np.testing.assert_array_equal(
+        np.asarray(params["layer2_block1"]["conv1"]["kernel"]),
+        np.asarray(pretrained["layer2_block1"]["conv1"]["kernel"]),
+    )
     np.testing.assert_array_equal(np.asarray(params["head"]["kernel"]), np.asarray(fresh["head"]["kernel"]))
     assert jax.tree.structure(params) == jax.tree.structure(fresh)
     # exclude by prefix and by regex
@@ -566,7 +655,9 @@ def test_transfer_params_head_swap_and_report():
     # replace_head gives a tree a new model accepts
     swapped = replace_head(pretrained, "head", fresh["head"])
     assert swapped["head"]["kernel"].shape == (16, 5) and pretrained["head"]["kernel"].shape == (16, 10)
-    y = get_model("resnet_tiny", num_classes=5).apply({"params": swapped, "batch_stats": get_model("resnet_tiny").init(KEY, x)["batch_stats"]}, x)
+    y = get_model("resnet_tiny", num_classes=5).apply(
+        {"params": swapped, "batch_stats": get_model("resnet_tiny").init(KEY, x)["batch_stats"]}, x
+    )
     assert y.shape == (1, 5)
     with pytest.raises(ValueError, match="'fc' is not in the parameters"):
         drop_head(pretrained, "fc")
@@ -575,4 +666,3 @@ def test_transfer_params_head_swap_and_report():
 def test_transfer_exclude_typo_is_an_error():
     with pytest.raises(ValueError, match="matches no parameter"):
         transfer_params({"a": {"w": 1.0}}, {"a": {"w": 2.0}}, exclude="b")
-

@@ -53,18 +53,32 @@ def shapes(tree):
 
 WIRING = [
     # (module, input shape, functional call with the module's params p)
-    (jnn.Conv(3, (3, 2), strides=(2, 1), padding="VALID", dilation=(1, 2)), (2, 7, 6, 4),
-     lambda p, x: F.conv(x, p["kernel"], p["bias"], strides=(2, 1), padding="VALID", dilation=(1, 2))),
-    (jnn.Conv(4, 3, groups=2, padding_mode="circular", flip=True, use_bias=False), (1, 5, 4),
-     lambda p, x: F.conv(x, p["kernel"], groups=2, padding_mode="circular", flip=True)),
-    (jnn.Conv(2, 2, padding="CAUSAL"), (1, 3, 3, 3, 1),
-     lambda p, x: F.conv(x, p["kernel"], p["bias"], padding="CAUSAL")),
-    (jnn.ConvTranspose(4, 3, strides=2, padding=1, output_padding=1, groups=2), (2, 3, 3, 2),
-     lambda p, x: F.conv_transpose(x, p["kernel"], p["bias"], strides=2, padding=1, output_padding=1, groups=2)),
-    (jnn.MaxPool(3, strides=2, padding=1, ceil_mode=True), (1, 6, 6, 2),
-     lambda p, x: F.max_pool(x, 3, 2, 1, True)),
-    (jnn.AvgPool(2, strides=1, padding=1, count_include_pad=False), (1, 5, 2),
-     lambda p, x: F.avg_pool(x, 2, 1, 1, False, False)),
+    (
+        jnn.Conv(3, (3, 2), strides=(2, 1), padding="VALID", dilation=(1, 2)),
+        (2, 7, 6, 4),
+        lambda p, x: F.conv(x, p["kernel"], p["bias"], strides=(2, 1), padding="VALID", dilation=(1, 2)),
+    ),
+    (
+        jnn.Conv(4, 3, groups=2, padding_mode="circular", flip=True, use_bias=False),
+        (1, 5, 4),
+        lambda p, x: F.conv(x, p["kernel"], groups=2, padding_mode="circular", flip=True),
+    ),
+    (
+        jnn.Conv(2, 2, padding="CAUSAL"),
+        (1, 3, 3, 3, 1),
+        lambda p, x: F.conv(x, p["kernel"], p["bias"], padding="CAUSAL"),
+    ),
+    (
+        jnn.ConvTranspose(4, 3, strides=2, padding=1, output_padding=1, groups=2),
+        (2, 3, 3, 2),
+        lambda p, x: F.conv_transpose(x, p["kernel"], p["bias"], strides=2, padding=1, output_padding=1, groups=2),
+    ),
+    (jnn.MaxPool(3, strides=2, padding=1, ceil_mode=True), (1, 6, 6, 2), lambda p, x: F.max_pool(x, 3, 2, 1, True)),
+    (
+        jnn.AvgPool(2, strides=1, padding=1, count_include_pad=False),
+        (1, 5, 2),
+        lambda p, x: F.avg_pool(x, 2, 1, 1, False, False),
+    ),
     (jnn.GlobalAvgPool(), (2, 3, 4, 5), lambda p, x: F.global_avg_pool(x)),
     (jnn.GlobalMaxPool(), (2, 3, 4, 5), lambda p, x: F.global_max_pool(x)),
     (jnn.AdaptiveAvgPool((2, 3)), (2, 5, 7, 3), lambda p, x: F.adaptive_avg_pool(x, (2, 3))),
@@ -75,7 +89,9 @@ WIRING = [
 ]
 
 
-@pytest.mark.parametrize("module, shape, functional", WIRING, ids=lambda v: type(v).__name__ if isinstance(v, fnn.Module) else "")
+@pytest.mark.parametrize(
+    "module, shape, functional", WIRING, ids=lambda v: type(v).__name__ if isinstance(v, fnn.Module) else ""
+)
 def test_module_calls_its_functional_op(module, shape, functional, rng):
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     variables = module.init(KEY, x)
@@ -90,16 +106,22 @@ def test_batch_norm_wiring(rng):
     x = jnp.asarray(rng.standard_normal((4, 3, 2)), jnp.float32)
     bn = jnn.BatchNorm(momentum=0.8, epsilon=1e-3)
     bn.init(KEY, x, use_running_average=True)
-    stats = {"mean": jnp.asarray(rng.standard_normal(2), jnp.float32), "var": jnp.asarray(rng.uniform(1, 2, 2), jnp.float32)}
+    stats = {
+        "mean": jnp.asarray(rng.standard_normal(2), jnp.float32),
+        "var": jnp.asarray(rng.uniform(1, 2, 2), jnp.float32),
+    }
     params = {"scale": jnp.asarray([2.0, 3.0]), "bias": jnp.asarray([1.0, -1.0])}
     y, upd = bn.apply({"params": params, "batch_stats": stats}, x, use_running_average=False, mutable=["batch_stats"])
-    y_f, (m_f, v_f) = F.batch_norm(x, stats["mean"], stats["var"], params["scale"], params["bias"],
-                                   training=True, momentum=0.8, epsilon=1e-3)
+    y_f, (m_f, v_f) = F.batch_norm(
+        x, stats["mean"], stats["var"], params["scale"], params["bias"], training=True, momentum=0.8, epsilon=1e-3
+    )
     np.testing.assert_array_equal(np.asarray(y), np.asarray(y_f))
     np.testing.assert_array_equal(np.asarray(upd["batch_stats"]["mean"]), np.asarray(m_f))
     np.testing.assert_array_equal(np.asarray(upd["batch_stats"]["var"]), np.asarray(v_f))
     y_eval = bn.apply({"params": params, "batch_stats": stats}, x, use_running_average=True)
-    y_f_eval, _ = F.batch_norm(x, stats["mean"], stats["var"], params["scale"], params["bias"], training=False, epsilon=1e-3)
+    y_f_eval, _ = F.batch_norm(
+        x, stats["mean"], stats["var"], params["scale"], params["bias"], training=False, epsilon=1e-3
+    )
     np.testing.assert_array_equal(np.asarray(y_eval), np.asarray(y_f_eval))
 
 
@@ -117,7 +139,11 @@ PARAM_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("module, shape, tmod, kind", PARAM_SHAPES, ids=lambda v: type(v).__name__ if isinstance(v, (fnn.Module, torch.nn.Module)) else "")
+@pytest.mark.parametrize(
+    "module, shape, tmod, kind",
+    PARAM_SHAPES,
+    ids=lambda v: type(v).__name__ if isinstance(v, (fnn.Module, torch.nn.Module)) else "",
+)
 def test_parameter_shapes_match_pytorch(module, shape, tmod, kind):
     variables = jax.eval_shape(module.init, KEY, jnp.zeros(shape))
     got = shapes(variables["params"])
@@ -131,7 +157,10 @@ def test_parameter_shapes_match_pytorch(module, shape, tmod, kind):
         moved = np.moveaxis(w.detach().numpy(), 0, -1).shape
         assert got == {"scale": moved, "bias": moved}
     if isinstance(tmod, torch.nn.BatchNorm2d):
-        assert shapes(variables["batch_stats"]) == {"mean": tuple(tmod.running_mean.shape), "var": tuple(tmod.running_var.shape)}
+        assert shapes(variables["batch_stats"]) == {
+            "mean": tuple(tmod.running_mean.shape),
+            "var": tuple(tmod.running_var.shape),
+        }
     n_torch = sum(p.numel() for p in tmod.parameters())
     assert sum(int(np.prod(s)) for s in jax.tree.leaves(got, is_leaf=lambda s: isinstance(s, tuple))) == n_torch
 
@@ -140,22 +169,46 @@ def test_parameter_shapes_match_pytorch(module, shape, tmod, kind):
 
 CONV_CASES = [
     # (torch module, our module, input NHWC shape)
-    (torch.nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
-     jnn.Conv(6, 3, strides=2, padding=1, dilation=2, groups=2), (2, 11, 4)),
-    (torch.nn.Conv2d(3, 4, (3, 2), padding=(1, 1), padding_mode="reflect"),
-     jnn.Conv(4, (3, 2), padding=1, padding_mode="reflect"), (2, 6, 5, 3)),
-    (torch.nn.Conv2d(2, 4, 3, padding=2, padding_mode="circular", dilation=2),
-     jnn.Conv(4, 3, padding=2, padding_mode="circular", dilation=2), (1, 6, 7, 2)),
-    (torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="replicate", groups=4, bias=False),
-     jnn.Conv(4, 3, padding=1, padding_mode="replicate", groups=4, use_bias=False), (1, 5, 5, 4)),
+    (
+        torch.nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
+        jnn.Conv(6, 3, strides=2, padding=1, dilation=2, groups=2),
+        (2, 11, 4),
+    ),
+    (
+        torch.nn.Conv2d(3, 4, (3, 2), padding=(1, 1), padding_mode="reflect"),
+        jnn.Conv(4, (3, 2), padding=1, padding_mode="reflect"),
+        (2, 6, 5, 3),
+    ),
+    (
+        torch.nn.Conv2d(2, 4, 3, padding=2, padding_mode="circular", dilation=2),
+        jnn.Conv(4, 3, padding=2, padding_mode="circular", dilation=2),
+        (1, 6, 7, 2),
+    ),
+    (
+        torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="replicate", groups=4, bias=False),
+        jnn.Conv(4, 3, padding=1, padding_mode="replicate", groups=4, use_bias=False),
+        (1, 5, 5, 4),
+    ),
     (torch.nn.Conv2d(3, 5, 4, padding="same"), jnn.Conv(5, 4, padding="SAME"), (1, 7, 6, 3)),
-    (torch.nn.Conv3d(2, 3, (2, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
-     jnn.Conv(3, (2, 3, 3), strides=(1, 2, 2), padding=(0, 1, 1)), (1, 4, 6, 5, 2)),
-    (torch.nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1),
-     jnn.ConvTranspose(3, 3, strides=2, padding=1, output_padding=1), (2, 4, 5, 4)),
-    (torch.nn.ConvTranspose2d(4, 6, (2, 3), stride=(3, 2), padding=(1, 0), output_padding=(2, 1), groups=2, dilation=(1, 2)),
-     jnn.ConvTranspose(6, (2, 3), strides=(3, 2), padding=((1, 1), (0, 0)), output_padding=(2, 1), groups=2, dilation=(1, 2)),
-     (1, 3, 4, 4)),
+    (
+        torch.nn.Conv3d(2, 3, (2, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+        jnn.Conv(3, (2, 3, 3), strides=(1, 2, 2), padding=(0, 1, 1)),
+        (1, 4, 6, 5, 2),
+    ),
+    (
+        torch.nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1),
+        jnn.ConvTranspose(3, 3, strides=2, padding=1, output_padding=1),
+        (2, 4, 5, 4),
+    ),
+    (
+        torch.nn.ConvTranspose2d(
+            4, 6, (2, 3), stride=(3, 2), padding=(1, 0), output_padding=(2, 1), groups=2, dilation=(1, 2)
+        ),
+        jnn.ConvTranspose(
+            6, (2, 3), strides=(3, 2), padding=((1, 1), (0, 0)), output_padding=(2, 1), groups=2, dilation=(1, 2)
+        ),
+        (1, 3, 4, 4),
+    ),
     (torch.nn.ConvTranspose1d(2, 3, 4, stride=3), jnn.ConvTranspose(3, 4, strides=3), (2, 5, 2)),
 ]
 
@@ -266,7 +319,11 @@ def test_group_and_layer_norm_match_pytorch(rng):
 POOL_CASES = [
     (jnn.MaxPool(3, strides=2, padding=1, ceil_mode=True), torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True), (2, 8, 7, 3)),
     (jnn.MaxPool((2, 3)), torch.nn.MaxPool2d((2, 3)), (1, 6, 7, 2)),
-    (jnn.AvgPool(3, strides=2, padding=1, count_include_pad=False), torch.nn.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 7, 6, 2)),
+    (
+        jnn.AvgPool(3, strides=2, padding=1, count_include_pad=False),
+        torch.nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+        (2, 7, 6, 2),
+    ),
     (jnn.AvgPool(2, strides=1, padding=1, ceil_mode=True), torch.nn.AvgPool1d(2, 1, 1, ceil_mode=True), (2, 5, 3)),
     (jnn.AvgPool(2), torch.nn.AvgPool3d(2), (1, 4, 4, 5, 2)),
     (jnn.AdaptiveAvgPool((3, 2)), torch.nn.AdaptiveAvgPool2d((3, 2)), (2, 7, 5, 3)),
@@ -305,9 +362,15 @@ class SmallCNN(fnn.Module):
 def test_small_cnn_with_copied_pytorch_weights_matches_pytorch(rng):
     torch.manual_seed(0)
     tnet = torch.nn.Sequential(
-        torch.nn.Conv2d(2, 6, 3, padding=1), torch.nn.BatchNorm2d(6), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(6, 8, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(8 * 2 * 2, 5),
+        torch.nn.Conv2d(2, 6, 3, padding=1),
+        torch.nn.BatchNorm2d(6),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 8, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 2 * 2, 5),
     )
     bn = tnet[1]
     with torch.no_grad():
@@ -387,18 +450,24 @@ def test_sync_batch_norm_under_pmap_equals_global_batch(rng):
     assert n_dev == 8
     x = (rng.standard_normal((n_dev * 2, 3, 3, 4)) * 2 + 1).astype(np.float32)
     v = jnn.BatchNorm().init(KEY, x[:2], use_running_average=False)  # init outside pmap: no axis needed
-    v = {"params": {"scale": jnp.asarray([1.0, 2.0, 0.5, 1.5]), "bias": jnp.asarray([0.0, 1.0, -1.0, 2.0])},
-         "batch_stats": v["batch_stats"]}
+    v = {
+        "params": {"scale": jnp.asarray([1.0, 2.0, 0.5, 1.5]), "bias": jnp.asarray([0.0, 1.0, -1.0, 2.0])},
+        "batch_stats": v["batch_stats"],
+    }
 
     def step(variables, xb, axis_name):
-        return jnn.BatchNorm(axis_name=axis_name).apply(variables, xb, use_running_average=False, mutable=["batch_stats"])
+        return jnn.BatchNorm(axis_name=axis_name).apply(
+            variables, xb, use_running_average=False, mutable=["batch_stats"]
+        )
 
     y_sync, upd_sync = jax.pmap(lambda xb: step(v, xb, "batch"), axis_name="batch")(x.reshape(n_dev, 2, 3, 3, 4))
     y_one, upd_one = step(v, x, None)
     np.testing.assert_allclose(np.asarray(y_sync).reshape(x.shape), np.asarray(y_one), **TOL)
     for k in ("mean", "var"):
         for d in range(n_dev):
-            np.testing.assert_allclose(np.asarray(upd_sync["batch_stats"][k][d]), np.asarray(upd_one["batch_stats"][k]), **TOL)
+            np.testing.assert_allclose(
+                np.asarray(upd_sync["batch_stats"][k][d]), np.asarray(upd_one["batch_stats"][k]), **TOL
+            )
     # without axis_name each device would use its own statistics: different
     y_local, _ = jax.pmap(lambda xb: step(v, xb, None))(x.reshape(n_dev, 2, 3, 3, 4))
     assert not np.allclose(np.asarray(y_local).reshape(x.shape), np.asarray(y_one), atol=1e-3)

@@ -22,7 +22,11 @@ CASES = [(cls, i, case) for cls, twin in twins.TWINS.items() for i, case in enum
 
 
 def _linen_modules():
-    return [getattr(jnn, n) for n in jnn.__all__ if inspect.isclass(getattr(jnn, n)) and issubclass(getattr(jnn, n), nn.Module)]
+    return [
+        getattr(jnn, n)
+        for n in jnn.__all__
+        if inspect.isclass(getattr(jnn, n)) and issubclass(getattr(jnn, n), nn.Module)
+    ]
 
 
 def test_every_public_linen_module_has_a_twin_with_test_cases():
@@ -69,11 +73,13 @@ def test_twin_equals_linen_given_the_linen_variables(cls, index, case):
     stats = sorted(c for c in variables if c != "params")  # batch_stats, spectral_stats: updated in training
     for kw in _calls(case, inputs):
         dropout_key = jax.random.key(7)
-        want, updates = case.linen.apply(variables, *inputs, **kw, rngs={"dropout": dropout_key},
-                                         mutable=stats or ["batch_stats"])
+        want, updates = case.linen.apply(
+            variables, *inputs, **kw, rngs={"dropout": dropout_key}, mutable=stats or ["batch_stats"]
+        )
         run = nnx.clone(layer)
-        got = case.linen.apply({}, method=lambda m, run=run, kw=kw: twins.call(run, m, inputs, kw),
-                               rngs={"dropout": dropout_key})
+        got = case.linen.apply(
+            {}, method=lambda m, run=run, kw=kw: twins.call(run, m, inputs, kw), rngs={"dropout": dropout_key}
+        )
         jax.tree.map(np.testing.assert_array_equal, want, got)
         new_stats = {c: v for c, v in jnnx.to_linen(run).items() if c != "params"}
         assert sorted(new_stats) == stats
@@ -109,8 +115,9 @@ def test_nnx_dropout_with_linen_key_draws_the_linen_mask_for_every_mode():
         want = jnn.Dropout(0.4, mode=mode, broadcast_axes=axes).apply({}, x, deterministic=False, rngs={"dropout": key})
         got = jnnx.Dropout(0.4, mode=mode, broadcast_axes=axes)(x, rngs=jnnx.linen_key(key))
         np.testing.assert_array_equal(want, got)
-        np.testing.assert_array_equal(jnnx.Dropout(0.4, mode=mode, deterministic=True)(x),
-                                      F.dropout(x, 0.4, training=False, mode=mode))
+        np.testing.assert_array_equal(
+            jnnx.Dropout(0.4, mode=mode, deterministic=True)(x), F.dropout(x, 0.4, training=False, mode=mode)
+        )
 
 
 def test_nnx_dropout_streams_and_modes():
@@ -134,7 +141,9 @@ def test_nnx_batchnorm_trains_in_place_and_evaluates_with_running_stats():
     np.testing.assert_allclose(bn.mean[...], 0.5 * mean, rtol=1e-6)
     np.testing.assert_allclose(bn.var[...], 0.5 + 0.5 * var, rtol=1e-6)
     bn.eval()
-    np.testing.assert_allclose(bn(x), (x - bn.mean[...][None]) / jnp.sqrt(bn.var[...][None] + 1e-5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        bn(x), (x - bn.mean[...][None]) / jnp.sqrt(bn.var[...][None] + 1e-5), rtol=1e-5, atol=1e-6
+    )
     assert isinstance(bn.mean, nnx.BatchStat) and isinstance(bn.scale, nnx.Param)
 
 
@@ -152,8 +161,9 @@ def test_layer_defaults_mask_reaches_batchnorm_and_row_keys_reach_dropout():
 
 
 def test_nnx_layers_under_nnx_jit_and_grad():
-    model = nnx.Sequential(jnnx.Conv(1, 4, (3, 3), rngs=nnx.Rngs(0)), jnnx.MaxPool(2), jnnx.Flatten(),
-                           nnx.Linear(64, 2, rngs=nnx.Rngs(1)))
+    model = nnx.Sequential(
+        jnnx.Conv(1, 4, (3, 3), rngs=nnx.Rngs(0)), jnnx.MaxPool(2), jnnx.Flatten(), nnx.Linear(64, 2, rngs=nnx.Rngs(1))
+    )
     x = jnp.ones((2, 8, 8, 1))
 
     @nnx.jit
@@ -226,7 +236,11 @@ def test_batchnorm_without_running_stats_always_uses_the_batch():
         (lambda: jnnx.SpectralNormConv(1, 4, (3, 3), 8, rngs=nnx.Rngs(0)), TypeError, "input_shape"),
         (lambda: jnnx.SpectralNormConv(1, 4, (3,), (8, 8), rngs=nnx.Rngs(0)), ValueError, "spatial_dims=2"),
         (lambda: jnnx.SpectralNormConv(1, 4, 3, (8,), collection="cache", rngs=nnx.Rngs(0)), ValueError, "collection"),
-        (lambda: jnnx.SpectralNormConv(1, 4, 3, (8,), rngs=nnx.Rngs(0))(jnp.ones((2, 9, 1))), ValueError, "input_shape"),
+        (
+            lambda: jnnx.SpectralNormConv(1, 4, 3, (8,), rngs=nnx.Rngs(0))(jnp.ones((2, 9, 1))),
+            ValueError,
+            "input_shape",
+        ),
         (lambda: jnnx.MaxPool(2, dilation=0)(jnp.ones((1, 8, 8, 1))), ValueError, "dilation"),
         (lambda: jnnx.AvgPool(2, divisor_override=0)(jnp.ones((1, 8, 8, 1))), ValueError, "divisor_override"),
         (lambda: jnnx.BlurPool(9)(jnp.ones((1, 8, 8, 1))), ValueError, "filter_size"),

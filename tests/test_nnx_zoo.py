@@ -65,19 +65,22 @@ def converted(name, shape, **options):
     linen = linen_model(name, **options)
     variables = jax.jit(lambda k: linen.init(k, jnp.zeros(shape), train=False))(jax.random.key(1, impl="rbg"))
     abstract = nnx.eval_shape(
-        lambda: jaxcnn.get_model(name, api="nnx", rngs=nnx.Rngs(params=0), input_shape=shape, **options))
+        lambda: jaxcnn.get_model(name, api="nnx", rngs=nnx.Rngs(params=0), input_shape=shape, **options)
+    )
     return linen, variables, jnnx.from_linen(abstract, variables)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("mlp", "cnn1d") else n
-                                  for n in sorted(RUN)])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in ("mlp", "cnn1d") else n for n in sorted(RUN)]
+)
 def test_converted_zoo_model_equals_linen_in_train_and_eval(name):
     options, shape = RUN[name]
     x = jax.random.normal(KEY, shape)
     linen, variables, model = converted(name, shape, **options)
     key = jax.random.key(3)
     want, updates = jax.jit(lambda v: linen.apply(v, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"]))(
-        variables)
+        variables
+    )
     got = nnx.jit(lambda m: m(x, train=True, rngs=key))(model)
     np.testing.assert_array_equal(want, got)
     if updates:

@@ -128,8 +128,16 @@ def test_batch_norm_hand_worked():
     np.testing.assert_allclose(v, [1.0], rtol=1e-6)
     # two channels, spatial axis: channel 0 = [0, 2, 4, 6] (mean 3, var 5), channel 1 constant 7.
     x = np.array([[[0.0, 7.0], [2.0, 7.0]], [[4.0, 7.0], [6.0, 7.0]]], np.float32)  # (N=2, L=2, C=2)
-    y, (m, v) = F.batch_norm(x, jnp.array([1.0, 1.0]), jnp.array([2.0, 2.0]), jnp.array([2.0, 1.0]),
-                             jnp.array([0.0, -1.0]), training=True, momentum=0.5, epsilon=1e-5)
+    y, (m, v) = F.batch_norm(
+        x,
+        jnp.array([1.0, 1.0]),
+        jnp.array([2.0, 2.0]),
+        jnp.array([2.0, 1.0]),
+        jnp.array([0.0, -1.0]),
+        training=True,
+        momentum=0.5,
+        epsilon=1e-5,
+    )
     expect0 = 2.0 * (np.array([0.0, 2.0, 4.0, 6.0]) - 3.0) / np.sqrt(5.0 + 1e-5)
     np.testing.assert_allclose(np.asarray(y)[..., 0].ravel(), expect0, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(y)[..., 1], -1.0, atol=1e-6)  # (7 - 7) * 1 - 1
@@ -351,9 +359,9 @@ def test_sync_batch_norm_pmap(rng):
     np.testing.assert_allclose(np.asarray(vs[0]), v_ref, **TOL)
 
     # Without axis_name each device uses its own shard's statistics: different (the test can tell).
-    ys_local, (ms_local, _) = jax.pmap(
-        functools.partial(step, axis_name=None), in_axes=(0, None, None, None, None)
-    )(shards, mean, var, scale, bias)
+    ys_local, (ms_local, _) = jax.pmap(functools.partial(step, axis_name=None), in_axes=(0, None, None, None, None))(
+        shards, mean, var, scale, bias
+    )
     assert not np.allclose(np.asarray(ys_local).reshape(x.shape), np.asarray(y1), atol=1e-3)
     assert not np.allclose(np.asarray(ms_local[0]), np.asarray(m1), atol=1e-3)
 
@@ -426,8 +434,13 @@ def test_group_norm_hand_worked():
     # groups [1, 2] and [3, 4]: means 1.5 / 3.5, biased var 0.25 -> [-1, 1, -1, 1].
     y = F.group_norm(jnp.array([[1.0, 2.0, 3.0, 4.0]]), 2, epsilon=0.0)
     np.testing.assert_allclose(y, [[-1.0, 1.0, -1.0, 1.0]], rtol=1e-6)
-    y = F.group_norm(jnp.array([[1.0, 2.0, 3.0, 4.0]]), 2, jnp.array([1.0, 2.0, 3.0, 4.0]),
-                     jnp.array([0.0, 0.0, 1.0, 1.0]), epsilon=0.0)
+    y = F.group_norm(
+        jnp.array([[1.0, 2.0, 3.0, 4.0]]),
+        2,
+        jnp.array([1.0, 2.0, 3.0, 4.0]),
+        jnp.array([0.0, 0.0, 1.0, 1.0]),
+        epsilon=0.0,
+    )
     np.testing.assert_allclose(y, [[-1.0, 2.0, -2.0, 5.0]], rtol=1e-6)
 
 
@@ -452,9 +465,9 @@ def test_group_norm_grads_match_torch(rng, groups):
     x = data(rng, (2, 4, 3, 6))
     _, _, scale, bias = params(rng, 6)
     g = rng.normal(size=x.shape).astype(np.float32)
-    dx, ds, db = jax.jit(
-        jax.grad(lambda x, s, b: jnp.sum(F.group_norm(x, groups, s, b) * g), argnums=(0, 1, 2))
-    )(x, scale, bias)
+    dx, ds, db = jax.jit(jax.grad(lambda x, s, b: jnp.sum(F.group_norm(x, groups, s, b) * g), argnums=(0, 1, 2)))(
+        x, scale, bias
+    )
     tx, ts, tb = to_torch(x, True), vec(scale, True), vec(bias, True)
     (TF.group_norm(tx, groups, ts, tb, eps=EPS) * to_torch(g)).sum().backward()
     np.testing.assert_allclose(np.asarray(dx), from_torch(tx.grad), rtol=1e-4, atol=1e-4)
@@ -521,9 +534,9 @@ def test_layer_norm_grads_match_torch(rng):
     scale = rng.uniform(0.5, 1.5, feat).astype(np.float32)
     bias = rng.normal(size=feat).astype(np.float32)
     g = rng.normal(size=x.shape).astype(np.float32)
-    dx, ds, db = jax.jit(
-        jax.grad(lambda x, s, b: jnp.sum(F.layer_norm(x, s, b) * g), argnums=(0, 1, 2))
-    )(x, scale, bias)
+    dx, ds, db = jax.jit(jax.grad(lambda x, s, b: jnp.sum(F.layer_norm(x, s, b) * g), argnums=(0, 1, 2)))(
+        x, scale, bias
+    )
     tx, ts, tb = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, scale, bias))
     (TF.layer_norm(tx, feat, ts, tb, eps=EPS) * torch.tensor(g.astype(np.float64))).sum().backward()
     np.testing.assert_allclose(np.asarray(dx), tx.grad.numpy(), rtol=1e-4, atol=1e-4)
@@ -541,8 +554,9 @@ def test_layer_norm_grads_match_torch(rng):
 def test_layer_norm_jit_vmap_bf16(rng):
     x = data(rng, (3, 2, 4, 3))
     _, _, scale, bias = params(rng, 3)
-    np.testing.assert_allclose(np.asarray(jax.jit(F.layer_norm)(x[0], scale, bias)),
-                               np_layer_norm(x[0], scale, bias), **TOL)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(F.layer_norm)(x[0], scale, bias)), np_layer_norm(x[0], scale, bias), **TOL
+    )
     ys = jax.vmap(lambda xi: F.layer_norm(xi, scale, bias))(x)
     for i in range(3):
         np.testing.assert_allclose(np.asarray(ys[i]), np_layer_norm(x[i], scale, bias), **TOL)
@@ -660,8 +674,9 @@ def test_batch_norm_gradient_through_the_returned_statistics(rng, masked):
     cm, cv = jnp.asarray(rng.normal(size=3), jnp.float32), jnp.asarray(rng.normal(size=3), jnp.float32)
 
     def ours(x, scale, bias):
-        y, (m, v) = F.batch_norm(x, jnp.zeros(3), jnp.ones(3), scale, bias, training=True, momentum=0.5,
-                                 mask=mask if masked else None)
+        y, (m, v) = F.batch_norm(
+            x, jnp.zeros(3), jnp.ones(3), scale, bias, training=True, momentum=0.5, mask=mask if masked else None
+        )
         return jnp.sum(y * cy) + jnp.sum(m * cm) + jnp.sum(v * cv)
 
     def reference(x, scale, bias):

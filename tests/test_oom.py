@@ -19,16 +19,23 @@ from jaxcnn.train.oom import (
 
 # Messages as XLA writes them on CPU (checked under ulimit below), GPU (BFC allocator) and TPU (compiler).
 CPU = "RESOURCE_EXHAUSTED: Out of memory allocating 14400000000 bytes."
-GPU = ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.\n"
-       "BufferAssignment OOM Debugging.\n...")
+GPU = (
+    "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.\n"
+    "BufferAssignment OOM Debugging.\n..."
+)
 GPU_BFC = "RESOURCE_EXHAUSTED: Failed to allocate request for 16.00GiB (17179869184B) on device ordinal 0"
 TPU = "RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 20.5G of 15.48G hbm."
 
 
 @pytest.mark.parametrize(
     "message, expected",
-    [(CPU, 14400000000), (GPU, 17179869184), (GPU_BFC, 17179869184), (TPU, int(20.5 * 2**30)),
-     ("RESOURCE_EXHAUSTED: no size given", None)],
+    [
+        (CPU, 14400000000),
+        (GPU, 17179869184),
+        (GPU_BFC, 17179869184),
+        (TPU, int(20.5 * 2**30)),
+        ("RESOURCE_EXHAUSTED: no size given", None),
+    ],
 )
 def test_requested_bytes_parses_every_backend(message, expected):
     assert requested_bytes(message) == expected
@@ -46,7 +53,10 @@ def test_guard_gives_one_message_with_what_size_and_options():
         raise RuntimeError(GPU)
     e = info.value
     text = str(e)
-    assert "out of memory while compiling the training step of lwls_cnn: XLA asked for 16.00 GiB (17179869184 bytes)" in text
+    assert (
+        "out of memory while compiling the training step of lwls_cnn: XLA asked for 16.00 GiB (17179869184 bytes)"
+        in text
+    )
     assert "batch_size=512 -> 256" in text and "--grad-accum" in text and "--precision bf16" in text
     assert "\n" not in text and e.requested_bytes == 17179869184 and isinstance(e.original, RuntimeError)
     assert e.__cause__ is None and e.__suppress_context__  # printed alone, without XLA's traceback
@@ -83,7 +93,9 @@ def test_oversized_computation_under_ulimit_gives_one_clear_message():
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1, out.stdout
-    assert lines[0].startswith("out of memory while running mlp on a batch of 100000: XLA asked for 3.05 GiB (3276800000 bytes)")
+    assert lines[0].startswith(
+        "out of memory while running mlp on a batch of 100000: XLA asked for 3.05 GiB (3276800000 bytes)"
+    )
     assert "batch_size=100000 -> 50000" in lines[0] and "grad_accum" in lines[0] and "--precision bf16" in lines[0]
 
 

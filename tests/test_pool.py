@@ -106,9 +106,7 @@ def pool_loops(x, window, strides, pads, op, count_include_pad=True):
             y[(slice(None), *o, slice(None))] = block.max(axis=tuple(range(1, nd + 1)))
         else:
             if count_include_pad:
-                count = math.prod(
-                    min(a + k, n + hi) - a for a, k, n, (_, hi) in zip(starts, window, sizes, pads)
-                )
+                count = math.prod(min(a + k, n + hi) - a for a, k, n, (_, hi) in zip(starts, window, sizes, pads))
             else:
                 count = math.prod(b.stop - b.start for b in real)
             y[(slice(None), *o, slice(None))] = block.sum(axis=tuple(range(1, nd + 1))) / count
@@ -238,8 +236,14 @@ def test_avg_pool_gradient_is_split_equally():
 
 @pytest.mark.parametrize(
     "shape,window,strides",
-    [((2, 7, 3), 3, 2), ((2, 8, 3), 4, 3), ((1, 5, 1), 2, 1), ((1, 7, 6, 2), (3, 2), (2, 2)),
-     ((1, 6, 7, 2), (2, 5), (3, 1)), ((1, 3, 4, 5, 2), 2, (1, 2, 3))],
+    [
+        ((2, 7, 3), 3, 2),
+        ((2, 8, 3), 4, 3),
+        ((1, 5, 1), 2, 1),
+        ((1, 7, 6, 2), (3, 2), (2, 2)),
+        ((1, 6, 7, 2), (2, 5), (3, 1)),
+        ((1, 3, 4, 5, 2), 2, (1, 2, 3)),
+    ],
 )
 @pytest.mark.parametrize("padding", ["SAME", "same"])
 def test_same_padding_tf_rule(shape, window, strides, padding, rng):
@@ -288,9 +292,7 @@ def test_explicit_pairs_vs_loops(shape, window, strides, padding, rng):
 def test_per_dim_int_padding_equals_pairs(rng):
     x = randn(rng, (1, 6, 7, 2))
     np.testing.assert_array_equal(F.max_pool(x, 3, 2, (1, 0)), F.max_pool(x, 3, 2, ((1, 1), (0, 0))))
-    np.testing.assert_allclose(
-        F.max_pool(x, 3, 2, (1, 0)), pool_loops(x, (3, 3), (2, 2), [(1, 1), (0, 0)], "max")
-    )
+    np.testing.assert_allclose(F.max_pool(x, 3, 2, (1, 0)), pool_loops(x, (3, 3), (2, 2), [(1, 1), (0, 0)], "max"))
 
 
 def test_causal_and_full_padding_vs_loops(rng):

@@ -32,9 +32,19 @@ def _xla(x, window, strides, pads, dilation):
     if all(d == 1 for d in dilation):
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-    out = [(n + lo + hi - (k - 1) * d - 1) // s + 1 for n, (lo, hi), k, s, d in zip(x.shape[1:-1], pads, window, strides, dilation)]
-    slices = [xp[(slice(None), *(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilation, out, strides)))]
-              for tap in np.ndindex(*window)]
+    out = [
+        (n + lo + hi - (k - 1) * d - 1) // s + 1
+        for n, (lo, hi), k, s, d in zip(x.shape[1:-1], pads, window, strides, dilation)
+    ]
+    slices = [
+        xp[
+            (
+                slice(None),
+                *(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilation, out, strides)),
+            )
+        ]
+        for tap in np.ndindex(*window)
+    ]
     return jnp.max(jnp.stack(slices), axis=0)
 
 
@@ -52,7 +62,7 @@ def test_equals_xla_value_gradient_and_jvp_without_ties(rng, geometry):
     ours = jax.jit(jax.grad(_loss(max_pool_argmax, *geometry[1:])))(x, g)
     np.testing.assert_array_equal(ours, jax.grad(_loss(_xla, *geometry[1:]))(x, g))
     dx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
-    f = lambda pool: (lambda x: pool(x, *geometry[1:]))
+    f = lambda pool: lambda x: pool(x, *geometry[1:])
     np.testing.assert_array_equal(jax.jvp(f(max_pool_argmax), (x,), (dx,))[1], jax.jvp(f(_xla), (x,), (dx,))[1])
     per_example = jax.vmap(jax.grad(lambda x, g: _loss(max_pool_argmax, *geometry[1:])(x[None], g[None])))(x, g)
     np.testing.assert_array_equal(per_example, ours)
@@ -62,8 +72,14 @@ def _torch_pool(nd):
     return {1: torch.nn.functional.max_pool1d, 2: torch.nn.functional.max_pool2d, 3: torch.nn.functional.max_pool3d}[nd]
 
 
-TIE_CASES = [((10,), 3, 2, 1, 1, False), ((8, 8), 2, 2, 0, 1, False), ((9, 7), 3, 2, 1, 1, True), ((9, 9), 3, 1, 1, 2, False),
-             ((6, 5, 6), 2, (2, 1, 2), 1, 1, False), ((7, 7), (3, 2), 2, 0, 1, True)]
+TIE_CASES = [
+    ((10,), 3, 2, 1, 1, False),
+    ((8, 8), 2, 2, 0, 1, False),
+    ((9, 7), 3, 2, 1, 1, True),
+    ((9, 9), 3, 1, 1, 2, False),
+    ((6, 5, 6), 2, (2, 1, 2), 1, 1, False),
+    ((7, 7), (3, 2), 2, 0, 1, True),
+]
 
 
 @pytest.mark.parametrize(

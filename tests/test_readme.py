@@ -28,6 +28,7 @@ def test_readme_snippet_runs(index):
 
 def test_error_transcripts_are_what_the_code_says():
     import jax
+
     import jaxcnn.functional as F
 
     text = README.read_text()

@@ -27,8 +27,9 @@ def readme_commands() -> list[str]:
     """The ``jaxcnn`` command lines of the README's bash blocks, comments stripped, in order."""
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if re.match(r"^([A-Z_]+=\S+ )*jaxcnn ", line)
-            and not any(h in line for h in OTHER_HOSTS)]
+    return [
+        line for line in lines if re.match(r"^([A-Z_]+=\S+ )*jaxcnn ", line) and not any(h in line for h in OTHER_HOSTS)
+    ]
 
 
 def _as_run(line: str) -> tuple[dict[str, str], list[str]]:
@@ -56,8 +57,13 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         if argv[0] == "bench" or ("mnist" in argv and not MNIST.is_dir()):
             continue
         if env:  # an environment the process must start with (XLA_FLAGS): a new process
-            proc = subprocess.run([sys.executable, "-m", "jaxcnn.cli", *argv], env={**os.environ, **env},
-                                  capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                [sys.executable, "-m", "jaxcnn.cli", *argv],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert proc.returncode == 0, f"{line}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         else:
             assert main(argv) == 0, line

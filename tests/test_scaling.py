@@ -20,15 +20,32 @@ RUNS = [
     {"devices": 2, "per_device_batch": 128, "images_per_s": [1500.0, 1600.0, 1400.0], "first_step_s": 2.5},
     {"devices": 8, "per_device_batch": 32, "images_per_s": [2000.0, 2000.0], "first_step_s": 3.0},
 ]
-META = {"model": "lwls_cnn", "batch_size": 256, "strategy": "sharded", "steps": 20, "repeats": 3, "real_devices": False,
-        "jax": "0", "python": "3", "machine": "x", "cpus": 2, "date": "today", "command": "python -m benchmarks.scaling",
-        "load_before": [3.0, 2.0, 1.0], "load_after": [3.0, 2.0, 1.0]}
+META = {
+    "model": "lwls_cnn",
+    "batch_size": 256,
+    "strategy": "sharded",
+    "steps": 20,
+    "repeats": 3,
+    "real_devices": False,
+    "jax": "0",
+    "python": "3",
+    "machine": "x",
+    "cpus": 2,
+    "date": "today",
+    "command": "python -m benchmarks.scaling",
+    "load_before": [3.0, 2.0, 1.0],
+    "load_after": [3.0, 2.0, 1.0],
+}
 
 
 def test_efficiency_is_throughput_over_n_times_one_device():
     rows = scaling.summarize(RUNS)
     # medians 1000, 1500, 2000; speed-ups 1, 1.5, 2; efficiencies 1, 0.75, 0.25
-    assert [(r["median"], r["speedup"], r["efficiency"]) for r in rows] == [(1000.0, 1.0, 1.0), (1500.0, 1.5, 0.75), (2000.0, 2.0, 0.25)]
+    assert [(r["median"], r["speedup"], r["efficiency"]) for r in rows] == [
+        (1000.0, 1.0, 1.0),
+        (1500.0, 1.5, 0.75),
+        (2000.0, 2.0, 0.25),
+    ]
     assert (rows[0]["low"], rows[0]["high"]) == (900.0, 1300.0)
 
 
@@ -50,8 +67,13 @@ def test_report_has_the_table_the_conditions_and_the_caveat():
 
 @pytest.mark.slow
 def test_quick_run_writes_a_table_for_one_and_two_devices(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--quick", "--out", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scaling", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads((tmp_path / "scaling.json").read_text())
     assert [r["devices"] for r in data["rows"]] == [1, 2]

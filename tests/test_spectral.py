@@ -37,14 +37,17 @@ def test_circular_conv_matrix_equals_pytorch(rng):
     np.testing.assert_allclose(y.reshape(5, 6, 3), np.moveaxis(ref, 0, -1), rtol=1e-10)
 
 
-@pytest.mark.parametrize("kshape, shape, dilation", [
-    ((3, 3, 2, 3), (6, 5, 2), 1),        # 2-D, C_in < C_out
-    ((3, 3, 4, 2), (5, 5, 4), 1),        # C_in > C_out
-    ((2, 3, 1, 1), (4, 7, 1), 1),        # even kernel, one channel
-    ((3, 2, 3), (9, 2), 2),              # 1-D, dilated
-    ((2, 3, 2, 2, 2), (3, 4, 5, 2), 1),  # 3-D
-    ((5, 1, 1), (3, 1), 1),              # kernel wider than the input: taps wrap
-])
+@pytest.mark.parametrize(
+    "kshape, shape, dilation",
+    [
+        ((3, 3, 2, 3), (6, 5, 2), 1),  # 2-D, C_in < C_out
+        ((3, 3, 4, 2), (5, 5, 4), 1),  # C_in > C_out
+        ((2, 3, 1, 1), (4, 7, 1), 1),  # even kernel, one channel
+        ((3, 2, 3), (9, 2), 2),  # 1-D, dilated
+        ((2, 3, 2, 2, 2), (3, 4, 5, 2), 1),  # 3-D
+        ((5, 1, 1), (3, 1), 1),  # kernel wider than the input: taps wrap
+    ],
+)
 def test_circular_all_singular_values_equal_dense_svd(kshape, shape, dilation, rng):
     w = rng.standard_normal(kshape).astype(np.float32)
     s = np.asarray(conv_singular_values(w, shape, dilation=dilation))
@@ -62,15 +65,18 @@ def test_circular_box_blur_by_hand():
     np.testing.assert_allclose(s, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("kshape, shape, padding, strides, dilation", [
-    ((3, 3, 2, 3), (7, 6, 2), "zeros", 1, 1),
-    ((3, 3, 2, 3), (7, 6, 2), "VALID", 1, 1),
-    ((3, 3, 3, 2), (8, 7, 3), 1, 2, 1),
-    ((4, 4, 2, 2), (9, 9, 2), "SAME", 2, 1),
-    ((3, 3, 1, 2), (8, 8, 1), "SAME", 1, 2),
-    ((5, 2, 3), (12, 2), ((2, 1),), 3, 1),
-    ((2, 2, 2, 1, 2), (4, 4, 4, 1), "SAME", 1, 1),
-])
+@pytest.mark.parametrize(
+    "kshape, shape, padding, strides, dilation",
+    [
+        ((3, 3, 2, 3), (7, 6, 2), "zeros", 1, 1),
+        ((3, 3, 2, 3), (7, 6, 2), "VALID", 1, 1),
+        ((3, 3, 3, 2), (8, 7, 3), 1, 2, 1),
+        ((4, 4, 2, 2), (9, 9, 2), "SAME", 2, 1),
+        ((3, 3, 1, 2), (8, 8, 1), "SAME", 1, 2),
+        ((5, 2, 3), (12, 2), ((2, 1),), 3, 1),
+        ((2, 2, 2, 1, 2), (4, 4, 4, 1), "SAME", 1, 1),
+    ],
+)
 def test_zero_padding_norm_equals_dense_svd(kshape, shape, padding, strides, dilation, rng):
     w = rng.standard_normal(kshape).astype(np.float32)
     ref = dense_sv(w, shape, padding="SAME" if padding == "zeros" else padding, strides=strides, dilation=dilation)
@@ -104,8 +110,10 @@ def test_power_iteration_is_exact_adjoint_and_differentiable(rng):
     plus[i] += eps
     minus[i] -= eps
     un = np.asarray(u, np.float64).ravel()
-    fd = (np.linalg.norm(conv_matrix(plus, (7, 6, 2), strides=2, padding=1) @ un)
-          - np.linalg.norm(conv_matrix(minus, (7, 6, 2), strides=2, padding=1) @ un)) / (2 * eps)
+    fd = (
+        np.linalg.norm(conv_matrix(plus, (7, 6, 2), strides=2, padding=1) @ un)
+        - np.linalg.norm(conv_matrix(minus, (7, 6, 2), strides=2, padding=1) @ un)
+    ) / (2 * eps)
     np.testing.assert_allclose(float(g[i]), fd, rtol=1e-3)
 
 
@@ -175,10 +183,15 @@ def test_spectral_norm_state_updates_only_in_training():
     v = layer.init(KEY, x, train=False)
     assert v["spectral_stats"]["u"].shape == (1, 6, 6, 1) and v["spectral_stats"]["sigma"].shape == ()
     _, same = layer.apply(v, x, train=False, mutable=["spectral_stats"])
-    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), same, {"spectral_stats": v["spectral_stats"]}))
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), same, {"spectral_stats": v["spectral_stats"]})
+    )
     _, moved = layer.apply(v, x, train=True, mutable=["spectral_stats"])
     assert not jnp.array_equal(moved["spectral_stats"]["u"], v["spectral_stats"]["u"])
-    assert jnn.SpectralNormConv(2, 3, collection="batch_stats").init(KEY, x, train=False).keys() == {"params", "batch_stats"}
+    assert jnn.SpectralNormConv(2, 3, collection="batch_stats").init(KEY, x, train=False).keys() == {
+        "params",
+        "batch_stats",
+    }
     with pytest.raises(ValueError, match="collection must be"):
         jnn.SpectralNormConv(2, 3, collection="params").init(KEY, x, train=False)
     with pytest.raises(TypeError, match="train must be True or False"):
@@ -214,7 +227,9 @@ def test_lipschitz_classifier_trains_stably():
     @jax.jit
     def step(params, stats, opt, xb, yb):
         def loss_fn(p):
-            logits, new = model.apply({"params": p, "spectral_stats": stats}, xb, train=True, mutable=["spectral_stats"])
+            logits, new = model.apply(
+                {"params": p, "spectral_stats": stats}, xb, train=True, mutable=["spectral_stats"]
+            )
             return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), new["spectral_stats"]
 
         (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params)

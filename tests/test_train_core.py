@@ -21,13 +21,17 @@ def test_cross_entropy_matches_torch(rng, smoothing):
     ref = torch.nn.functional.cross_entropy(
         torch.tensor(logits), torch.tensor(labels), reduction="none", label_smoothing=smoothing
     ).numpy()
-    np.testing.assert_allclose(cross_entropy(logits, jnp.asarray(labels, jnp.int32), label_smoothing=smoothing), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        cross_entropy(logits, jnp.asarray(labels, jnp.int32), label_smoothing=smoothing), ref, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_cross_entropy_averages_extra_axes_per_example(rng):
     logits = rng.standard_normal((3, 5, 4)).astype(np.float32)
     labels = rng.integers(0, 4, (3, 5)).astype(np.int32)
-    ref = torch.nn.functional.cross_entropy(torch.tensor(logits).permute(0, 2, 1), torch.tensor(labels).long(), reduction="none")
+    ref = torch.nn.functional.cross_entropy(
+        torch.tensor(logits).permute(0, 2, 1), torch.tensor(labels).long(), reduction="none"
+    )
     np.testing.assert_allclose(cross_entropy(logits, labels), ref.numpy().mean(axis=1), rtol=1e-5)
 
 
@@ -73,7 +77,10 @@ TORCH_OPTIMIZERS = {
     "adamw": ({"weight_decay": 0.05}, lambda p, lr: torch.optim.AdamW(p, lr, weight_decay=0.05)),
     # optax's defaults differ from torch's; the factory passes these through to optax
     "adagrad": ({"initial_accumulator_value": 0.0, "eps": 1e-10}, lambda p, lr: torch.optim.Adagrad(p, lr, eps=1e-10)),
-    "rmsprop": ({"decay": 0.99, "eps": 1e-8, "eps_in_sqrt": False}, lambda p, lr: torch.optim.RMSprop(p, lr, alpha=0.99, eps=1e-8)),
+    "rmsprop": (
+        {"decay": 0.99, "eps": 1e-8, "eps_in_sqrt": False},
+        lambda p, lr: torch.optim.RMSprop(p, lr, alpha=0.99, eps=1e-8),
+    ),
     "sgd+l2": ({"weight_decay": 0.1}, lambda p, lr: torch.optim.SGD(p, lr, weight_decay=0.1)),
 }
 
@@ -146,11 +153,19 @@ def test_schedules_by_hand():
         (lambda: make_optimizer("adamax", 0.1), ValueError, "optimizer must be one of 'sgd'.*got 'adamax'"),
         (lambda: make_optimizer("sgd", -1.0), ValueError, r"learning_rate must be a finite number > 0, got -1\.0"),
         (lambda: make_optimizer("sgd", "fast"), TypeError, "learning_rate must be a finite number > 0, got 'fast'"),
-        (lambda: make_optimizer("adam", 0.1, weight_decay=-1.0), ValueError, "weight_decay must be a finite number >= 0"),
+        (
+            lambda: make_optimizer("adam", 0.1, weight_decay=-1.0),
+            ValueError,
+            "weight_decay must be a finite number >= 0",
+        ),
         (lambda: make_optimizer("adam", 0.1, bogus=1), TypeError, r"optimizer 'adam' does not accept \['bogus'\]"),
         (lambda: make_schedule("cosine", 0.1), ValueError, "schedule='cosine' needs total_steps"),
         (lambda: make_schedule("linear", 0.1), ValueError, "schedule must be one of"),
-        (lambda: make_schedule("warmup_cosine", 0.1, total_steps=10, warmup_steps=10), ValueError, r"warmup_steps must be in \[0, total_steps=10\)"),
+        (
+            lambda: make_schedule("warmup_cosine", 0.1, total_steps=10, warmup_steps=10),
+            ValueError,
+            r"warmup_steps must be in \[0, total_steps=10\)",
+        ),
     ],
 )
 def test_optimizer_errors(call, exc, pattern):

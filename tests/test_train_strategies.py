@@ -68,8 +68,12 @@ def _train(strategy, *, steps_per_call=1, devices=None, axis_name=None, steps=ST
 
 def _assert_states_close(a, b, atol):
     for tree in ("params", "batch_stats"):
-        for (path, u), v in zip(jax.tree_util.tree_leaves_with_path(getattr(a, tree)), jax.tree.leaves(getattr(b, tree))):
-            np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=atol, rtol=0, err_msg=f"{tree}{jax.tree_util.keystr(path)}")
+        for (path, u), v in zip(
+            jax.tree_util.tree_leaves_with_path(getattr(a, tree)), jax.tree.leaves(getattr(b, tree))
+        ):
+            np.testing.assert_allclose(
+                np.asarray(u), np.asarray(v), atol=atol, rtol=0, err_msg=f"{tree}{jax.tree_util.keystr(path)}"
+            )
     assert int(a.step) == int(b.step)
 
 
@@ -96,7 +100,10 @@ def test_pmap_equals_single_device(reference, n_devices):
 
 def test_training_actually_moves_the_parameters(reference):
     init = create_train_state(SmallNet(), optax.adam(3e-3), jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32), seed=1)
-    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(reference[0].params)))
+    moved = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(reference[0].params))
+    )
     assert moved > 1e-2  # so the equality above is not the equality of untouched weights
     assert not np.allclose(reference[0].batch_stats["BatchNorm_0"]["mean"], 0.0)
 
@@ -109,10 +116,15 @@ def test_shard_map_equals_single_device(reference, n_devices):
     np.testing.assert_allclose(losses, reference[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("strategy, axis_name", [
-    ("jit", None), ("sharded", None), ("pmap", "data"),
-    pytest.param("shard_map", "data", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "strategy, axis_name",
+    [
+        ("jit", None),
+        ("sharded", None),
+        ("pmap", "data"),
+        pytest.param("shard_map", "data", marks=pytest.mark.slow),
+    ],
+)
 def test_steps_per_call_equals_single_steps(reference, strategy, axis_name):
     state, losses = _train(strategy, steps_per_call=4, axis_name=axis_name)
     _assert_states_close(reference[0], state, 1e-5)
@@ -125,13 +137,17 @@ def test_per_device_strategies_refuse_layers_without_the_axis_name(strategy):
     state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32))
     step = make_train_step(model, "cross_entropy", strategy, devices=jax.devices()[:2])
     x, y = _data(1)
-    with pytest.raises(ValueError, match=r"need every BatchNorm layer built with axis_name='data', but layer 'BatchNorm_0'"):
+    with pytest.raises(
+        ValueError, match=r"need every BatchNorm layer built with axis_name='data', but layer 'BatchNorm_0'"
+    ):
         step(step.place_state(state), step.place_batch({"x": x[0], "y": y[0]}))
 
 
 def test_batch_size_must_divide_over_devices():
     step = make_train_step(SmallNet(), "cross_entropy", "sharded")
-    with pytest.raises(ValueError, match=r"batch size 30 must be divisible by the number of devices along the data axis \(8\)"):
+    with pytest.raises(
+        ValueError, match=r"batch size 30 must be divisible by the number of devices along the data axis \(8\)"
+    ):
         step.place_batch({"x": np.zeros((30, 8, 8, 1)), "y": np.zeros(30, np.int32)})
 
 
@@ -156,8 +172,13 @@ def test_eval_step_sums_agree_across_strategies():
     state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32))
     logits = model.apply(state.variables(), x[0], train=False)
     ref_loss = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), y[0][:, None], 1).sum()
-    for strategy, kw in [("jit", {}), ("sharded", {}), ("pmap", {}), ("shard_map", {}),
-                         ("sharded", {"model_parallel": 2, "min_shard_size": 0})]:
+    for strategy, kw in [
+        ("jit", {}),
+        ("sharded", {}),
+        ("pmap", {}),
+        ("shard_map", {}),
+        ("sharded", {"model_parallel": 2, "min_shard_size": 0}),
+    ]:
         step = make_eval_step(model, "cross_entropy", strategy, **kw)
         sums = step.fetch_metrics(step(step.place_state(state), step.place_batch({"x": x[0], "y": y[0]})))
         assert float(sums["count"]) == 32
@@ -203,9 +224,13 @@ def _zoo_run(name, strategy, n_devices=1, **step_kw):
 def _zoo_reference(name):
     state, losses, _ = _zoo_run(name, "jit")
     size, model_kw = ZOO[name]
-    init = create_train_state(jaxcnn.get_model(name, **model_kw), TX, jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32))
-    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(state.params)))
+    init = create_train_state(
+        jaxcnn.get_model(name, **model_kw), TX, jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
+    )
+    moved = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(state.params))
+    )
     assert moved > 1e-2 and losses[-1] < losses[0] - 0.2  # it trained: equal parameters are not untouched ones
     return state, losses
 
@@ -218,14 +243,29 @@ def _max_diff(a, b):
 _slow = pytest.mark.slow
 ZOO_CASES = [
     # the default run covers every strategy and every device count once; -m slow the rest
-    ("lwls_cnn", "sharded", 8), ("lwls_cnn", "shard_map", 4), ("resnet_tiny", "pmap", 2), ("resnet_tiny", "shard_map", 8),
-    *[pytest.param(m, s, n, marks=_slow) for m, s, n in [
-        ("lwls_cnn", "sharded", 2), ("lwls_cnn", "sharded", 4), ("lwls_cnn", "pmap", 2), ("lwls_cnn", "pmap", 4),
-        ("lwls_cnn", "pmap", 8), ("lwls_cnn", "shard_map", 2), ("lwls_cnn", "shard_map", 8),
-        ("resnet_tiny", "sharded", 2), ("resnet_tiny", "sharded", 4), ("resnet_tiny", "sharded", 8),
-        ("resnet_tiny", "pmap", 4), ("resnet_tiny", "pmap", 8), ("resnet_tiny", "shard_map", 2),
-        ("resnet_tiny", "shard_map", 4),
-    ]],
+    ("lwls_cnn", "sharded", 8),
+    ("lwls_cnn", "shard_map", 4),
+    ("resnet_tiny", "pmap", 2),
+    ("resnet_tiny", "shard_map", 8),
+    *[
+        pytest.param(m, s, n, marks=_slow)
+        for m, s, n in [
+            ("lwls_cnn", "sharded", 2),
+            ("lwls_cnn", "sharded", 4),
+            ("lwls_cnn", "pmap", 2),
+            ("lwls_cnn", "pmap", 4),
+            ("lwls_cnn", "pmap", 8),
+            ("lwls_cnn", "shard_map", 2),
+            ("lwls_cnn", "shard_map", 8),
+            ("resnet_tiny", "sharded", 2),
+            ("resnet_tiny", "sharded", 4),
+            ("resnet_tiny", "sharded", 8),
+            ("resnet_tiny", "pmap", 4),
+            ("resnet_tiny", "pmap", 8),
+            ("resnet_tiny", "shard_map", 2),
+            ("resnet_tiny", "shard_map", 4),
+        ]
+    ],
 ]
 
 
@@ -253,13 +293,13 @@ def test_model_parallel_equals_replicated(data, model_size):
     assert dict(placed.params["dense1"]["kernel"].sharding.mesh.shape) == {"data": data, "model": model_size}
     specs = {f"{layer}/{k}": v.sharding.spec for layer, d in placed.params.items() for k, v in d.items()}
     split = P(None, "model")
-    assert specs["dense1/kernel"] == split                  # 588 x 200: 200 splits over 2 and 4
+    assert specs["dense1/kernel"] == split  # 588 x 200: 200 splits over 2 and 4
     assert specs["conv3/kernel"] == P(None, None, None, "model")  # 4x4x8x12 = 1536 elements
-    assert specs["conv2/kernel"] == P()                      # 5x5x4x8 = 800 < 1000: replicated
-    assert specs["dense1/bias"] == P()                       # vectors stay replicated
+    assert specs["conv2/kernel"] == P()  # 5x5x4x8 = 800 < 1000: replicated
+    assert specs["dense1/bias"] == P()  # vectors stay replicated
     assert specs["dense2/kernel"] == (split if model_size == 2 else P())  # 10 outputs do not split over 4
     momentum = placed.opt_state[0].trace["dense1"]["kernel"]
-    assert momentum.sharding.spec == split                   # optimizer state follows its kernel
+    assert momentum.sharding.spec == split  # optimizer state follows its kernel
     shard_shapes = {s.data.shape for s in placed.params["dense1"]["kernel"].addressable_shards}
     assert shard_shapes == {(588, 200 // model_size)}
 
@@ -284,11 +324,23 @@ def test_padded_final_batch_trains_exactly_like_its_real_rows():
     """
     size, n = 8, 108
     full = jaxcnn.data.digits(size=size)
-    ds = jaxcnn.data.Dataset(full.x_train[:n], full.y_train[:n], full.x_test[:40], full.y_test[:40], 10, "digits-108", "")
+    ds = jaxcnn.data.Dataset(
+        full.x_train[:n], full.y_train[:n], full.x_test[:40], full.y_test[:40], 10, "digits-108", ""
+    )
     kw = {"batch_norm": True, "dropout_rate": 0.3}
     tx = optax.adam(1e-3)
-    res = fit(jaxcnn.get_model("lwls_cnn", axis_name="data", **kw), ds, tx, strategy="shard_map",
-              devices=jax.devices()[:4], epochs=1, batch_size=32, remainder="pad", progress=False, eval_batch_size=40)
+    res = fit(
+        jaxcnn.get_model("lwls_cnn", axis_name="data", **kw),
+        ds,
+        tx,
+        strategy="shard_map",
+        devices=jax.devices()[:4],
+        epochs=1,
+        batch_size=32,
+        remainder="pad",
+        progress=False,
+        eval_batch_size=40,
+    )
     assert int(res.state.step) == 4
 
     model = jaxcnn.get_model("lwls_cnn", **kw)

@@ -19,7 +19,11 @@ CASES = [
     # padding
     (lambda: F.conv(X, W, padding="same-ish"), ValueError, r"padding must be one of 'VALID'.*'same-ish'"),
     (lambda: F.conv(X, W, padding=1.5), TypeError, r"padding must be .*1\.5"),
-    (lambda: F.conv(X, W, padding=((1, 1),)), ValueError, r"padding must have one \(low, high\) pair per spatial dim \(2\), got 1"),
+    (
+        lambda: F.conv(X, W, padding=((1, 1),)),
+        ValueError,
+        r"padding must have one \(low, high\) pair per spatial dim \(2\), got 1",
+    ),
     (lambda: F.conv(X, W, padding=((1, 1), (1, 2, 3))), ValueError, r"padding\[1\] must be a \(low, high\) pair"),
     (lambda: F.conv(X, W, padding=(1, 1, 1)), ValueError, r"padding must be an int or a sequence of 2 ints.*3 entries"),
     (lambda: F.conv(X, W, padding=-1), ValueError, r"padding must be non-negative, got -1"),
@@ -28,17 +32,33 @@ CASES = [
     # rank and channels
     (lambda: F.conv(jnp.zeros((8, 8)), W), ValueError, r"x must have shape \(N, \*spatial, C\).*rank 2"),
     (lambda: F.conv(jnp.zeros((1, 2, 2, 2, 2, 2, 4)), W), ValueError, r"x must have shape.*rank 7"),
-    (lambda: F.conv(X, jnp.zeros((3, 4, 6))), ValueError, r"kernel must have shape \(\*window, C_in // groups, C_out\)"),
+    (
+        lambda: F.conv(X, jnp.zeros((3, 4, 6))),
+        ValueError,
+        r"kernel must have shape \(\*window, C_in // groups, C_out\)",
+    ),
     (lambda: F.conv(X, jnp.zeros((3, 3, 5, 6))), ValueError, r"C_in = 5.*C_in = 4"),
-    (lambda: F.conv(X, jnp.zeros((3, 3, 2, 6)), groups=3), ValueError, r"groups=3 must divide the input channels C_in=4"),
-    (lambda: F.conv(X, jnp.zeros((3, 3, 2, 5)), groups=2), ValueError, r"groups=2 must divide the output channels C_out=5"),
+    (
+        lambda: F.conv(X, jnp.zeros((3, 3, 2, 6)), groups=3),
+        ValueError,
+        r"groups=3 must divide the input channels C_in=4",
+    ),
+    (
+        lambda: F.conv(X, jnp.zeros((3, 3, 2, 5)), groups=2),
+        ValueError,
+        r"groups=2 must divide the output channels C_out=5",
+    ),
     (lambda: F.conv(X, W, groups=0), ValueError, r"groups must be >= 1, got 0"),
     (lambda: F.conv(X, W, groups=2.0), TypeError, r"groups must be an int, got 2\.0"),
     (lambda: F.conv(X, W, jnp.zeros(4)), ValueError, r"bias must have shape \(C_out,\) = \(6,\), got shape \(4,\)"),
     (lambda: F.conv(X.astype(jnp.int32), W), TypeError, r"x must have a floating-point dtype.*int32"),
     (lambda: F.conv("image", W), TypeError, r"x must be an array, got 'image'"),
     # sizes
-    (lambda: F.conv(X, jnp.zeros((9, 9, 4, 6)), padding="VALID"), ValueError, r"kernel of window \(9, 9\).*larger than the padded input.*input size 8"),
+    (
+        lambda: F.conv(X, jnp.zeros((9, 9, 4, 6)), padding="VALID"),
+        ValueError,
+        r"kernel of window \(9, 9\).*larger than the padded input.*input size 8",
+    ),
     (lambda: F.conv(X, W, padding="VALID", dilation=4), ValueError, r"effective size 9.*larger than the padded input"),
     (lambda: F.max_pool(X, 9), ValueError, r"pooling window \(9, 9\).*larger than the padded input"),
     # strides, window, dilation
@@ -52,14 +72,38 @@ CASES = [
     (lambda: F.avg_pool(X, (2, -1)), ValueError, r"window must be >= 1.*\(2, -1\)"),
     (lambda: F.max_pool(X, 2, strides=0), ValueError, r"strides must be >= 1"),
     (lambda: F.conv(X, W, flip="yes"), TypeError, r"flip must be True or False, got 'yes'"),
-    (lambda: F.conv(X, W, padding_mode="mirror"), ValueError, r"padding_mode must be one of 'zeros', 'reflect', 'replicate', 'circular', got 'mirror'"),
-    (lambda: F.conv(X, W, padding=8, padding_mode="reflect"), ValueError, r"padding_mode='reflect' needs padding < input size.*size 8"),
-    (lambda: F.conv(X, W, padding=9, padding_mode="circular"), ValueError, r"padding_mode='circular' needs padding <= input size"),
+    (
+        lambda: F.conv(X, W, padding_mode="mirror"),
+        ValueError,
+        r"padding_mode must be one of 'zeros', 'reflect', 'replicate', 'circular', got 'mirror'",
+    ),
+    (
+        lambda: F.conv(X, W, padding=8, padding_mode="reflect"),
+        ValueError,
+        r"padding_mode='reflect' needs padding < input size.*size 8",
+    ),
+    (
+        lambda: F.conv(X, W, padding=9, padding_mode="circular"),
+        ValueError,
+        r"padding_mode='circular' needs padding <= input size",
+    ),
     # conv_transpose
     (lambda: F.conv_transpose(jnp.zeros((1, 4, 4, 5)), W), ValueError, r"y has 5 channels.*C_out is 6"),
-    (lambda: F.conv_transpose(jnp.zeros((1, 4, 4, 6)), W, strides=2, output_padding=2), ValueError, r"output_padding must be smaller than the stride or the dilation.*output_padding=2, stride=2"),
-    (lambda: F.conv_transpose(jnp.zeros((1, 1, 1, 6)), W, padding=3), ValueError, r"conv_transpose output size would be"),
-    (lambda: F.conv_transpose(jnp.zeros((1, 4, 4, 6)), W, jnp.zeros(6)), ValueError, r"bias must have shape \(C_in,\) = \(4,\)"),
+    (
+        lambda: F.conv_transpose(jnp.zeros((1, 4, 4, 6)), W, strides=2, output_padding=2),
+        ValueError,
+        r"output_padding must be smaller than the stride or the dilation.*output_padding=2, stride=2",
+    ),
+    (
+        lambda: F.conv_transpose(jnp.zeros((1, 1, 1, 6)), W, padding=3),
+        ValueError,
+        r"conv_transpose output size would be",
+    ),
+    (
+        lambda: F.conv_transpose(jnp.zeros((1, 4, 4, 6)), W, jnp.zeros(6)),
+        ValueError,
+        r"bias must have shape \(C_in,\) = \(4,\)",
+    ),
     # dropout
     (lambda: F.dropout(X, 1.5, key=KEY), ValueError, r"rate must be a number in \[0, 1\], got 1\.5"),
     (lambda: F.dropout(X, -0.1, key=KEY), ValueError, r"rate must be a number in \[0, 1\], got -0\.1"),
@@ -68,16 +112,48 @@ CASES = [
     (lambda: F.dropout(X, 0.5), ValueError, r"dropout with training=True needs a PRNG key"),
     (lambda: F.dropout(X, 0.5, key=3), TypeError, r"key must be a single PRNG key.*got 3"),
     (lambda: F.dropout(X, 0.5, key=jnp.zeros(2)), TypeError, r"key must be a single PRNG key.*float32"),
-    (lambda: F.dropout(X, 0.5, key=jnp.zeros(3, jnp.uint32)), TypeError, r"key must be a single PRNG key.*shape \(3,\) and dtype uint32"),
-    (lambda: F.dropout(X, 0.5, key=KEY, mode="gaussian"), ValueError, r"mode must be one of 'inverted', 'scaled', got 'gaussian'"),
-    (lambda: F.dropout(X, 0.5, key=KEY, broadcast_axes=(4,)), ValueError, r"broadcast_axes has axis 4, out of range for an input of rank 4"),
+    (
+        lambda: F.dropout(X, 0.5, key=jnp.zeros(3, jnp.uint32)),
+        TypeError,
+        r"key must be a single PRNG key.*shape \(3,\) and dtype uint32",
+    ),
+    (
+        lambda: F.dropout(X, 0.5, key=KEY, mode="gaussian"),
+        ValueError,
+        r"mode must be one of 'inverted', 'scaled', got 'gaussian'",
+    ),
+    (
+        lambda: F.dropout(X, 0.5, key=KEY, broadcast_axes=(4,)),
+        ValueError,
+        r"broadcast_axes has axis 4, out of range for an input of rank 4",
+    ),
     # norms
-    (lambda: F.batch_norm(X, jnp.zeros(3), jnp.ones(4), training=True), ValueError, r"mean must have shape \(C,\) = \(4,\), got shape \(3,\)"),
-    (lambda: F.batch_norm(X, jnp.zeros(4), jnp.ones(4), training=1), TypeError, r"training must be True or False, got 1"),
-    (lambda: F.batch_norm(X, jnp.zeros(4), jnp.ones(4), training=True, momentum=1.1), ValueError, r"momentum must be a number in \[0, 1\], got 1\.1"),
-    (lambda: F.batch_norm(X, jnp.zeros(4), jnp.ones(4), training=True, epsilon=-1.0), ValueError, r"epsilon must be a non-negative number, got -1\.0"),
+    (
+        lambda: F.batch_norm(X, jnp.zeros(3), jnp.ones(4), training=True),
+        ValueError,
+        r"mean must have shape \(C,\) = \(4,\), got shape \(3,\)",
+    ),
+    (
+        lambda: F.batch_norm(X, jnp.zeros(4), jnp.ones(4), training=1),
+        TypeError,
+        r"training must be True or False, got 1",
+    ),
+    (
+        lambda: F.batch_norm(X, jnp.zeros(4), jnp.ones(4), training=True, momentum=1.1),
+        ValueError,
+        r"momentum must be a number in \[0, 1\], got 1\.1",
+    ),
+    (
+        lambda: F.batch_norm(X, jnp.zeros(4), jnp.ones(4), training=True, epsilon=-1.0),
+        ValueError,
+        r"epsilon must be a non-negative number, got -1\.0",
+    ),
     (lambda: F.group_norm(X, 3), ValueError, r"num_groups must be a positive divisor of the channels C=4, got 3"),
-    (lambda: F.layer_norm(X, jnp.ones(5)), ValueError, r"scale must have shape x\.shape\[1:\] = \(8, 8, 4\) or a trailing part of it, got shape \(5,\)"),
+    (
+        lambda: F.layer_norm(X, jnp.ones(5)),
+        ValueError,
+        r"scale must have shape x\.shape\[1:\] = \(8, 8, 4\) or a trailing part of it, got shape \(5,\)",
+    ),
 ]
 
 

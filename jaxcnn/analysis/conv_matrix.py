@@ -122,7 +122,9 @@ def conv_matrix(
     pads = _validate.padding_pairs(padding, sizes, k_eff, strides)
     _validate.check_pad_fits(sizes, pads, k_eff, what=f"kernel of window {window} with dilation {dilation}")
     if circular and any(max(p) > n for p, n in zip(pads, sizes)):
-        raise ValueError(f"padding_mode='circular' needs padding <= input size in every spatial dim; got {pads} for {sizes}")
+        raise ValueError(
+            f"padding_mode='circular' needs padding <= input size in every spatial dim; got {pads} for {sizes}"
+        )
     out = tuple(_validate.out_size(n, p, k, s) for n, p, k, s in zip(sizes, pads, k_eff, strides))
     if flip:
         kernel = kernel[tuple(slice(None, None, -1) for _ in range(nd))]

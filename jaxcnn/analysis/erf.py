@@ -185,7 +185,9 @@ def effective_receptive_field(
     shape = _shape(input_shape)
     key = jax.random.key(0) if key is None else _validate.check_key(key)
     statistic = _validate.check_choice(statistic, "statistic", STATISTICS)
-    raw = jax.jit(lambda v, k: erf_gradient_map(model, v, shape, n_samples=n_samples, key=k, statistic=statistic))(variables, key)
+    raw = jax.jit(lambda v, k: erf_gradient_map(model, v, shape, n_samples=n_samples, key=k, statistic=statistic))(
+        variables, key
+    )
     return erf_from_map(raw, mass=mass)
 
 
@@ -258,12 +260,16 @@ def plot_erf(
     from matplotlib.patches import Circle, Rectangle
 
     if isinstance(fields, (str, bytes)) or not isinstance(fields, Sequence) or not fields:
-        raise TypeError(f"fields must be a non-empty sequence of (title, erf, theoretical), got {_validate.fmt(fields)}")
+        raise TypeError(
+            f"fields must be a non-empty sequence of (title, erf, theoretical), got {_validate.fmt(fields)}"
+        )
     nrows, ncols = grid(len(fields), ncols)
     fig = Figure(figsize=(3.2 * ncols, 3.2 * nrows))
     for i, item in enumerate(fields):
         if not isinstance(item, (tuple, list)) or len(item) != 3 or not isinstance(item[1], EffectiveReceptiveField):
-            raise TypeError(f"fields[{i}] must be (title, EffectiveReceptiveField, theoretical or None), got {_validate.fmt(item)}")
+            raise TypeError(
+                f"fields[{i}] must be (title, EffectiveReceptiveField, theoretical or None), got {_validate.fmt(item)}"
+            )
         title, erf, box = item
         img = erf.map
         while img.ndim > 2:

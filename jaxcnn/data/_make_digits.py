@@ -31,9 +31,7 @@ def main(out: Path = OUT) -> None:
     images = bunch.images
     if not (np.all(images == np.round(images)) and images.min() >= 0 and images.max() <= 16):
         raise ValueError("load_digits().images are not integers in 0..16; refusing to cast to uint8")
-    np.savez_compressed(
-        out, images=images.astype(np.uint8), labels=bunch.target.astype(np.uint8)
-    )
+    np.savez_compressed(out, images=images.astype(np.uint8), labels=bunch.target.astype(np.uint8))
     print(f"wrote {out} ({out.stat().st_size} bytes): images {images.shape}, labels {bunch.target.shape}")
 
 

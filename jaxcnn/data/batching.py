@@ -107,9 +107,7 @@ def batches(
     seed, epoch = _validate.as_int(seed, "seed"), _validate.as_int(epoch, "epoch")
     start = _validate.as_int(start, "start")
     if x.ndim < 1 or y.ndim < 1 or len(x) != len(y):
-        raise ValueError(
-            f"x and y must have the same number of rows, got shapes {x.shape} and {y.shape}"
-        )
+        raise ValueError(f"x and y must have the same number of rows, got shapes {x.shape} and {y.shape}")
     if num_classes is not None:
         _values.check_class_labels(y, num_classes, "y")
     n = len(x)

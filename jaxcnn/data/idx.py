@@ -96,9 +96,7 @@ def read_idx(path: PathLike, *, magic: int | None = None) -> np.ndarray:
         raise ValueError(f"{name!r} is too short to be an IDX file: {len(data)} bytes, the header alone needs 4")
     found = int.from_bytes(data[:4], "big")
     if magic is not None and found != magic:
-        raise ValueError(
-            f"{name!r} has magic number {found} (0x{found:08x}), expected {magic} (0x{magic:08x})"
-        )
+        raise ValueError(f"{name!r} has magic number {found} (0x{found:08x}), expected {magic} (0x{magic:08x})")
     type_code, ndim = data[2], data[3]
     if data[:2] != b"\x00\x00" or type_code not in IDX_TYPES or ndim == 0:
         raise ValueError(
@@ -108,8 +106,7 @@ def read_idx(path: PathLike, *, magic: int | None = None) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(
-            f"{name!r} is truncated: its {ndim}-dimension header needs {header} bytes, the file "
-            f"has {len(data)} bytes"
+            f"{name!r} is truncated: its {ndim}-dimension header needs {header} bytes, the file has {len(data)} bytes"
         )
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_TYPES[type_code]
@@ -118,8 +115,7 @@ def read_idx(path: PathLike, *, magic: int | None = None) -> np.ndarray:
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise ValueError(
             f"{name!r} is {what}: its header promises shape {shape} of {dtype.name} "
-            f"({expected} bytes in all), the file has {len(data)} bytes"
-            + (" after gunzipping" if was_gzip else "")
+            f"({expected} bytes in all), the file has {len(data)} bytes" + (" after gunzipping" if was_gzip else "")
         )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=True)

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from jaxcnn.data.sharding import device_put_batch
 from jaxcnn import _validate
+from jaxcnn.data.sharding import device_put_batch
 
 THREAD_NAME = "jaxcnn-prefetch"
 _POLL_S = 0.05

@@ -66,8 +66,11 @@ def validation_split(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a jaxcnn.data.Dataset, got {_validate.fmt(dataset)}")
     keep, held = stratified_indices(dataset.y_train, fraction, seed)
-    description = (f"{dataset.description}; validation: {len(held)} of the {len(dataset.y_train)} training examples "
-                   f"({fraction:g} of each class, stratified, seed {seed}), training on the other {len(keep)}")
-    train = dataclasses.replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep],
-                                description=description)
+    description = (
+        f"{dataset.description}; validation: {len(held)} of the {len(dataset.y_train)} training examples "
+        f"({fraction:g} of each class, stratified, seed {seed}), training on the other {len(keep)}"
+    )
+    train = dataclasses.replace(
+        dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep], description=description
+    )
     return train, (dataset.x_train[held], dataset.y_train[held])

@@ -31,7 +31,6 @@ When each path is chosen, and the measurements behind it:
 :mod:`jaxcnn.functional.cpu_rules` and ``benchmarks/results/cpu-rules.md``.
 """
 
-
 from __future__ import annotations
 
 import functools
@@ -73,7 +72,12 @@ def taps_sum(xt: Any, w: Any, strides, dilation, out) -> jnp.ndarray:
     acc = None
     for tap in kernel_positions(window):
         start = (0, 0, *(k * d for k, d in zip(tap, dilation)), 0)
-        limit = (xt.shape[0], c_in, *(k * d + (o - 1) * s + 1 for k, d, o, s in zip(tap, dilation, out, strides)), xt.shape[-1])
+        limit = (
+            xt.shape[0],
+            c_in,
+            *(k * d + (o - 1) * s + 1 for k, d, o, s in zip(tap, dilation, out, strides)),
+            xt.shape[-1],
+        )
         sl = lax.slice(xt, start, limit, (1, 1, *strides, 1))
         for i in range(c_in):
             term = w[tap + (i,)].reshape((1, c_out) + (1,) * (nd + 1)) * sl[:, i : i + 1]
@@ -135,8 +139,9 @@ def _lax_conv(x, w, strides, pads, dilation, precision):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
-def conv_cpu(x, w, strides: tuple[int, ...], pads: Pads, dilation: tuple[int, ...], precision: Any = None,
-             forward: str = "taps"):
+def conv_cpu(
+    x, w, strides: tuple[int, ...], pads: Pads, dilation: tuple[int, ...], precision: Any = None, forward: str = "taps"
+):
     """Cross-correlation of ``x`` ``(N, *spatial, C_in)`` with ``w`` ``(*window, C_in, C_out)`` (groups 1).
 
     The same function as ``lax.conv_general_dilated`` with explicit ``pads``.

@@ -54,5 +54,8 @@ def depthwise_conv(x: Any, w: Any, strides: tuple[int, ...], pads: Pads, dilatio
     xp = lax.pad(xa, np.array(0, acc), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
     out = out_sizes(x.shape[1:-1], window, strides, pads, dilation)
     wa = w.astype(acc)
-    terms = [tap_slice(xp, tap, strides, dilation, out) * wa[tap].reshape((1,) * (nd + 1) + (-1,)) for tap in kernel_positions(window)]
+    terms = [
+        tap_slice(xp, tap, strides, dilation, out) * wa[tap].reshape((1,) * (nd + 1) + (-1,))
+        for tap in kernel_positions(window)
+    ]
     return functools.reduce(operator.add, terms).astype(x.dtype)

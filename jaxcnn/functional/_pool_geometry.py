@@ -118,7 +118,9 @@ def pool_geometry(
                 f"sees only padding along spatial dim {i} (input size {n}); use a padding smaller "
                 f"than the window"
             )
-    extra = tuple(max((o - 1) * s + k - (n + lo + hi), 0) for n, (lo, hi), k, s, o in zip(sizes, pads, k_eff, strides, out))
+    extra = tuple(
+        max((o - 1) * s + k - (n + lo + hi), 0) for n, (lo, hi), k, s, o in zip(sizes, pads, k_eff, strides, out)
+    )
     return PoolGeometry(window, strides, pads, extra, out, dilation)
 
 
@@ -167,7 +169,5 @@ def adaptive_sizes(x: Any, output_size: Any) -> tuple[int, tuple[int, ...]]:
     """``(num_spatial_dims, output_size)`` for adaptive pooling of batched ``x`` (``None`` keeps a dim)."""
     x, nd = _validate.spatial_input(x, "x")
     if isinstance(output_size, (tuple, list)):
-        output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[1:-1])) + tuple(
-            output_size[nd:]
-        )
+        output_size = tuple(n if o is None else o for o, n in zip(output_size, x.shape[1:-1])) + tuple(output_size[nd:])
     return nd, _validate.tuple_arg(output_size, nd, "output_size")

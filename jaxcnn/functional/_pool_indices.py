@@ -50,7 +50,11 @@ def max_taps(x: Any, g: PoolGeometry) -> tuple[jnp.ndarray, jnp.ndarray]:
         lax.slice(
             xp,
             (0, *(t * d for t, d in zip(tap, dilation)), 0),
-            (x.shape[0], *((o - 1) * s + t * d + 1 for o, s, t, d in zip(g.out, g.strides, tap, dilation)), x.shape[-1]),
+            (
+                x.shape[0],
+                *((o - 1) * s + t * d + 1 for o, s, t, d in zip(g.out, g.strides, tap, dilation)),
+                x.shape[-1],
+            ),
             (1, *g.strides, 1),
         )
         for tap in taps
@@ -157,7 +161,8 @@ def adaptive_max_pool_with_indices(x: Any, output_size: Any) -> tuple[jnp.ndarra
         table = table + f.reshape(shape)
     table = jnp.asarray(table.reshape(tuple(output_size) + (-1,)).astype(np.int32))
     n_idx = jnp.moveaxis(which, -1, 1)  # (N, C, *out)
-    grid = tuple(jnp.arange(o).reshape((1, 1) + tuple(o if i == j else 1 for j in range(nd)))
-                 for i, o in enumerate(output_size))
+    grid = tuple(
+        jnp.arange(o).reshape((1, 1) + tuple(o if i == j else 1 for j in range(nd))) for i, o in enumerate(output_size)
+    )
     indices = jnp.moveaxis(table[grid + (n_idx,)], 1, -1)
     return unbatch(values, unbatched), unbatch(indices.astype(jnp.int32), unbatched)

@@ -98,12 +98,17 @@ def gather_at_argmax(dx, which, window, strides, pads, dilation) -> jnp.ndarray:
     out = which.shape[1:-1]
     zero = np.array(0, dx.dtype)
     dxp = lax.pad(dx, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
-    parts = [jnp.where(which == k, tap_slice(dxp, tap, strides, dilation, out), zero) for k, tap in enumerate(kernel_positions(window))]
+    parts = [
+        jnp.where(which == k, tap_slice(dxp, tap, strides, dilation, out), zero)
+        for k, tap in enumerate(kernel_positions(window))
+    ]
     return functools.reduce(operator.add, parts)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
-def max_pool_argmax(x: Any, window: tuple[int, ...], strides: tuple[int, ...], pads: Pads, dilation: tuple[int, ...]) -> jnp.ndarray:
+def max_pool_argmax(
+    x: Any, window: tuple[int, ...], strides: tuple[int, ...], pads: Pads, dilation: tuple[int, ...]
+) -> jnp.ndarray:
     """``lax.reduce_window`` max of floating ``x`` ``(N, *spatial, C)`` with the arg-max derivative (module docstring).
 
     ``pads``: ``(low, high)`` per spatial dim, >= 0, ``-inf`` filled (``ceil_mode``'s

@@ -91,7 +91,9 @@ def fits(algorithm: str, c_in: int, groups: int) -> bool:
     return True
 
 
-def choose_algorithm(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: tuple[int, ...], groups: int) -> str:
+def choose_algorithm(
+    x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], strides: tuple[int, ...], groups: int
+) -> str:
     """The algorithm :func:`jaxcnn.functional.conv` uses when ``algorithm=None``.
 
     The rule, in order:

@@ -363,8 +363,7 @@ def layer_norm(x: Any, scale: Any = None, bias: Any = None, *, epsilon: float = 
             feat = tuple(x.shape[1:])
             if v.ndim > len(feat) or tuple(v.shape) != feat[len(feat) - v.ndim :]:
                 raise ValueError(
-                    f"{name} must have shape x.shape[1:] = {feat} or a trailing part of it, got "
-                    f"shape {tuple(v.shape)}"
+                    f"{name} must have shape x.shape[1:] = {feat} or a trailing part of it, got shape {tuple(v.shape)}"
                 )
             v = jnp.reshape(v, (1,) * (x.ndim - v.ndim) + tuple(v.shape))
         params.append(v)

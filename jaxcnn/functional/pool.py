@@ -76,7 +76,9 @@ def max_pool(
     # The init value must be a concrete NumPy scalar, not a jnp array: under jit a jnp
     # constant is a tracer, lax.reduce_window then falls back to its generic form,
     # which has no derivative (jax.jit(jax.grad(max_pool)) would fail).
-    return unbatch(lax.reduce_window(x, np.array(lowest(x.dtype), x.dtype), lax.max, w, s, p, window_dilation=wd), unbatched)
+    return unbatch(
+        lax.reduce_window(x, np.array(lowest(x.dtype), x.dtype), lax.max, w, s, p, window_dilation=wd), unbatched
+    )
 
 
 def _accumulation_dtype(dtype) -> Any:
@@ -154,9 +156,7 @@ def max_unpool(values: Any, indices: Any, output_size: Any) -> jnp.ndarray:
     if not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"indices must be an integer array, got {_validate.fmt(indices)}")
     if tuple(indices.shape) != tuple(values.shape):
-        raise ValueError(
-            f"indices must have the shape of values {tuple(values.shape)}, got {tuple(indices.shape)}"
-        )
+        raise ValueError(f"indices must have the shape of values {tuple(values.shape)}, got {tuple(indices.shape)}")
     n, c = values.shape[0], values.shape[-1]
     if isinstance(output_size, (tuple, list)) and len(output_size) == nd + 2:
         if (output_size[0], output_size[-1]) != (n, c):

@@ -96,7 +96,9 @@ def conv_power_iteration(
         return q.T.reshape(block.shape)
 
     def step(_, block):
-        return orth(conv_transpose(lax.stop_gradient(forward(block)), lax.stop_gradient(kernel), output_padding=extra, **kw))
+        return orth(
+            conv_transpose(lax.stop_gradient(forward(block)), lax.stop_gradient(kernel), output_padding=extra, **kw)
+        )
 
     block = lax.stop_gradient(lax.fori_loop(0, n_iter, step, orth(v)))
     image = forward(block).reshape(k, -1)

@@ -38,8 +38,14 @@ def conv_block(
     module. Returns ``(N, *out_spatial, features)``.
     """
     x = Conv(
-        features, kernel_size, strides=strides, padding=padding, dilation=dilation,
-        use_bias=use_bias, dtype=dtype, name=name,
+        features,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        use_bias=use_bias,
+        dtype=dtype,
+        name=name,
     )(x)
     if batch_norm:
         x = BatchNorm(use_running_average=not train, axis_name=axis_name, dtype=dtype, name=bn_name)(x)

@@ -33,8 +33,14 @@ from jaxcnn.models.wavenet import WaveNet
 
 #: input ranks (batch axis included) each zoo model accepts; models not listed accept any rank >= 2
 INPUT_RANKS: dict[type, tuple[int, ...]] = {
-    LWLSCNN: (4,), LeNet5: (4,), AlexNet: (4,), VGG: (4,), ResNet: (4,),
-    CNN1D: (2, 3), CNN3D: (4, 5), WaveNet: (2, 3),
+    LWLSCNN: (4,),
+    LeNet5: (4,),
+    AlexNet: (4,),
+    VGG: (4,),
+    ResNet: (4,),
+    CNN1D: (2, 3),
+    CNN3D: (4, 5),
+    WaveNet: (2, 3),
 }
 
 
@@ -61,8 +67,10 @@ def check_sample(model: Any, x: Any, name: str = "x") -> Any:
       ValueError: ``x`` has no batch axis, or a rank the model does not take (the
         message suggests ``x[None]`` when one more axis would fit).
     """
-    if not (isinstance(model, nn.Module) or (callable(getattr(model, "init", None))
-                                             and callable(getattr(model, "apply", None)))):
+    if not (
+        isinstance(model, nn.Module)
+        or (callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None)))
+    ):
         raise TypeError(
             "model must be a Flax linen module (e.g. jaxcnn.models.get_model(...)) or an object with Linen's "
             f"init/apply (jaxcnn.nnx.as_linen_like), got {_validate.fmt(model)}"
@@ -104,12 +112,18 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """``{"conv1/kernel": shape, ...}`` of a nested mapping of arrays."""
     out: dict[str, tuple[int, ...]] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        out["/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)] = tuple(np.shape(leaf))
+        out["/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)] = tuple(
+            np.shape(leaf)
+        )
     return out
 
 
 def check_variables(
-    model: nn.Module, variables: Any, x: Any, *, name: str | None = "variables",
+    model: nn.Module,
+    variables: Any,
+    x: Any,
+    *,
+    name: str | None = "variables",
     collections: tuple[str, ...] | None = None,
 ) -> None:
     """``variables`` is what ``model.init`` gives for an input like ``x``: same layers, same shapes.
@@ -130,7 +144,9 @@ def check_variables(
     """
     x = check_sample(model, x)
     if not isinstance(variables, Mapping) or "params" not in variables:
-        raise TypeError(f"{name or 'params'} must be a dict with 'params' (what model.init returns), got {_validate.fmt(variables)}")
+        raise TypeError(
+            f"{name or 'params'} must be a dict with 'params' (what model.init returns), got {_validate.fmt(variables)}"
+        )
     expected = expected_variables(model, x.shape, x.dtype)
     for collection in expected if collections is None else collections:
         label = collection if name is None else f"{name}[{collection!r}]"

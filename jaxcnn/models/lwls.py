@@ -14,8 +14,11 @@ from jaxcnn.models._blocks import conv_block
 from jaxcnn.nn import AvgPool, Dense, Dropout, Flatten, MaxBlurPool, MaxPool
 
 #: ``downsample`` -> the pool after a stride-1 conv2/conv3 (``"stride"``: the strided conv itself).
-POOLS = {"max": lambda name: MaxPool(2, name=name), "avg": lambda name: AvgPool(2, name=name),
-         "blur": lambda name: MaxBlurPool(2, 3, 2, name=name)}
+POOLS = {
+    "max": lambda name: MaxPool(2, name=name),
+    "avg": lambda name: AvgPool(2, name=name),
+    "blur": lambda name: MaxBlurPool(2, 3, 2, name=name),
+}
 
 
 class LWLSCNN(nn.Module):
@@ -75,8 +78,16 @@ class LWLSCNN(nn.Module):
         pool = _validate.check_choice(self.downsample, "downsample", ("stride", *POOLS))
         for i, (f, k, s) in enumerate(zip(self.filters, (5, 5, 4), (1, 2, 2)), start=1):
             x = conv_block(
-                x, f, k, strides=s if pool == "stride" else 1, name=f"conv{i}", bn_name=f"bn{i}",
-                batch_norm=self.batch_norm, use_bias=not self.batch_norm, train=train, dtype=self.dtype,
+                x,
+                f,
+                k,
+                strides=s if pool == "stride" else 1,
+                name=f"conv{i}",
+                bn_name=f"bn{i}",
+                batch_norm=self.batch_norm,
+                use_bias=not self.batch_norm,
+                train=train,
+                dtype=self.dtype,
                 axis_name=self.axis_name,
             )
             if s > 1 and pool != "stride":

@@ -24,7 +24,13 @@ from jaxcnn.nn import BatchNorm, Conv, Dropout, GlobalAvgPool
 
 #: torchvision's setting: (expansion t, output channels c, repeats n, first stride s) per stage.
 SETTING: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
 )
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # torchvision's kaiming_normal_(fan_out)
 
@@ -48,8 +54,17 @@ class ConvBNAct(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
-        x = Conv(self.features, self.kernel, strides=self.strides, padding=self.kernel // 2, groups=self.groups,
-                 use_bias=False, kernel_init=conv_init, dtype=self.dtype, name="0")(x)
+        x = Conv(
+            self.features,
+            self.kernel,
+            strides=self.strides,
+            padding=self.kernel // 2,
+            groups=self.groups,
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            name="0",
+        )(x)
         x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="1")(x)
         return jax.nn.relu6(x) if self.act else x
 
@@ -73,9 +88,9 @@ class InvertedResidual(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
-        return _Body(self.features, self.strides, self.expand, self.dtype, self.axis_name, name="conv")(x, train=train) + (
-            x if self.strides == 1 and x.shape[-1] == self.features else 0
-        )
+        return _Body(self.features, self.strides, self.expand, self.dtype, self.axis_name, name="conv")(
+            x, train=train
+        ) + (x if self.strides == 1 and x.shape[-1] == self.features else 0)
 
 
 class _Body(nn.Module):
@@ -116,7 +131,9 @@ class _Features(nn.Module):
             if stage == 1:
                 s = min(s, self.stem_strides[1])  # CIFAR stem: the first downsampling stage keeps the size
             for j in range(n):
-                x = InvertedResidual(make_divisible(c * self.width_mult), s if j == 0 else 1, t, name=str(i), **kw)(x, train=train)
+                x = InvertedResidual(make_divisible(c * self.width_mult), s if j == 0 else 1, t, name=str(i), **kw)(
+                    x, train=train
+                )
                 i += 1
         return ConvBNAct(self.last_channel, 1, name=str(i), **kw)(x, train=train)
 
@@ -157,10 +174,19 @@ class MobileNetV2(nn.Module):
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
         stem = _validate.check_choice(self.stem, "stem", ("imagenet", "cifar"))
         last = self.last_channel or make_divisible(1280 * max(1.0, self.width_mult))
-        x = _Features(tuple(self.setting), self.width_mult, last, (2, 2) if stem == "imagenet" else (1, 1),
-                      dtype=self.dtype, axis_name=self.axis_name, name="features")(x, train=train)
+        x = _Features(
+            tuple(self.setting),
+            self.width_mult,
+            last,
+            (2, 2) if stem == "imagenet" else (1, 1),
+            dtype=self.dtype,
+            axis_name=self.axis_name,
+            name="features",
+        )(x, train=train)
         x = GlobalAvgPool(name="avgpool")(x)
-        return _Classifier(self.num_classes, self.dropout_rate, self.dtype, self.axis_name, name="classifier")(x, train=train)
+        return _Classifier(self.num_classes, self.dropout_rate, self.dtype, self.axis_name, name="classifier")(
+            x, train=train
+        )
 
 
 class _Classifier(nn.Module):

@@ -27,27 +27,25 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "lenet5": LeNet5,
     "alexnet": AlexNet,
-    "alexnet_tiny": functools.partial(
-        AlexNet, width=1 / 16, hidden=4096 // 16, small_inputs=True, num_classes=10
-    ),
+    "alexnet_tiny": functools.partial(AlexNet, width=1 / 16, hidden=4096 // 16, small_inputs=True, num_classes=10),
     "vgg11": functools.partial(VGG, config=CONFIGS["A"]),
     "vgg11_bn": functools.partial(VGG, config=CONFIGS["A"], batch_norm=True),
     "vgg16": functools.partial(VGG, config=CONFIGS["D"]),
     "vgg16_bn": functools.partial(VGG, config=CONFIGS["D"], batch_norm=True),
-    "vgg_tiny": functools.partial(
-        VGG, config=CONFIGS["tiny"], hidden=32, pool_size=1, batch_norm=True, num_classes=10
-    ),
+    "vgg_tiny": functools.partial(VGG, config=CONFIGS["tiny"], hidden=32, pool_size=1, batch_norm=True, num_classes=10),
     "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic"),
     "resnet18_blurpool": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic", blur_filter=3),
     "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="basic"),
     "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck"),
-    "resnet_tiny": functools.partial(
-        ResNet, stage_sizes=(1, 1), block="basic", width=8, stem="cifar", num_classes=10
-    ),
+    "resnet_tiny": functools.partial(ResNet, stage_sizes=(1, 1), block="basic", width=8, stem="cifar", num_classes=10),
     "mobilenet_v2": MobileNetV2,
     "mobilenet_v2_tiny": functools.partial(
-        MobileNetV2, width_mult=0.25, setting=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 1, 2)), last_channel=64,
-        stem="cifar", num_classes=10,
+        MobileNetV2,
+        width_mult=0.25,
+        setting=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 1, 2)),
+        last_channel=64,
+        stem="cifar",
+        num_classes=10,
     ),
     "wavenet": WaveNet,
     "wavenet_tiny": functools.partial(

@@ -123,7 +123,9 @@ class BottleneckBlock(ResidualBlock):
     def residual(self, x: Any, train: bool) -> jnp.ndarray:
         y = jax.nn.relu(self.bn("bn1", train)(self.conv(self.features, 1, 1, "conv1")(x)))
         y = jax.nn.relu(self.bn("bn2", train)(self.conv(self.features, 3, self.conv_strides, "conv2")(y)))
-        return self.bn("bn3", train, last=True)(self.conv(self.expansion * self.features, 1, 1, "conv3")(self.down(y, "blur")))
+        return self.bn("bn3", train, last=True)(
+            self.conv(self.expansion * self.features, 1, 1, "conv3")(self.down(y, "blur"))
+        )
 
 
 #: ``ResNet.block`` -> the block class.
@@ -197,8 +199,11 @@ class ResNet(nn.Module):
         x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x)
         x = jax.nn.relu(x)
         if stem == "imagenet":
-            x = (MaxBlurPool(2, self.blur_filter, 2, name="maxpool") if self.blur_filter
-                 else MaxPool(3, strides=2, padding=1, name="maxpool"))(x)
+            x = (
+                MaxBlurPool(2, self.blur_filter, 2, name="maxpool")
+                if self.blur_filter
+                else MaxPool(3, strides=2, padding=1, name="maxpool")
+            )(x)
         for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):
                 x = block(

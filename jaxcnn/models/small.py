@@ -55,9 +55,17 @@ class CNN1D(nn.Module):
             raise ValueError(f"strides must have one entry per conv ({len(features)}), got {self.strides!r}")
         for i, (f, s) in enumerate(zip(features, strides), start=1):
             x = conv_block(
-                x, f, self.kernel_size, strides=s, name=f"conv{i}", bn_name=f"bn{i}",
-                batch_norm=self.batch_norm, use_bias=not self.batch_norm, train=train,
-                dtype=self.dtype, axis_name=self.axis_name,
+                x,
+                f,
+                self.kernel_size,
+                strides=s,
+                name=f"conv{i}",
+                bn_name=f"bn{i}",
+                batch_norm=self.batch_norm,
+                use_bias=not self.batch_norm,
+                train=train,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
             )
         x = Flatten(name="flatten")(x)
         x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)
@@ -96,9 +104,16 @@ class CNN3D(nn.Module):
         x = with_channel_axis(x, 3)
         for i, f in enumerate(positive_ints(self.features, "features"), start=1):
             x = conv_block(
-                x, f, self.kernel_size, name=f"conv{i}", bn_name=f"bn{i}",
-                batch_norm=self.batch_norm, use_bias=not self.batch_norm, train=train,
-                dtype=self.dtype, axis_name=self.axis_name,
+                x,
+                f,
+                self.kernel_size,
+                name=f"conv{i}",
+                bn_name=f"bn{i}",
+                batch_norm=self.batch_norm,
+                use_bias=not self.batch_norm,
+                train=train,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
             )
             x = MaxPool(2, name=f"pool{i}")(x)
         x = GlobalAvgPool(name="avgpool")(x)

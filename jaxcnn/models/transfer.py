@@ -51,8 +51,7 @@ def _as_patterns(pattern: Any, name: str) -> list[Any]:
     items = [pattern] if isinstance(pattern, (str, re.Pattern)) else pattern
     if not isinstance(items, Sequence) or not items:
         raise TypeError(
-            f"{name} must be a path prefix string, a compiled regex, or a non-empty sequence of "
-            f"them, got {pattern!r}"
+            f"{name} must be a path prefix string, a compiled regex, or a non-empty sequence of them, got {pattern!r}"
         )
     for p in items:
         if not isinstance(p, (str, re.Pattern)):
@@ -100,7 +99,9 @@ def _parent(tree: dict, keys: list[str], head_name: str) -> dict:
 
 
 def _copy_dicts(tree: Any) -> Any:
-    tree = unfreeze(cast(Any, tree)) if not isinstance(tree, dict) and isinstance(tree, Mapping) else tree  # any Mapping works
+    tree = (
+        unfreeze(cast(Any, tree)) if not isinstance(tree, dict) and isinstance(tree, Mapping) else tree
+    )  # any Mapping works
     if isinstance(tree, Mapping):
         return {k: _copy_dicts(v) for k, v in tree.items()}
     return tree
@@ -246,8 +247,7 @@ def freeze_mask(params: Any, *, trainable: Pattern | None = None, frozen: Patter
     """
     if (trainable is None) == (frozen is None):
         raise TypeError(
-            f"freeze_mask needs exactly one of trainable= or frozen=, got trainable={trainable!r}, "
-            f"frozen={frozen!r}"
+            f"freeze_mask needs exactly one of trainable= or frozen=, got trainable={trainable!r}, frozen={frozen!r}"
         )
     name = "trainable" if frozen is None else "frozen"
     pattern = trainable if frozen is None else frozen

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Union, cast
+from typing import Any, ClassVar, cast
 
 import flax.linen as nn
 import jax
@@ -13,7 +13,7 @@ from jaxcnn.models._blocks import conv_block
 from jaxcnn.nn import AdaptiveAvgPool, Dense, Dropout, Flatten, MaxPool
 
 #: Configurations of the paper's Table 1: filters of each 3x3 conv, "M" a 2x2 max pool.
-CONFIGS: dict[str, tuple[Union[int, str], ...]] = {
+CONFIGS: dict[str, tuple[int | str, ...]] = {
     "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),  # VGG-11
     "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),  # VGG-16
     "tiny": (8, "M", 16, "M"),
@@ -49,7 +49,7 @@ class VGG(nn.Module):
     Large-Scale Image Recognition", ICLR 2015.
     """
 
-    config: Sequence[Union[int, str]] = CONFIGS["A"]
+    config: Sequence[int | str] = CONFIGS["A"]
     num_classes: int = 1000
     batch_norm: bool = False
     hidden: int = 4096
@@ -68,8 +68,16 @@ class VGG(nn.Module):
                 stage, i = stage + 1, 1
                 continue
             x = conv_block(
-                x, cast(int, item), 3, padding=1, name=f"conv{stage}_{i}", bn_name=f"bn{stage}_{i}",
-                batch_norm=self.batch_norm, train=train, dtype=self.dtype, axis_name=self.axis_name,
+                x,
+                cast(int, item),
+                3,
+                padding=1,
+                name=f"conv{stage}_{i}",
+                bn_name=f"bn{stage}_{i}",
+                batch_norm=self.batch_norm,
+                train=train,
+                dtype=self.dtype,
+                axis_name=self.axis_name,
             )
             i += 1
         x = AdaptiveAvgPool(self.pool_size, name="avgpool")(x)

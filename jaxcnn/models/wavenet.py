@@ -124,7 +124,11 @@ class WaveNet(nn.Module):
         layers = positive_int(self.num_layers_per_stack, "num_layers_per_stack")
         for i, d in enumerate(self.dilations):
             x, skip = WaveNetLayer(
-                self.residual_channels, self.skip_channels, self.kernel_size, d, dtype=self.dtype,
+                self.residual_channels,
+                self.skip_channels,
+                self.kernel_size,
+                d,
+                dtype=self.dtype,
                 name=f"stack{i // layers + 1}_layer{i % layers + 1}",
             )(x)
             skips.append(skip)

@@ -46,8 +46,7 @@ def check_channels(features: Any, groups: Any, c_in: int, name: str) -> tuple[in
         raise ValueError(f"{name}: groups must be >= 1, got {groups}")
     if c_in % groups or features % groups:
         raise ValueError(
-            f"{name}: groups={groups} must divide both the input channels ({c_in}) and "
-            f"features ({features})"
+            f"{name}: groups={groups} must divide both the input channels ({c_in}) and features ({features})"
         )
     return features, groups
 

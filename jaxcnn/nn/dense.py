@@ -34,7 +34,10 @@ class Dense(nn.Dense):
         if features < 1:
             raise ValueError(f"features must be >= 1, got {features}")
         check_param_shape(
-            self, "kernel", (x.shape[-1], features), x.shape,
+            self,
+            "kernel",
+            (x.shape[-1], features),
+            x.shape,
             "; after a flatten this means the model's input has another spatial size or channel count than at init",
         )
         return super().__call__(x)

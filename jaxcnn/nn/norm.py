@@ -108,8 +108,17 @@ class BatchNorm(nn.Module):
         if not _validate.check_bool(self.track_running_stats, "track_running_stats"):
             scale, bias = _affine_params(self, (c,), x.shape)
             x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
-            return batch_norm(x, None, None, scale, bias, training=True, epsilon=self.epsilon,
-                              axis_name=None if self.is_initializing() else self.axis_name, mask=mask)[0]
+            return batch_norm(
+                x,
+                None,
+                None,
+                scale,
+                bias,
+                training=True,
+                epsilon=self.epsilon,
+                axis_name=None if self.is_initializing() else self.axis_name,
+                mask=mask,
+            )[0]
         check_batch_stats(self, not use_running_average, c)
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)

@@ -96,16 +96,20 @@ class SpectralNormConv(nn.Module):
         n_init_iter = _validate.as_int(self.n_init_iter, "n_init_iter")
         eps = _validate.check_nonnegative(self.eps, "eps")
         if not isinstance(self.collection, str) or self.collection in ("params", ""):
-            raise ValueError(f"collection must be a variable collection name other than 'params', got {self.collection!r}")
+            raise ValueError(
+                f"collection must be a variable collection name other than 'params', got {self.collection!r}"
+            )
         kernel = self.param("kernel", self.kernel_init, (*window, x.shape[-1], features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (features,), self.param_dtype) if self.use_bias else None
         geometry = dict(strides=self.strides, padding=self.padding, dilation=self.dilation)
         k32 = kernel.astype(jnp.float32)
         initializing = self.is_initializing()
-        u = self.variable(self.collection, "u",
-                          lambda: jax.random.normal(self.make_rng("params"), (1, *x.shape[1:]), jnp.float32))
-        sigma = self.variable(self.collection, "sigma",
-                              lambda: conv_power_iteration(k32, u.value, n_iter=n_init_iter, **geometry)[0][0])
+        u = self.variable(
+            self.collection, "u", lambda: jax.random.normal(self.make_rng("params"), (1, *x.shape[1:]), jnp.float32)
+        )
+        sigma = self.variable(
+            self.collection, "sigma", lambda: conv_power_iteration(k32, u.value, n_iter=n_init_iter, **geometry)[0][0]
+        )
         if initializing:
             _, u.value = conv_power_iteration(k32, u.value, n_iter=n_init_iter, **geometry)
         if train and not initializing:

@@ -106,8 +106,9 @@ class LinenLike:
         if not mutable:
             return out
         wanted = None if mutable is True else {mutable} if isinstance(mutable, str) else set(mutable)
-        return out, {c: v for c, v in to_linen(module).items()
-                     if c != "params" and v and (wanted is None or c in wanted)}
+        return out, {
+            c: v for c, v in to_linen(module).items() if c != "params" and v and (wanted is None or c in wanted)
+        }
 
     def merge_state(self, variables: dict[str, Any]) -> nnx.Module:
         """``nnx.merge`` of the structure with ``variables`` (traced values allowed), no copying or checks."""

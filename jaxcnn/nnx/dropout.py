@@ -104,8 +104,9 @@ class Dropout(nnx.Module):
         raise TypeError(f"rngs must be a flax.nnx.Rngs, RngStream or PRNG key, got {_validate.fmt(source)}")
 
     def __call__(self, x: Any, deterministic: bool | None = None, *, rngs: Any = None) -> jnp.ndarray:
-        deterministic = _validate.check_bool(self.deterministic if deterministic is None else deterministic,
-                                             "deterministic")
+        deterministic = _validate.check_bool(
+            self.deterministic if deterministic is None else deterministic, "deterministic"
+        )
         training = not deterministic and self.rate > 0.0
         return dropout(
             x,

@@ -74,8 +74,14 @@ class Mirror(nnx.Module):
       ((5, 5, 1, 4), (2, 10))
     """
 
-    def __init__(self, linen_model: nn.Module, *sample_inputs: Any, rngs: nnx.Rngs, deterministic: bool = False,
-                 **call_kwargs: Any):
+    def __init__(
+        self,
+        linen_model: nn.Module,
+        *sample_inputs: Any,
+        rngs: nnx.Rngs,
+        deterministic: bool = False,
+        **call_kwargs: Any,
+    ):
         if not isinstance(linen_model, nn.Module):
             raise TypeError(f"linen_model must be a flax.linen.Module, got {_validate.fmt(linen_model)}")
         if not isinstance(rngs, nnx.Rngs):
@@ -160,8 +166,9 @@ def _check_covered(mirror: Mirror, model: nn.Module, inputs: tuple, takes_train:
     """Every Linen variable must live in some NNX layer (a layer class without a twin would be lost)."""
     kwargs = dict(call_kwargs, **({"train": False} if takes_train else {}))
     key = jax.random.key(0)
-    shapes = jax.eval_shape(lambda xs: model.init({"params": key, "dropout": key}, *xs, **kwargs),
-                            tuple(_spec(a) for a in inputs))
+    shapes = jax.eval_shape(
+        lambda xs: model.init({"params": key, "dropout": key}, *xs, **kwargs), tuple(_spec(a) for a in inputs)
+    )
     from jaxcnn.nnx.convert import COLLECTIONS
 
     for collection, kind in COLLECTIONS.items():

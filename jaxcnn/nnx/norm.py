@@ -16,8 +16,16 @@ from jaxcnn.nnx.context import default_mask
 Initializer = Any
 
 
-def _affine(module: Any, shape: tuple[int, ...], use_scale: bool, use_bias: bool, scale_init: Initializer,
-            bias_init: Initializer, param_dtype: Any, rngs: nnx.Rngs) -> None:
+def _affine(
+    module: Any,
+    shape: tuple[int, ...],
+    use_scale: bool,
+    use_bias: bool,
+    scale_init: Initializer,
+    bias_init: Initializer,
+    param_dtype: Any,
+    rngs: nnx.Rngs,
+) -> None:
     """Create the optional ``scale`` and ``bias`` parameters of a normalization layer (``None`` when off)."""
     rngs = _args.check_rngs(rngs)
     module.scale = nnx.Param(scale_init(rngs.params(), shape, param_dtype)) if use_scale else nnx.data(None)
@@ -120,8 +128,17 @@ class BatchNorm(nnx.Module):
         scale, bias = _values(self)
         x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
         if not self.track_running_stats:
-            return batch_norm(x, None, None, scale, bias, training=True, epsilon=self.epsilon,
-                              axis_name=self.axis_name, mask=default_mask(mask))[0]
+            return batch_norm(
+                x,
+                None,
+                None,
+                scale,
+                bias,
+                training=True,
+                epsilon=self.epsilon,
+                axis_name=self.axis_name,
+                mask=default_mask(mask),
+            )[0]
         y, (new_mean, new_var) = batch_norm(
             x,
             self.mean[...],

@@ -35,8 +35,9 @@ class MaxPool(nnx.Module):
       (1, 14, 14, 4)
     """
 
-    def __init__(self, window: Any, strides: Any = None, padding: Any = "VALID", ceil_mode: bool = False,
-                 dilation: Any = 1):
+    def __init__(
+        self, window: Any, strides: Any = None, padding: Any = "VALID", ceil_mode: bool = False, dilation: Any = 1
+    ):
         self.window, self.strides, self.padding, self.ceil_mode = window, strides, padding, ceil_mode
         self.dilation = dilation
 
@@ -61,8 +62,15 @@ class AvgPool(nnx.Module):
       Array(1., dtype=float32)
     """
 
-    def __init__(self, window: Any, strides: Any = None, padding: Any = "VALID", ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: Any = None):
+    def __init__(
+        self,
+        window: Any,
+        strides: Any = None,
+        padding: Any = "VALID",
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: Any = None,
+    ):
         self.window, self.strides, self.padding, self.ceil_mode = window, strides, padding, ceil_mode
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 

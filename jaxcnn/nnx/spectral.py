@@ -103,7 +103,9 @@ class SpectralNormConv(nnx.Module):
         in_features = _args.features(in_features, "in_features")
         out_features = _args.features(out_features, "out_features")
         if isinstance(input_shape, int) or not hasattr(input_shape, "__len__"):
-            raise TypeError(f"input_shape must be the spatial size, one int per dim (e.g. (28, 28)), got {input_shape!r}")
+            raise TypeError(
+                f"input_shape must be the spatial size, one int per dim (e.g. (28, 28)), got {input_shape!r}"
+            )
         input_shape = _validate.tuple_arg(tuple(input_shape), len(input_shape), "input_shape")
         if len(input_shape) not in (1, 2, 3) or min(input_shape) < 1:
             raise ValueError(f"input_shape must be 1-3 sizes >= 1 (the spatial dims), got {input_shape!r}")
@@ -115,7 +117,11 @@ class SpectralNormConv(nnx.Module):
             )
         rngs = _args.check_rngs(rngs)
         self.in_features, self.out_features, self.kernel_size, self.input_shape = (
-            in_features, out_features, window, input_shape)
+            in_features,
+            out_features,
+            window,
+            input_shape,
+        )
         self.strides, self.padding, self.dilation, self.use_bias = strides, padding, dilation, use_bias
         self.dtype, self.param_dtype, self.collection = dtype, param_dtype, collection
         self.n_iter = _validate.as_int(n_iter, "n_iter")
@@ -125,8 +131,9 @@ class SpectralNormConv(nnx.Module):
         self.kernel = nnx.Param(kernel_init(rngs.params(), (*window, in_features, out_features), param_dtype))
         self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else nnx.data(None)
         u0 = jax.random.normal(rngs.params(), (1, *input_shape, in_features), jnp.float32)
-        s, u = conv_power_iteration(self.kernel[...].astype(jnp.float32), u0, n_iter=self.n_init_iter,
-                                    **self._geometry())
+        s, u = conv_power_iteration(
+            self.kernel[...].astype(jnp.float32), u0, n_iter=self.n_init_iter, **self._geometry()
+        )
         kind = COLLECTIONS[collection]
         self.u, self.sigma = kind(u), kind(s[0])
 
@@ -143,8 +150,9 @@ class SpectralNormConv(nnx.Module):
             )
         kernel = self.kernel[...]
         if train:
-            s, self.u[...] = conv_power_iteration(kernel.astype(jnp.float32), self.u[...], n_iter=self.n_iter,
-                                                  **self._geometry())
+            s, self.u[...] = conv_power_iteration(
+                kernel.astype(jnp.float32), self.u[...], n_iter=self.n_iter, **self._geometry()
+            )
             self.sigma[...] = jax.lax.stop_gradient(s[0])
             scale = s[0]  # differentiable in the kernel
         else:

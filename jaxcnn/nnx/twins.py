@@ -59,8 +59,13 @@ class Twin:
 
 def _dense_twin(cls: type) -> Twin:
     """``nnx.Linear`` for a Linen ``Dense`` class (flax's, or jaxcnn's checked subclass)."""
-    return Twin(nnx.Linear, lambda layer, inputs: {"in_features": inputs[0].shape[-1]}, {"features": "out_features"},
-                (Case(cls(7), _normal((3, 5))),), frozenset({"promote_dtype", "dot_general", "dot_general_cls"}))
+    return Twin(
+        nnx.Linear,
+        lambda layer, inputs: {"in_features": inputs[0].shape[-1]},
+        {"features": "out_features"},
+        (Case(cls(7), _normal((3, 5))),),
+        frozenset({"promote_dtype", "dot_general", "dot_general_cls"}),
+    )
 
 
 def _normal(*shapes: tuple) -> Inputs:
@@ -91,64 +96,129 @@ def _channels(layer: nn.Module, inputs: tuple) -> dict:
 _C = _normal((2, 9, 9, 4))
 
 TWINS: dict[type, Twin] = {
-    jnn.Conv: Twin(conv.Conv, _conv_derive, {"features": "out_features"}, (
-        Case(jnn.Conv(6, (3, 2), strides=2, padding=((1, 2), (0, 1)), dilation=2, groups=2, padding_mode="reflect"), _C),
-        Case(jnn.Conv(3, 3, padding="CAUSAL", dilation=2, flip=True, use_bias=False), _normal((2, 11, 2))),
-    )),
-    jnn.ConvTranspose: Twin(conv.ConvTranspose, _conv_derive, {"features": "out_features"}, (
-        Case(jnn.ConvTranspose(2, 3, strides=2, padding=1, output_padding=1), _C),
-        Case(jnn.ConvTranspose(4, 3, strides=2, dilation=2, groups=2), _normal((2, 5, 4))),
-    )),
-    jnn.MaxPool: Twin(pool.MaxPool, cases=(
-        Case(jnn.MaxPool(3, strides=2, padding=1, ceil_mode=True), _C),
-        Case(jnn.MaxPool((2, 1)), _normal((2, 6, 5, 3))),
-        Case(jnn.MaxPool(2, strides=1, padding=1, dilation=2), _C),
-        Case(jnn.MaxPool(3, strides=2, ceil_mode=True, dilation=(1, 2)), _C),
-    )),
-    jnn.AvgPool: Twin(pool.AvgPool, cases=(
-        Case(jnn.AvgPool(3, strides=2, padding=1, ceil_mode=True, count_include_pad=False), _C),
-        Case(jnn.AvgPool(2, padding="SAME"), _normal((2, 7, 3))),
-        Case(jnn.AvgPool(3, strides=2, padding=1, divisor_override=3), _C),
-    )),
+    jnn.Conv: Twin(
+        conv.Conv,
+        _conv_derive,
+        {"features": "out_features"},
+        (
+            Case(
+                jnn.Conv(6, (3, 2), strides=2, padding=((1, 2), (0, 1)), dilation=2, groups=2, padding_mode="reflect"),
+                _C,
+            ),
+            Case(jnn.Conv(3, 3, padding="CAUSAL", dilation=2, flip=True, use_bias=False), _normal((2, 11, 2))),
+        ),
+    ),
+    jnn.ConvTranspose: Twin(
+        conv.ConvTranspose,
+        _conv_derive,
+        {"features": "out_features"},
+        (
+            Case(jnn.ConvTranspose(2, 3, strides=2, padding=1, output_padding=1), _C),
+            Case(jnn.ConvTranspose(4, 3, strides=2, dilation=2, groups=2), _normal((2, 5, 4))),
+        ),
+    ),
+    jnn.MaxPool: Twin(
+        pool.MaxPool,
+        cases=(
+            Case(jnn.MaxPool(3, strides=2, padding=1, ceil_mode=True), _C),
+            Case(jnn.MaxPool((2, 1)), _normal((2, 6, 5, 3))),
+            Case(jnn.MaxPool(2, strides=1, padding=1, dilation=2), _C),
+            Case(jnn.MaxPool(3, strides=2, ceil_mode=True, dilation=(1, 2)), _C),
+        ),
+    ),
+    jnn.AvgPool: Twin(
+        pool.AvgPool,
+        cases=(
+            Case(jnn.AvgPool(3, strides=2, padding=1, ceil_mode=True, count_include_pad=False), _C),
+            Case(jnn.AvgPool(2, padding="SAME"), _normal((2, 7, 3))),
+            Case(jnn.AvgPool(3, strides=2, padding=1, divisor_override=3), _C),
+        ),
+    ),
     jnn.GlobalAvgPool: Twin(pool.GlobalAvgPool, cases=(Case(jnn.GlobalAvgPool(), _C),)),
     jnn.GlobalMaxPool: Twin(pool.GlobalMaxPool, cases=(Case(jnn.GlobalMaxPool(), _normal((2, 3, 4, 5, 2))),)),
     jnn.AdaptiveAvgPool: Twin(pool.AdaptiveAvgPool, cases=(Case(jnn.AdaptiveAvgPool((4, None)), _C),)),
     jnn.AdaptiveMaxPool: Twin(pool.AdaptiveMaxPool, cases=(Case(jnn.AdaptiveMaxPool(4), _normal((2, 10, 3))),)),
-    jnn.MaxPoolWithIndices: Twin(pool.MaxPoolWithIndices, cases=(
-        Case(jnn.MaxPoolWithIndices(3, strides=2, padding=1), _C),
-    )),
+    jnn.MaxPoolWithIndices: Twin(
+        pool.MaxPoolWithIndices, cases=(Case(jnn.MaxPoolWithIndices(3, strides=2, padding=1), _C),)
+    ),
     jnn.MaxUnpool: Twin(pool.MaxUnpool, cases=(Case(jnn.MaxUnpool((8, 8)), _pooled((2, 8, 8, 3), 2)),)),
     jnn.Flatten: Twin(pool.Flatten, cases=(Case(jnn.Flatten(), _C),)),
-    jnn.BatchNorm: Twin(norm.BatchNorm, _channels, cases=(
-        Case(jnn.BatchNorm(momentum=0.8, epsilon=1e-3), _C,
-             ({"use_running_average": False}, {"use_running_average": True})),
-        Case(jnn.BatchNorm(use_running_average=False, use_scale=False), _normal((6, 5)), ({}, {"mask": "half"})),
-        Case(jnn.BatchNorm(track_running_stats=False, epsilon=1e-3), _C,
-             ({"use_running_average": False}, {"use_running_average": True},
-              {"use_running_average": False, "mask": "half"})),
-    )),
-    jnn.BlurPool: Twin(blur.BlurPool, cases=(
-        *(Case(jnn.BlurPool(m), _C) for m in (2, 3, 4, 5)),
-        Case(jnn.BlurPool(3, strides=(2, 1), padding=1, padding_mode="zeros"), _C),
-        Case(jnn.BlurPool(4, strides=3, padding_mode="circular"), _normal((2, 10, 3))),
-    )),
-    jnn.MaxBlurPool: Twin(blur.MaxBlurPool, cases=(
-        Case(jnn.MaxBlurPool(), _C),
-        Case(jnn.MaxBlurPool(3, 5, strides=(2, 3), padding_mode="replicate"), _C),
-    )),
-    jnn.SpectralNormConv: Twin(spectral.SpectralNormConv, _spectral_derive, {"features": "out_features"}, (
-        Case(jnn.SpectralNormConv(6, 3, strides=2, n_iter=2), _C, ({"train": True}, {"train": False})),
-        Case(jnn.SpectralNormConv(3, (3,), padding="VALID", dilation=2, use_bias=False, n_init_iter=5, eps=1e-3,
-                                  collection="batch_stats"), _normal((2, 11, 2)), ({"train": False}, {"train": True})),
-    )),
+    jnn.BatchNorm: Twin(
+        norm.BatchNorm,
+        _channels,
+        cases=(
+            Case(
+                jnn.BatchNorm(momentum=0.8, epsilon=1e-3),
+                _C,
+                ({"use_running_average": False}, {"use_running_average": True}),
+            ),
+            Case(jnn.BatchNorm(use_running_average=False, use_scale=False), _normal((6, 5)), ({}, {"mask": "half"})),
+            Case(
+                jnn.BatchNorm(track_running_stats=False, epsilon=1e-3),
+                _C,
+                (
+                    {"use_running_average": False},
+                    {"use_running_average": True},
+                    {"use_running_average": False, "mask": "half"},
+                ),
+            ),
+        ),
+    ),
+    jnn.BlurPool: Twin(
+        blur.BlurPool,
+        cases=(
+            *(Case(jnn.BlurPool(m), _C) for m in (2, 3, 4, 5)),
+            Case(jnn.BlurPool(3, strides=(2, 1), padding=1, padding_mode="zeros"), _C),
+            Case(jnn.BlurPool(4, strides=3, padding_mode="circular"), _normal((2, 10, 3))),
+        ),
+    ),
+    jnn.MaxBlurPool: Twin(
+        blur.MaxBlurPool,
+        cases=(
+            Case(jnn.MaxBlurPool(), _C),
+            Case(jnn.MaxBlurPool(3, 5, strides=(2, 3), padding_mode="replicate"), _C),
+        ),
+    ),
+    jnn.SpectralNormConv: Twin(
+        spectral.SpectralNormConv,
+        _spectral_derive,
+        {"features": "out_features"},
+        (
+            Case(jnn.SpectralNormConv(6, 3, strides=2, n_iter=2), _C, ({"train": True}, {"train": False})),
+            Case(
+                jnn.SpectralNormConv(
+                    3,
+                    (3,),
+                    padding="VALID",
+                    dilation=2,
+                    use_bias=False,
+                    n_init_iter=5,
+                    eps=1e-3,
+                    collection="batch_stats",
+                ),
+                _normal((2, 11, 2)),
+                ({"train": False}, {"train": True}),
+            ),
+        ),
+    ),
     jnn.GroupNorm: Twin(norm.GroupNorm, _channels, cases=(Case(jnn.GroupNorm(num_groups=2, epsilon=1e-4), _C),)),
-    jnn.LayerNorm: Twin(norm.LayerNorm, lambda layer, inputs: {"normalized_shape": tuple(inputs[0].shape[1:])},
-                        cases=(Case(jnn.LayerNorm(use_bias=False), _C),)),
-    jnn.Dropout: Twin(dropout.Dropout, cases=(
-        Case(jnn.Dropout(0.3), _C, ({"deterministic": False}, {"deterministic": True})),
-        Case(jnn.Dropout(0.5, mode="scaled", broadcast_axes=(1, 2)), _C,
-             ({"deterministic": False}, {"deterministic": True})),
-    ), rngs=False),
+    jnn.LayerNorm: Twin(
+        norm.LayerNorm,
+        lambda layer, inputs: {"normalized_shape": tuple(inputs[0].shape[1:])},
+        cases=(Case(jnn.LayerNorm(use_bias=False), _C),),
+    ),
+    jnn.Dropout: Twin(
+        dropout.Dropout,
+        cases=(
+            Case(jnn.Dropout(0.3), _C, ({"deterministic": False}, {"deterministic": True})),
+            Case(
+                jnn.Dropout(0.5, mode="scaled", broadcast_axes=(1, 2)),
+                _C,
+                ({"deterministic": False}, {"deterministic": True}),
+            ),
+        ),
+        rngs=False,
+    ),
     nn.Dense: _dense_twin(nn.Dense),
     jnn.Dense: _dense_twin(jnn.Dense),  # flax's Dense with jaxcnn's input check
     nn.Sequential: Twin(

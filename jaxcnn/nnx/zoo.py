@@ -58,8 +58,9 @@ def _rngs(rngs: Any) -> nnx.Rngs:
     return nnx.Rngs(params=jax.random.key(seed, impl="rbg"), dropout=jax.random.key(seed))
 
 
-def get_model(name: str, api: str = "linen", *, rngs: nnx.Rngs | int | None = None, input_shape: Any = None,
-              **kwargs: Any) -> Any:
+def get_model(
+    name: str, api: str = "linen", *, rngs: nnx.Rngs | int | None = None, input_shape: Any = None, **kwargs: Any
+) -> Any:
     """Build a registered model as a Flax Linen module or as an NNX module.
 
     Args:
@@ -91,7 +92,9 @@ def get_model(name: str, api: str = "linen", *, rngs: nnx.Rngs | int | None = No
     api = _validate.check_choice(api, "api", APIS)
     if api == "linen":
         if rngs is not None or input_shape is not None:
-            raise ValueError("rngs and input_shape are for api='nnx'; a Linen model is initialized by model.init(key, x)")
+            raise ValueError(
+                "rngs and input_shape are for api='nnx'; a Linen model is initialized by model.init(key, x)"
+            )
         return registry.get_model(name, **kwargs)
     linen = registry.get_model(name, **kwargs)
     if input_shape is None:

@@ -51,8 +51,9 @@ def process_batches(
     size = batch_size if padded_size is None else padded_size
     weighted = remainder == "pad" or size != batch_size or weights is not None
     index = np.arange(len(x))
-    for b in data_lib.batches(index, index, batch_size, drop_remainder=remainder == "drop",
-                              pad_remainder=remainder == "pad", **order):
+    for b in data_lib.batches(
+        index, index, batch_size, drop_remainder=remainder == "drop", pad_remainder=remainder == "pad", **order
+    ):
         idx = b["x"]
         real = np.ones(len(idx), np.float32) if "weight" not in b else b["weight"]
         if size != len(idx):

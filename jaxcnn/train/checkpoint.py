@@ -274,9 +274,7 @@ class Checkpointer:
         if step is not None:
             step = _validate.as_int(step, "step")
             if step not in steps:
-                raise FileNotFoundError(
-                    f"no checkpoint of step {step} in {str(self.directory)!r}; available: {steps}"
-                )
+                raise FileNotFoundError(f"no checkpoint of step {step} in {str(self.directory)!r}; available: {steps}")
         skipped: list[tuple[int, str]] = []
         for s in [step] if step is not None else reversed(steps):
             try:

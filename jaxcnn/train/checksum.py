@@ -89,8 +89,10 @@ def verify(directory: Path) -> str | None:
     """
     path = directory / CHECKSUM_FILE
     if not path.is_file():
-        return (f"no checksum file {CHECKSUM_FILE} (written by a jaxcnn without checksums, or "
-                f"interrupted after the save and before its checksum)")
+        return (
+            f"no checksum file {CHECKSUM_FILE} (written by a jaxcnn without checksums, or "
+            f"interrupted after the save and before its checksum)"
+        )
     try:
         expected = json.loads(path.read_text())["files"]
         if not isinstance(expected, dict):

@@ -41,8 +41,15 @@ def _scan_steps(body: Callable, unroll: bool | int) -> Callable:
     return lambda state, batches: lax.scan(body, state, batches, unroll=unroll)
 
 
-def compile_step(body_for: BodyFor, placement: Placement, *, donate: bool, unroll: bool | int = True,
-                 options: tuple = (), per_example: bool = False) -> Callable:
+def compile_step(
+    body_for: BodyFor,
+    placement: Placement,
+    *,
+    donate: bool,
+    unroll: bool | int = True,
+    options: tuple = (),
+    per_example: bool = False,
+) -> Callable:
     """jit/pmap/shard_map the body built by ``body_for(axis_name)`` for ``placement``.
 
     With ``placement.steps_per_call > 1`` the body runs ``k`` times in a
@@ -90,11 +97,18 @@ def compile_step(body_for: BodyFor, placement: Placement, *, donate: bool, unrol
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_compile(body_key: tuple, placement: Placement, donate: bool, unroll: Any, options: tuple,
-                    per_example: bool) -> Callable:
+def _cached_compile(
+    body_key: tuple, placement: Placement, donate: bool, unroll: Any, options: tuple, per_example: bool
+) -> Callable:
     builder, *args = body_key
-    return compile_step(lambda axis: builder(*args, axis), placement, donate=donate, unroll=unroll, options=options,
-                        per_example=per_example)
+    return compile_step(
+        lambda axis: builder(*args, axis),
+        placement,
+        donate=donate,
+        unroll=unroll,
+        options=options,
+        per_example=per_example,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

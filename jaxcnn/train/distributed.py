@@ -43,7 +43,11 @@ import numpy as np
 from jaxcnn import _validate
 
 ENV = {"coordinator": "JAXCNN_COORDINATOR", "num_processes": "JAXCNN_NUM_PROCESSES", "process_id": "JAXCNN_PROCESS_ID"}
-JAX_ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+JAX_ENV = {
+    "coordinator": "JAX_COORDINATOR_ADDRESS",
+    "num_processes": "JAX_NUM_PROCESSES",
+    "process_id": "JAX_PROCESS_ID",
+}
 ENV_AUTO = "JAXCNN_DISTRIBUTED"
 
 
@@ -120,9 +124,7 @@ def resolve_config(
     if i is not None and (i < 0 or (n is not None and i >= n)):
         raise ValueError(f"process_id must be in [0, num_processes) = [0, {n}), got {i}")
     if not auto:
-        missing = [
-            f"{name} (--{name.replace('_', '-')} or ${ENV[name]})" for name, v in values.items() if v is None
-        ]
+        missing = [f"{name} (--{name.replace('_', '-')} or ${ENV[name]})" for name, v in values.items() if v is None]
         if missing:
             raise ValueError(
                 f"a multi-process run needs the coordinator address, the number of processes and this "

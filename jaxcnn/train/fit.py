@@ -185,16 +185,31 @@ def fit(
     """
     model = check_model(model)
     loss_fn = get_loss(loss)
-    plan = plan_fit(dataset, batch_size=batch_size, epochs=epochs, validation=validation, seed=seed,
-                    remainder=remainder, class_weight=class_weight, sample_weight=sample_weight,
-                    eval_batch_size=eval_batch_size, max_steps=max_steps)
+    plan = plan_fit(
+        dataset,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation=validation,
+        seed=seed,
+        remainder=remainder,
+        class_weight=class_weight,
+        sample_weight=sample_weight,
+        eval_batch_size=eval_batch_size,
+        max_steps=max_steps,
+    )
     state, tx = _optimizer(state, tx, trainable)
     common = {"devices": devices, "model_parallel": model_parallel, "min_shard_size": min_shard_size}
-    step_kw = {"augment": augment, "batch_split": batch_split, "grad_accum": grad_accum, "trainable": trainable,
-               "update_frozen_stats": update_frozen_stats, "guard": nan_guard, **common}
+    step_kw = {
+        "augment": augment,
+        "batch_split": batch_split,
+        "grad_accum": grad_accum,
+        "trainable": trainable,
+        "update_frozen_stats": update_frozen_stats,
+        "guard": nan_guard,
+        **common,
+    }
     train_step = make_train_step(model, loss_fn, strategy, steps_per_call=steps_per_call, **step_kw)
-    single_step = train_step if steps_per_call == 1 else make_train_step(model, loss_fn, train_step.strategy,
-                                                                         **step_kw)
+    single_step = train_step if steps_per_call == 1 else make_train_step(model, loss_fn, train_step.strategy, **step_kw)
     eval_step = make_eval_step(model, loss_fn, train_step.strategy, **common)
     plan = plan.for_devices(train_step.data_parallel)
     if state is None:
@@ -202,16 +217,42 @@ def fit(
     if isinstance(model, nn.Module):  # the data fits the model: one clear error before anything compiles
         check_input(model, state.variables(), plan.x_train[:1])
     out = Path(out_dir) if out_dir is not None else None
-    state, run_start, planned, total, restored = _starting_point(state, plan, out, resume, resume_from, max_steps,
-                                                                 checkpoint_every)
-    run = cb.Run(name=out.name if out else "run", out_dir=out, primary=is_primary(), epochs=-(-total // plan.per_epoch),
-                 steps_per_epoch=plan.per_epoch, total_steps=total, step=int(state.step),
-                 config={**plan.describe(), "strategy": train_step.strategy, "devices": train_step.num_devices,
-                         "processes": jax.process_count(), "run_start": run_start,
-                         "planned_steps": planned, **({"restored": restored} if restored else {})},
-                 param_paths=tuple("/".join(map(str, p)) for p in traverse_util.flatten_dict(state.params)))
-    callback = cb.CallbackList(_default_callbacks(out, run.primary, progress, verbose, early_stopping, nan_guard,
-                                                  checkpoint_every, keep_checkpoints, plan, list(callbacks)))
+    state, run_start, planned, total, restored = _starting_point(
+        state, plan, out, resume, resume_from, max_steps, checkpoint_every
+    )
+    run = cb.Run(
+        name=out.name if out else "run",
+        out_dir=out,
+        primary=is_primary(),
+        epochs=-(-total // plan.per_epoch),
+        steps_per_epoch=plan.per_epoch,
+        total_steps=total,
+        step=int(state.step),
+        config={
+            **plan.describe(),
+            "strategy": train_step.strategy,
+            "devices": train_step.num_devices,
+            "processes": jax.process_count(),
+            "run_start": run_start,
+            "planned_steps": planned,
+            **({"restored": restored} if restored else {}),
+        },
+        param_paths=tuple("/".join(map(str, p)) for p in traverse_util.flatten_dict(state.params)),
+    )
+    callback = cb.CallbackList(
+        _default_callbacks(
+            out,
+            run.primary,
+            progress,
+            verbose,
+            early_stopping,
+            nan_guard,
+            checkpoint_every,
+            keep_checkpoints,
+            plan,
+            list(callbacks),
+        )
+    )
     placed = {"state": train_step.place_state(state)}  # the one live (donated, replaced each step) copy
 
     def update_state(fn):
@@ -221,28 +262,40 @@ def fit(
     run.update_state = update_state
     callback.on_train_begin(run)
     try:
-        with oom_guard(f"training {type(model).__name__} with strategy {train_step.strategy!r}",
-                       batch_size=plan.padded_size):
+        with oom_guard(
+            f"training {type(model).__name__} with strategy {train_step.strategy!r}", batch_size=plan.padded_size
+        ):
             _epochs(run, callback, plan, model, loss_fn, (train_step, single_step, eval_step), placed, steps_per_call)
     finally:
         callback.on_train_end(run)
     if run.diverged:
-        raise cb.TrainingDiverged(f"training stopped: {run.stop_reason}; no checkpoint of a non-finite state was "
-                                  f"written (the last good one is kept). Diagnose with "
-                                  f"jax.config.update('jax_debug_nans', True)")
+        raise cb.TrainingDiverged(
+            f"training stopped: {run.stop_reason}; no checkpoint of a non-finite state was "
+            f"written (the last good one is kept). Diagnose with "
+            f"jax.config.update('jax_debug_nans', True)"
+        )
     final = run.best["state"] if run.best is not None else jax.device_get(run.state())
     test = None
     if len(dataset.y_test):
-        test = evaluate(model, final, dataset.x_test, dataset.y_test, loss=loss_fn, batch_size=plan.eval_batch_size,
-                        step=eval_step)
+        test = evaluate(
+            model, final, dataset.x_test, dataset.y_test, loss=loss_fn, batch_size=plan.eval_batch_size, step=eval_step
+        )
         if out and run.primary:
             cb.MetricsLog(out / "metrics.jsonl").write({"kind": "test", "step": int(final.step), **test})
     best = None if run.best is None else {k: v for k, v in run.best.items() if k != "state"}
     return FitResult(final, run.history, test, best, run.stopped, run.stop_reason, out)
 
 
-def _epochs(run: cb.Run, callback: cb.Callback, plan: FitPlan, model: Any, loss_fn: LossFn, steps: tuple,
-            placed: dict, steps_per_call: int) -> None:
+def _epochs(
+    run: cb.Run,
+    callback: cb.Callback,
+    plan: FitPlan,
+    model: Any,
+    loss_fn: LossFn,
+    steps: tuple,
+    placed: dict,
+    steps_per_call: int,
+) -> None:
     """The epochs still to run: train, validate, report; until done or a callback stops the run."""
     train_step, single_step, eval_step = steps
     for epoch in range(run.step // plan.per_epoch, run.epochs):
@@ -251,8 +304,15 @@ def _epochs(run: cb.Run, callback: cb.Callback, plan: FitPlan, model: Any, loss_
         if record is None or run.diverged:
             return
         if plan.x_val is not None and plan.y_val is not None:  # set together
-            val = evaluate(model, run.state(), plan.x_val, plan.y_val, loss=loss_fn, batch_size=plan.eval_batch_size,
-                           step=eval_step)
+            val = evaluate(
+                model,
+                run.state(),
+                plan.x_val,
+                plan.y_val,
+                loss=loss_fn,
+                batch_size=plan.eval_batch_size,
+                step=eval_step,
+            )
             record.update({"val_loss": val["loss"], "val_accuracy": val.get("accuracy")})
         run.history.append(record)
         callback.on_epoch_end(run, epoch, record)
@@ -270,8 +330,10 @@ def _optimizer(state: TrainState | None, tx: Any, trainable: Any) -> tuple[Train
     if state is not None and not isinstance(state, TrainState):
         raise TypeError(f"state must be a jaxcnn.train.TrainState or None, got {_validate.fmt(state)}")
     if tx is None and state is None:
-        raise TypeError("tx must be an optax.GradientTransformation (e.g. make_optimizer('adam', 1e-3)); "
-                        "tx=None is for training on from a state with its own optimizer")
+        raise TypeError(
+            "tx must be an optax.GradientTransformation (e.g. make_optimizer('adam', 1e-3)); "
+            "tx=None is for training on from a state with its own optimizer"
+        )
     if tx is not None and not isinstance(tx, optax.GradientTransformation):
         raise TypeError(f"tx must be an optax.GradientTransformation, got {_validate.fmt(tx)}")
     if tx is None:
@@ -307,7 +369,11 @@ def _starting_point(state, plan: FitPlan, out, resume, resume_from, max_steps, c
             if latest is None:
                 raise ValueError(f"resume=True but {str(out)!r} holds no checkpoint to resume from")
             state, meta = ckpt.restore(state, resume_from)
-            run_start, total, restored = int(meta.get("run_start", 0)), meta.get("planned_steps"), str(ckpt.last_restore)
+            run_start, total, restored = (
+                int(meta.get("run_start", 0)),
+                meta.get("planned_steps"),
+                str(ckpt.last_restore),
+            )
         elif latest is not None:
             raise ValueError(
                 f"{str(out)!r} already holds checkpoints (latest step {latest}); pass resume=True "
@@ -318,8 +384,9 @@ def _starting_point(state, plan: FitPlan, out, resume, resume_from, max_steps, c
     return state, run_start, planned, stop_at, restored
 
 
-def _default_callbacks(out, primary, progress, verbose, early_stopping, nan_guard, checkpoint_every, keep,
-                       plan: FitPlan, user: list) -> list[cb.Callback]:
+def _default_callbacks(
+    out, primary, progress, verbose, early_stopping, nan_guard, checkpoint_every, keep, plan: FitPlan, user: list
+) -> list[cb.Callback]:
     """The callbacks ``fit``'s arguments ask for, in the order they run: the NaN guard, the user's
     (so what they add to an epoch record is logged), early stopping, progress, checkpoints, files."""
     out_list: list[cb.Callback] = [cb.TerminateOnNaN()] if nan_guard else []
@@ -330,18 +397,30 @@ def _default_callbacks(out, primary, progress, verbose, early_stopping, nan_guar
         if plan.x_val is None:
             raise ValueError("early_stopping needs validation= (a fraction or a data set): it never reads the test set")
         out_list.append(early_stopping)
-    out_list.append(cb.ProgressBar(verbose=progress if verbose is None else verbose) if progress or verbose
-                    else cb.Callback())
+    out_list.append(
+        cb.ProgressBar(verbose=progress if verbose is None else verbose) if progress or verbose else cb.Callback()
+    )
     if out is not None:
         out_list.append(cb.ModelCheckpoint(out / "checkpoints", every_steps=checkpoint_every, keep=keep))
         if primary:
-            out_list += [cb.JsonlLogger(out / "metrics.jsonl"), cb.CSVLogger(out / "metrics.csv"),
-                         cb.CurvesPlot(out / "metrics.jsonl", out / "curves.png")]
+            out_list += [
+                cb.JsonlLogger(out / "metrics.jsonl"),
+                cb.CSVLogger(out / "metrics.csv"),
+                cb.CurvesPlot(out / "metrics.jsonl", out / "curves.png"),
+            ]
     return out_list
 
 
-def _train_epoch(run: cb.Run, callback: cb.Callback, plan: FitPlan, epoch: int, train_step, single_step,
-                 placed: dict, steps_per_call: int) -> dict | None:
+def _train_epoch(
+    run: cb.Run,
+    callback: cb.Callback,
+    plan: FitPlan,
+    epoch: int,
+    train_step,
+    single_step,
+    placed: dict,
+    steps_per_call: int,
+) -> dict | None:
     """Run the steps of ``epoch`` still to do on ``placed["state"]``; returns the epoch record (``None`` if cut short).
 
     Metrics are read one step late: reading them waits for the step, and the
@@ -351,9 +430,19 @@ def _train_epoch(run: cb.Run, callback: cb.Callback, plan: FitPlan, epoch: int, 
     """
     skip = max(run.step - epoch * plan.per_epoch, 0)
     todo = min(plan.per_epoch - skip, run.total_steps - run.step)
-    it = process_batches(plan.x_train, plan.y_train, plan.batch_size, train_step.process_rows(plan.padded_size),
-                         remainder=plan.remainder, weights=plan.weights, padded_size=plan.padded_size, shuffle=True,
-                         seed=plan.seed, epoch=epoch, start=skip)
+    it = process_batches(
+        plan.x_train,
+        plan.y_train,
+        plan.batch_size,
+        train_step.process_rows(plan.padded_size),
+        remainder=plan.remainder,
+        weights=plan.weights,
+        padded_size=plan.padded_size,
+        shuffle=True,
+        seed=plan.seed,
+        epoch=epoch,
+        start=skip,
+    )
 
     def place(item):  # runs in the prefetch thread: host-to-device copies overlap the step
         k, batch, real = item
@@ -370,9 +459,17 @@ def _train_epoch(run: cb.Run, callback: cb.Callback, plan: FitPlan, epoch: int, 
         for i in range(k):
             losses.append(float(loss[i]))
             accs.append(float(acc[i]))
-            callback.on_step_end(run, first + i + 1, {"epoch": epoch, "loss": float(loss[i]), "finite": finite[i],
-                                                      "labels_ok": bool(labels_ok[i]),
-                                                      "accuracy": None if np.isnan(acc[i]) else float(acc[i])})
+            callback.on_step_end(
+                run,
+                first + i + 1,
+                {
+                    "epoch": epoch,
+                    "loss": float(loss[i]),
+                    "finite": finite[i],
+                    "labels_ok": bool(labels_ok[i]),
+                    "accuracy": None if np.isnan(acc[i]) else float(acc[i]),
+                },
+            )
             if run.diverged:
                 return
 
@@ -395,5 +492,11 @@ def _train_epoch(run: cb.Run, callback: cb.Callback, plan: FitPlan, epoch: int, 
         return None
     seconds = time.perf_counter() - t0
     train_acc = float(np.nanmean(accs)) if accs and not np.all(np.isnan(accs)) else None
-    return {"epoch": epoch, "step": run.step, "train_loss": float(np.mean(losses)), "train_accuracy": train_acc,
-                    "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+    return {
+        "epoch": epoch,
+        "step": run.step,
+        "train_loss": float(np.mean(losses)),
+        "train_accuracy": train_acc,
+        "seconds": seconds,
+        "images_per_s": seen / max(seconds, 1e-9),
+    }

@@ -60,10 +60,17 @@ class FitPlan:
 
     def describe(self) -> dict[str, Any]:
         """The plan as JSON for the run's log."""
-        return {"dataset": self.dataset, "train_examples": len(self.y_train), "validation": self.validation,
-                "val_examples": 0 if self.y_val is None else len(self.y_val), "batch_size": self.batch_size,
-                "padded_batch_size": self.padded_size, "remainder": self.remainder, "seed": self.seed,
-                "weighted": self.weights is not None}
+        return {
+            "dataset": self.dataset,
+            "train_examples": len(self.y_train),
+            "validation": self.validation,
+            "val_examples": 0 if self.y_val is None else len(self.y_val),
+            "batch_size": self.batch_size,
+            "padded_batch_size": self.padded_size,
+            "remainder": self.remainder,
+            "seed": self.seed,
+            "weighted": self.weights is not None,
+        }
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -89,16 +96,19 @@ def _example_weights(y: np.ndarray, num_classes: int, class_weight: Any, sample_
         else:
             table = np.asarray(class_weight, np.float64)
             if table.shape != (num_classes,):
-                raise ValueError(f"class_weight must be a dict or a sequence of {num_classes} weights (one per "
-                                 f"class), got shape {table.shape}")
+                raise ValueError(
+                    f"class_weight must be a dict or a sequence of {num_classes} weights (one per "
+                    f"class), got shape {table.shape}"
+                )
         if not np.all(np.isfinite(table)) or np.any(table < 0):
             raise ValueError(f"class_weight must be finite and >= 0, got {table.tolist()}")
         w = w * table[y]
     if sample_weight is not None:
         sw = np.asarray(sample_weight, np.float64)
         if sw.shape != (len(y),):
-            raise ValueError(f"sample_weight must have one weight per training example, shape ({len(y)},), "
-                             f"got {sw.shape}")
+            raise ValueError(
+                f"sample_weight must have one weight per training example, shape ({len(y)},), got {sw.shape}"
+            )
         if not np.all(np.isfinite(sw)) or np.any(sw < 0):
             raise ValueError("sample_weight must be finite and >= 0")
         w = w * sw
@@ -114,24 +124,43 @@ def _validation_set(dataset: data_lib.Dataset, validation: Any, seed: int):
     if isinstance(validation, tuple) and len(validation) == 2:
         x, y = np.asarray(validation[0]), np.asarray(validation[1])
         if x.shape[1:] != dataset.input_shape or y.shape != (len(x),):
-            raise ValueError(f"validation=(x, y) must have x of shape (N, {dataset.input_shape}) and y of shape "
-                             f"(N,), got {x.shape} and {y.shape}")
+            raise ValueError(
+                f"validation=(x, y) must have x of shape (N, {dataset.input_shape}) and y of shape "
+                f"(N,), got {x.shape} and {y.shape}"
+            )
         check_labels(y, dataset.num_classes, name="validation y")
         return None, x, y, f"{len(y)} given examples"
     if isinstance(validation, (float, int)) and not isinstance(validation, bool):
         keep, held = data_lib.stratified_indices(dataset.y_train, validation, seed)
-        return keep, dataset.x_train[held], dataset.y_train[held], (
-            f"{validation:g} of the training set, stratified, seed {seed}: {len(held)} examples")
-    raise TypeError(f"validation must be a fraction in (0, 1), a Dataset, (x, y) or None, got "
-                    f"{_validate.fmt(validation)}")
+        return (
+            keep,
+            dataset.x_train[held],
+            dataset.y_train[held],
+            (f"{validation:g} of the training set, stratified, seed {seed}: {len(held)} examples"),
+        )
+    raise TypeError(
+        f"validation must be a fraction in (0, 1), a Dataset, (x, y) or None, got {_validate.fmt(validation)}"
+    )
 
 
-def plan_fit(dataset: Any, *, batch_size: Any, epochs: Any, validation: Any, seed: Any, remainder: Any,
-             class_weight: Any, sample_weight: Any, eval_batch_size: Any, max_steps: Any) -> FitPlan:
+def plan_fit(
+    dataset: Any,
+    *,
+    batch_size: Any,
+    epochs: Any,
+    validation: Any,
+    seed: Any,
+    remainder: Any,
+    class_weight: Any,
+    sample_weight: Any,
+    eval_batch_size: Any,
+    max_steps: Any,
+) -> FitPlan:
     """Check ``fit``'s data arguments and derive the plan (every error before anything runs or is written)."""
     if not isinstance(dataset, data_lib.Dataset):
-        raise TypeError(f"dataset must be a jaxcnn.data.Dataset (e.g. jaxcnn.data.load('digits')), got "
-                        f"{_validate.fmt(dataset)}")
+        raise TypeError(
+            f"dataset must be a jaxcnn.data.Dataset (e.g. jaxcnn.data.load('digits')), got {_validate.fmt(dataset)}"
+        )
     epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")
     eval_batch_size = batch_size if eval_batch_size is None else _positive_int(eval_batch_size, "eval_batch_size")
     seed = _validate.as_int(seed, "seed")
@@ -147,5 +176,19 @@ def plan_fit(dataset: Any, *, batch_size: Any, epochs: Any, validation: Any, see
     if batch_size > len(y_train):
         raise ValueError(f"batch_size={batch_size} is larger than the training set ({len(y_train)} examples)")
     per_epoch = data_lib.num_batches(len(y_train), batch_size, drop_remainder=remainder == "drop")
-    return FitPlan(x_train, y_train, weights, x_val, y_val, how, batch_size, batch_size, per_epoch, epochs,
-                   eval_batch_size, remainder, seed, dataset.name)
+    return FitPlan(
+        x_train,
+        y_train,
+        weights,
+        x_val,
+        y_val,
+        how,
+        batch_size,
+        batch_size,
+        per_epoch,
+        epochs,
+        eval_batch_size,
+        remainder,
+        seed,
+        dataset.name,
+    )

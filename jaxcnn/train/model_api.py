@@ -62,8 +62,9 @@ def _adapted(model: Any) -> bool:
     return isinstance(model, LinenLike)
 
 
-def apply(model: Any, variables: Any, x: Any, *, train: bool, rngs: Any = None, mutable: Any = False,
-          mask: Any = None) -> Any:
+def apply(
+    model: Any, variables: Any, x: Any, *, train: bool, rngs: Any = None, mutable: Any = False, mask: Any = None
+) -> Any:
     """``model.apply(variables, x, [train=train,] rngs=rngs, mutable=mutable)``.
 
     ``mask`` ``(B,)``: the real rows of a padded batch. Linen BatchNorm layers get
@@ -84,8 +85,11 @@ def mixing_layers(model: Any) -> list[str] | None:
         return None
     from flax import nnx
 
-    dropouts = [f"{'/'.join(map(str, path))} ({type(m).__module__}.{type(m).__name__})"
-                for path, m in nnx.iter_graph(model.module) if isinstance(m, nnx.Module) and "Dropout" in type(m).__name__]
+    dropouts = [
+        f"{'/'.join(map(str, path))} ({type(m).__module__}.{type(m).__name__})"
+        for path, m in nnx.iter_graph(model.module)
+        if isinstance(m, nnx.Module) and "Dropout" in type(m).__name__
+    ]
     return sorted(set(model.mixing_layers()) | set(dropouts))
 
 

@@ -142,4 +142,3 @@ def oom_guard(what: str, *, batch_size: int | None = None) -> Iterator[None]:
             raise
         err = out_of_memory_error(e, what, batch_size=batch_size)
         raise err from None
-

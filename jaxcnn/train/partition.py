@@ -64,9 +64,7 @@ def make_mesh(devices: Sequence[Any], model_parallel: int = 1) -> Mesh:
     grid = np.asarray(list(devices), dtype=object)
     k = _validate.as_int(model_parallel, "model_parallel")
     if k < 1 or grid.size % k:
-        raise ValueError(
-            f"model_parallel must be >= 1 and divide the number of devices ({grid.size}), got {k}"
-        )
+        raise ValueError(f"model_parallel must be >= 1 and divide the number of devices ({grid.size}), got {k}")
     if k == 1:
         return Mesh(grid, (DATA_AXIS,))
     return Mesh(grid.reshape(grid.size // k, k), (DATA_AXIS, MODEL_AXIS))

@@ -129,7 +129,13 @@ class Placement:
         if self.strategy == "jit" or jax.process_count() == 1:
             return slice(0, batch_size)
         index = NamedSharding(self.mesh, P(DATA_AXIS)).addressable_devices_indices_map((batch_size,))
-        blocks = sorted({(sl[0].start or 0, batch_size if sl[0].stop is None else sl[0].stop) for sl in index.values() if sl is not None})
+        blocks = sorted(
+            {
+                (sl[0].start or 0, batch_size if sl[0].stop is None else sl[0].stop)
+                for sl in index.values()
+                if sl is not None
+            }
+        )
         lo, hi = blocks[0][0], blocks[-1][1]
         if sum(b - a for a, b in blocks) != hi - lo:
             raise ValueError(
@@ -194,8 +200,13 @@ class Placement:
         return {k: np.asarray(v) for k, v in metrics.items()}
 
 
-def resolve_placement(strategy: str | None, devices: Any, steps_per_call: Any, model_parallel: Any = 1,
-             min_shard_size: Any = DEFAULT_MIN_SIZE) -> Placement:
+def resolve_placement(
+    strategy: str | None,
+    devices: Any,
+    steps_per_call: Any,
+    model_parallel: Any = 1,
+    min_shard_size: Any = DEFAULT_MIN_SIZE,
+) -> Placement:
     strategy = default_strategy() if strategy is None else _validate.check_choice(strategy, "strategy", STRATEGIES)
     if devices is None:  # "jit" runs on a device of this process, even in a multi-process run
         devices = jax.local_devices()[:1] if strategy == "jit" else jax.devices()

@@ -93,8 +93,9 @@ def mixing_layers(apply: Callable[[], Any]) -> list[str]:
 
     def record(next_fun, args, kwargs, context):
         module = context.module
-        if is_call(context) and (owns_batch_stats(module) or (isinstance(module, DROPOUTS)
-                                                              and not isinstance(module, _Dropout))):
+        if is_call(context) and (
+            owns_batch_stats(module) or (isinstance(module, DROPOUTS) and not isinstance(module, _Dropout))
+        ):
             found.append(f"{layer_path(module)} ({type(module).__module__}.{type(module).__name__})")
         return next_fun(*args, **kwargs)
 
@@ -103,8 +104,9 @@ def mixing_layers(apply: Callable[[], Any]) -> list[str]:
     return found
 
 
-def resolve_parts(batch_split: int | str, batch_size: int, apply: Callable[[], Any],
-                  found: list[str] | None = None) -> int:
+def resolve_parts(
+    batch_split: int | str, batch_size: int, apply: Callable[[], Any], found: list[str] | None = None
+) -> int:
     """How many parts a step splits a (per-device) batch of ``batch_size`` into.
 
     ``"auto"``: :func:`auto_parts`, or 1 when :func:`mixing_layers` finds a layer
@@ -130,8 +132,9 @@ def resolve_parts(batch_split: int | str, batch_size: int, apply: Callable[[], A
 
 def _dropout_training(module: _Dropout, args: tuple, kwargs: dict) -> bool:
     """Whether this :class:`jaxcnn.nn.Dropout` call draws a mask (the module's own rule)."""
-    deterministic = nn.merge_param("deterministic", module.deterministic,
-                                   args[1] if len(args) > 1 else kwargs.get("deterministic"))
+    deterministic = nn.merge_param(
+        "deterministic", module.deterministic, args[1] if len(args) > 1 else kwargs.get("deterministic")
+    )
     return not deterministic and module.rate > 0
 
 
@@ -147,8 +150,12 @@ def part_keys(first_row: Any) -> Iterator[None]:
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        if is_call(context) and isinstance(module, _Dropout) and kwargs.get("rng") is None \
-                and _dropout_training(module, args, kwargs):
+        if (
+            is_call(context)
+            and isinstance(module, _Dropout)
+            and kwargs.get("rng") is None
+            and _dropout_training(module, args, kwargs)
+        ):
             x = args[0] if args else kwargs["x"]
             key = module.make_rng(module.rng_collection)
             axes = _validate.axes_arg(module.broadcast_axes, x.ndim, "broadcast_axes")

@@ -85,8 +85,7 @@ def create_train_state(
         sample_x = _validate.check_array(sample_x, "sample_x")
     if params is not None and linen:
         given = {"params": params, **({} if batch_stats is None else {"batch_stats": batch_stats})}
-        check_variables(model, given, sample_x, name=None,
-                        collections=("params",) if batch_stats is None else None)
+        check_variables(model, given, sample_x, name=None, collections=("params",) if batch_stats is None else None)
     # Initial weights come from an "rbg" key: XLA:CPU compiles threefry-based
     # initializers ~10x slower (lwls_cnn: 5.3 s vs 0.6 s). The training key stays
     # threefry, whose partitionable bits make sharded dropout equal single-device.

@@ -240,18 +240,29 @@ def make_train_step(
     placement = resolve_placement(strategy, devices, steps_per_call, model_parallel, min_shard_size)
     batch_split = split.check_batch_split(batch_split)
     grad_accum = split.check_grad_accum(grad_accum)
-    if batch_split == "auto" and (grad_accum > 1 or not (placement.strategy == "jit"
-                                                        and placement.devices[0].platform == "cpu")):
+    if batch_split == "auto" and (
+        grad_accum > 1 or not (placement.strategy == "jit" and placement.devices[0].platform == "cpu")
+    ):
         batch_split = 1
     if grad_accum > 1 and batch_split != 1:
         raise ValueError(f"grad_accum={grad_accum} and batch_split={batch_split} cannot be combined; use one")
     model = model_api.check_model(model)
     if grad_accum > 1 and model_api.mixing_layers(model):
-        raise ValueError(f"grad_accum={grad_accum} is not supported for this NNX model: layers "
-                         f"{model_api.mixing_layers(model)} cannot be given each micro-batch's rows; use grad_accum=1")
+        raise ValueError(
+            f"grad_accum={grad_accum} is not supported for this NNX model: layers "
+            f"{model_api.mixing_layers(model)} cannot be given each micro-batch's rows; use grad_accum=1"
+        )
     frozen = frozenset() if trainable is None or update_frozen_stats else freeze.frozen_param_paths(trainable)
-    body_key = (train_step_body, model, get_loss(loss_fn), augment, batch_split, grad_accum, frozen,
-                _validate.check_bool(guard, "guard"))
+    body_key = (
+        train_step_body,
+        model,
+        get_loss(loss_fn),
+        augment,
+        batch_split,
+        grad_accum,
+        frozen,
+        _validate.check_bool(guard, "guard"),
+    )
     return CompiledStep(body_key, placement, donate=donate, unroll=unroll)
 
 

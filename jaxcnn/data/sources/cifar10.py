@@ -38,8 +38,7 @@ class _BatchUnpickler(pickle.Unpickler):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: a CIFAR-10 batch holds only a dict of "
-            f"bytes, lists and NumPy arrays"
+            f"refusing to load {module}.{name}: a CIFAR-10 batch holds only a dict of bytes, lists and NumPy arrays"
         )
 
 
@@ -109,8 +108,17 @@ def _read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(file, "rb") as f:
             batch = _BatchUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, ImportError, OverflowError) as err:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        ImportError,
+        OverflowError,
+    ) as err:
         raise ValueError(f"{str(file)!r} is not a readable CIFAR-10 batch pickle: {err}") from None
     if not isinstance(batch, dict):
         raise ValueError(f"{str(file)!r} should hold a dict, got {type(batch).__name__}")
@@ -118,8 +126,7 @@ def _read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(
-            f"{str(file)!r}: b'data' must be uint8 of shape (N, 3072), got shape "
-            f"{data.shape} and dtype {data.dtype}"
+            f"{str(file)!r}: b'data' must be uint8 of shape (N, 3072), got shape {data.shape} and dtype {data.dtype}"
         )
     labels = np.asarray(labels)
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
@@ -128,9 +135,7 @@ def _read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
             f"shape {labels.shape} and dtype {labels.dtype}"
         )
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(
-            f"{str(file)!r}: labels must be in 0-9, got {labels.min()} to {labels.max()}"
-        )
+        raise ValueError(f"{str(file)!r}: labels must be in 0-9, got {labels.min()} to {labels.max()}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float32) / np.float32(255.0)
     return images, labels.astype(np.int32)
 
@@ -139,7 +144,4 @@ def _get(batch: dict, key: str, file: Path) -> Any:
     for k in (key.encode(), key):
         if k in batch:
             return batch[k]
-    raise ValueError(
-        f"{str(file)!r} has no {key.encode()!r} entry; keys found: "
-        f"{sorted(map(repr, batch))}"
-    )
+    raise ValueError(f"{str(file)!r} has no {key.encode()!r} entry; keys found: {sorted(map(repr, batch))}")

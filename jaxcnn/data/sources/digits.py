@@ -6,8 +6,8 @@ import importlib.resources
 
 import numpy as np
 
-from jaxcnn.data.dataset import Dataset, split_indices
 from jaxcnn import _validate
+from jaxcnn.data.dataset import Dataset, split_indices
 
 NUM_EXAMPLES = 1797
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcnn import _validate
 from jaxcnn.data.dataset import Dataset, split_indices
 from jaxcnn.data.idx import PathLike, read_idx
-from jaxcnn import _validate
 
 ENV_VAR = "JAXCNN_MNIST_DIR"
 DEFAULT_DIR = Path("..") / "shared" / "data" / "mnist"
@@ -97,8 +97,7 @@ def mnist(
         a, b = explicit[f"{part}_images"], explicit[f"{part}_labels"]
         if (a is None) != (b is None):
             raise ValueError(
-                f"{part}_images and {part}_labels go together: got {part}_images={a!r}, "
-                f"{part}_labels={b!r}"
+                f"{part}_images and {part}_labels go together: got {part}_images={a!r}, {part}_labels={b!r}"
             )
     files = dict(explicit)
     folder = None
@@ -108,9 +107,7 @@ def mnist(
             if files[key] is None:
                 files[key] = _find(folder, stem)
     if files["test_images"] is None or files["test_labels"] is None:
-        missing = [
-            f"{FILES[k]}[.gz]" for k in ("test_images", "test_labels") if files[k] is None
-        ]
+        missing = [f"{FILES[k]}[.gz]" for k in ("test_images", "test_labels") if files[k] is None]
         raise FileNotFoundError(
             f"MNIST test files not found in {str(folder)!r}: looked for "
             f"{' and '.join(missing)} (folder from {_origin(path)})"
@@ -127,8 +124,7 @@ def mnist(
     if files["train_images"] is not None and files["train_labels"] is not None:  # both or neither (checked above)
         x_train, y_train = _read_pair(files["train_images"], files["train_labels"])
         description = (
-            f"MNIST official split {len(y_train)}/{len(y_test)} from "
-            f"{str(Path(files['test_images']).parent)!r}"
+            f"MNIST official split {len(y_train)}/{len(y_test)} from {str(Path(files['test_images']).parent)!r}"
         )
     else:
         train_idx, test_idx = split_indices(len(y_test), num_train, seed)
@@ -176,12 +172,9 @@ def _read_pair(images_path: PathLike, labels_path: PathLike) -> tuple[np.ndarray
     labels = read_idx(labels_path, magic=LABELS_MAGIC)
     if len(images) != len(labels):
         raise ValueError(
-            f"{str(images_path)!r} has {len(images)} images but {str(labels_path)!r} has "
-            f"{len(labels)} labels"
+            f"{str(images_path)!r} has {len(images)} images but {str(labels_path)!r} has {len(labels)} labels"
         )
     if len(labels) and labels.max() > 9:
-        raise ValueError(
-            f"{str(labels_path)!r} holds labels up to {int(labels.max())}; MNIST labels are 0-9"
-        )
+        raise ValueError(f"{str(labels_path)!r} holds labels up to {int(labels.max())}; MNIST labels are 0-9")
     x = (images.astype(np.float32) / np.float32(255.0))[..., None]
     return x, labels.astype(np.int32)

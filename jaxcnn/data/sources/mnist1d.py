@@ -7,8 +7,8 @@ import random
 
 import numpy as np
 
-from jaxcnn.data.dataset import Dataset
 from jaxcnn import _validate
+from jaxcnn.data.dataset import Dataset
 
 NUM_CLASSES = 10
 
@@ -62,9 +62,7 @@ def mnist1d(*, num_train: int = 4000, num_test: int = 1000, seed: int = 42) -> D
     try:
         m1d = importlib.import_module("mnist1d.data")
     except ImportError as err:
-        raise ImportError(
-            "the MNIST-1D data set needs the mnist1d package: pip install mnist1d"
-        ) from err
+        raise ImportError("the MNIST-1D data set needs the mnist1d package: pip install mnist1d") from err
     total = num_train + num_test
     args = m1d.get_dataset_args()
     args.num_samples = -(-total // NUM_CLASSES) * NUM_CLASSES
@@ -83,6 +81,11 @@ def mnist1d(*, num_train: int = 4000, num_test: int = 1000, seed: int = 42) -> D
         f"{args.num_samples} samples); first {num_train} train / next {num_test} test"
     )
     return Dataset(
-        x[:num_train], y[:num_train], x[num_train:total], y[num_train:total],
-        NUM_CLASSES, "mnist1d", description,
+        x[:num_train],
+        y[:num_train],
+        x[num_train:total],
+        y[num_train:total],
+        NUM_CLASSES,
+        "mnist1d",
+        description,
     )

@@ -8,8 +8,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.data.dataset import Dataset
 from jaxcnn import _validate
+from jaxcnn.data.dataset import Dataset
 
 
 def synthetic(
@@ -80,5 +80,4 @@ def synthetic(
         f"synthetic N(0, 1) inputs of shape {shape} ({dtype}), labels = argmax of a fixed "
         f"random linear map, seed {seed}; {num_train} train / {num_test} test"
     )
-    return Dataset(x[:num_train], y[:num_train], x[num_train:], y[num_train:], num_classes,
-                   "synthetic", description)
+    return Dataset(x[:num_train], y[:num_train], x[num_train:], y[num_train:], num_classes, "synthetic", description)

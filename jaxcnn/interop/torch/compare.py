@@ -54,15 +54,22 @@ class Comparison(NamedTuple):
 
     def __str__(self) -> str:
         head = ("jaxcnn layer", "PyTorch layer", "shape", "max abs diff", "max rel diff", "")
-        body = [(r.jax_name, r.torch_name, r.shape, f"{r.max_abs:.3e}", f"{r.max_rel:.3e}",
-                 "ok" if r.ok else "DIFFERS") for r in self.rows]
+        body = [
+            (r.jax_name, r.torch_name, r.shape, f"{r.max_abs:.3e}", f"{r.max_rel:.3e}", "ok" if r.ok else "DIFFERS")
+            for r in self.rows
+        ]
         widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
         lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
         lines.insert(1, "  ".join("-" * w for w in widths))
         first = self.first_divergence
-        lines.append(f"(atol={self.atol:g}, rtol={self.rtol:g}) " + (
-            "all layers agree" if first is None else
-            f"first divergence: {first.jax_name} (PyTorch {first.torch_name}), max abs diff {first.max_abs:.3e}"))
+        lines.append(
+            f"(atol={self.atol:g}, rtol={self.rtol:g}) "
+            + (
+                "all layers agree"
+                if first is None
+                else f"first divergence: {first.jax_name} (PyTorch {first.torch_name}), max abs diff {first.max_abs:.3e}"
+            )
+        )
         return "\n".join(lines)
 
 
@@ -132,9 +139,12 @@ def compare(
     if unknown:
         raise ValueError(f"the PyTorch model has no module(s) {', '.join(map(repr, unknown))}; check mapping")
     captured: dict[str, list[np.ndarray]] = {}
-    hooks = [modules[t].register_forward_hook(
-        lambda mod, args, out, t=t: captured.setdefault(t, []).append(out.detach().cpu().numpy().copy()))
-        for _, t in pairs]
+    hooks = [
+        modules[t].register_forward_hook(
+            lambda mod, args, out, t=t: captured.setdefault(t, []).append(out.detach().cpu().numpy().copy())
+        )
+        for _, t in pairs
+    ]
     was_training = torch_model.training
     try:
         torch_model.eval()
@@ -144,8 +154,9 @@ def compare(
         for h in hooks:
             h.remove()
         torch_model.train(was_training)
-    jax_out, state = model.apply(variables, jnp.asarray(x_jax), capture_intermediates=True,
-                                 mutable=["intermediates"], **call_kwargs(model))
+    jax_out, state = model.apply(
+        variables, jnp.asarray(x_jax), capture_intermediates=True, mutable=["intermediates"], **call_kwargs(model)
+    )
     inter = state["intermediates"]
     order = {t: i for i, t in enumerate(captured)}
     rows = []
@@ -161,8 +172,9 @@ def compare(
         theirs = layout.channels_last(theirs)  # inside, every jaxcnn layer is channels-last
         ours = np.asarray(ours)
         if ours.shape != theirs.shape:
-            rows.append(LayerDiff(jax_name, torch_name, f"{ours.shape} vs {theirs.shape}", float("inf"),
-                                  float("inf"), False))
+            rows.append(
+                LayerDiff(jax_name, torch_name, f"{ours.shape} vs {theirs.shape}", float("inf"), float("inf"), False)
+            )
             continue
         rows.append(LayerDiff(jax_name, torch_name, str(ours.shape), *_diff(ours, theirs, atol, rtol)))
     theirs = torch_out if getattr(model, "channels_first", False) else layout.channels_last(torch_out)
@@ -170,5 +182,7 @@ def compare(
     if ours.shape == theirs.shape:
         rows.append(LayerDiff("(output)", "(output)", str(ours.shape), *_diff(ours, theirs, atol, rtol)))
     else:
-        rows.append(LayerDiff("(output)", "(output)", f"{ours.shape} vs {theirs.shape}", float("inf"), float("inf"), False))
+        rows.append(
+            LayerDiff("(output)", "(output)", f"{ours.shape} vs {theirs.shape}", float("inf"), float("inf"), False)
+        )
     return Comparison(tuple(rows), atol, rtol)

@@ -58,10 +58,12 @@ class StateDictMismatchError(ValueError):
 
     def __init__(self, what: str, report: IncompatibleKeys):
         self.report = report
-        lines = [(
-            f"the state_dict does not match {what}: {len(report.missing)} missing, {len(report.unexpected)} "
-            f"unexpected, {len(report.mismatched)} with the wrong shape (pass strict=False to load the rest)"
-        )]
+        lines = [
+            (
+                f"the state_dict does not match {what}: {len(report.missing)} missing, {len(report.unexpected)} "
+                f"unexpected, {len(report.mismatched)} with the wrong shape (pass strict=False to load the rest)"
+            )
+        ]
         lines += [f"  missing key: {k}" for k in report.missing]
         lines += [f"  unexpected key: {k}" for k in report.unexpected]
         lines += [f"  shape mismatch: {k}" for k in report.mismatched]
@@ -76,7 +78,9 @@ def resolve_model(name_or_model: Any, model_kwargs: Mapping[str, Any] | None) ->
         if model_kwargs:
             raise TypeError("model_kwargs applies to a model name only; this is a module already built")
         return name_or_model
-    raise TypeError(f"name_or_model must be a zoo model name or a flax.linen.Module, got {_validate.fmt(name_or_model)}")
+    raise TypeError(
+        f"name_or_model must be a zoo model name or a flax.linen.Module, got {_validate.fmt(name_or_model)}"
+    )
 
 
 def _path_mapping(model: nn.Module, mapping: MappingLike) -> Callable[[str], str | None]:
@@ -209,8 +213,11 @@ def from_torch(
         raise TypeError(f"state_dict must be a mapping of key -> tensor, got {_validate.fmt(state_dict)}")
     model = resolve_model(name_or_model, model_kwargs)
     path_map = _path_mapping(model, mapping)
-    shape = _input_shape(model, input_shape,
-                         lambda k: int(np.shape(state_dict[k])[1]) if k in state_dict and np.ndim(state_dict[k]) > 1 else None)
+    shape = _input_shape(
+        model,
+        input_shape,
+        lambda k: int(np.shape(state_dict[k])[1]) if k in state_dict and np.ndim(state_dict[k]) > 1 else None,
+    )
     structure = trace(model, shape)
     leaves = plan(structure, path_map)
     missing, mismatched, used = [], [], set()
@@ -232,8 +239,9 @@ def from_torch(
     report = IncompatibleKeys(tuple(missing), tuple(unexpected), tuple(mismatched))
     if strict:
         if report:
-            raise StateDictMismatchError(type(model).__name__ if not isinstance(name_or_model, str)
-                                         else repr(name_or_model), report)
+            raise StateDictMismatchError(
+                type(model).__name__ if not isinstance(name_or_model, str) else repr(name_or_model), report
+            )
         return out
     if variables is not None:
         base = jax.tree_util.tree_flatten_with_path(dict(variables))[0]

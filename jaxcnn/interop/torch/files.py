@@ -91,8 +91,7 @@ def load_state_dict(path: Any) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path!r} is not a readable PyTorch checkpoint: {type(e).__name__}: {e}") from e
         return _unwrap(obj, path)
     raise CheckpointError(
-        f"checkpoint {path!r} has suffix {suffix!r}; expected one of "
-        f"{', '.join(TORCH_SUFFIXES + SAFETENSORS_SUFFIXES)}"
+        f"checkpoint {path!r} has suffix {suffix!r}; expected one of {', '.join(TORCH_SUFFIXES + SAFETENSORS_SUFFIXES)}"
     )
 
 
@@ -120,7 +119,11 @@ def load_weights(path: Any, name_or_model: Any, **kwargs: Any) -> Any:
 
 
 def load_variables(
-    path: Any, model_name: Any, model_kwargs: Mapping[str, Any] | None = None, *, strict: bool = True,
+    path: Any,
+    model_name: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = True,
     variables: Any = None,
 ) -> Any:
     """The variables of ``get_model(model_name, **model_kwargs)`` from a PyTorch checkpoint file, in one call.

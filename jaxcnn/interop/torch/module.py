@@ -21,8 +21,14 @@ from jaxcnn.nn import (
     MaxPool,
 )
 
-_ACTIVATION_CLASSES = {"ReLU": "relu", "ReLU6": "relu6", "SiLU": "silu", "Sigmoid": "sigmoid", "Tanh": "tanh",
-                       "Identity": "identity"}
+_ACTIVATION_CLASSES = {
+    "ReLU": "relu",
+    "ReLU6": "relu6",
+    "SiLU": "silu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Identity": "identity",
+}
 _CONTAINERS = ("Sequential",)
 
 
@@ -36,9 +42,16 @@ def _tuple(v: Any, nd: int) -> tuple:
 
 def _conv(m: Any, nd: int) -> tuple[nn.Module, dict]:
     pad = m.padding if isinstance(m.padding, str) else _tuple(m.padding, nd)
-    layer = Conv(m.out_channels, _tuple(m.kernel_size, nd), strides=_tuple(m.stride, nd),
-                 padding=pad.upper() if isinstance(pad, str) else pad, dilation=_tuple(m.dilation, nd),
-                 groups=m.groups, padding_mode=m.padding_mode, use_bias=m.bias is not None)
+    layer = Conv(
+        m.out_channels,
+        _tuple(m.kernel_size, nd),
+        strides=_tuple(m.stride, nd),
+        padding=pad.upper() if isinstance(pad, str) else pad,
+        dilation=_tuple(m.dilation, nd),
+        groups=m.groups,
+        padding_mode=m.padding_mode,
+        use_bias=m.bias is not None,
+    )
     params = {"kernel": layout.conv_from_torch(to_numpy(m.weight))}
     if m.bias is not None:
         params["bias"] = to_numpy(m.bias)
@@ -48,9 +61,16 @@ def _conv(m: Any, nd: int) -> tuple[nn.Module, dict]:
 def _conv_transpose(m: Any, nd: int, where: str) -> tuple[nn.Module, dict]:
     if m.padding_mode != "zeros":
         raise ValueError(f"{where}: ConvTranspose with padding_mode={m.padding_mode!r} is not supported (only 'zeros')")
-    layer = ConvTranspose(m.out_channels, _tuple(m.kernel_size, nd), strides=_tuple(m.stride, nd),
-                          padding=_tuple(m.padding, nd), output_padding=_tuple(m.output_padding, nd),
-                          dilation=_tuple(m.dilation, nd), groups=m.groups, use_bias=m.bias is not None)
+    layer = ConvTranspose(
+        m.out_channels,
+        _tuple(m.kernel_size, nd),
+        strides=_tuple(m.stride, nd),
+        padding=_tuple(m.padding, nd),
+        output_padding=_tuple(m.output_padding, nd),
+        dilation=_tuple(m.dilation, nd),
+        groups=m.groups,
+        use_bias=m.bias is not None,
+    )
     params = {"kernel": layout.conv_transpose_from_torch(to_numpy(m.weight))}
     if m.bias is not None:
         params["bias"] = to_numpy(m.bias)
@@ -61,8 +81,13 @@ def _batch_norm(m: Any, where: str) -> tuple[nn.Module, dict]:
     if m.track_running_stats and m.momentum is None:
         raise ValueError(f"{where}: BatchNorm with momentum=None (a cumulative average) has no jaxcnn equivalent")
     momentum = layout.momentum_from_torch(m.momentum if m.momentum is not None else 0.1)
-    layer = BatchNorm(momentum=momentum, epsilon=m.eps, use_scale=m.affine, use_bias=m.affine,
-                      track_running_stats=m.track_running_stats)
+    layer = BatchNorm(
+        momentum=momentum,
+        epsilon=m.eps,
+        use_scale=m.affine,
+        use_bias=m.affine,
+        track_running_stats=m.track_running_stats,
+    )
     out: dict = {}
     if m.affine:
         out["params"] = {"scale": to_numpy(m.weight), "bias": to_numpy(m.bias)}
@@ -85,8 +110,14 @@ def _pool(m: Any, name: str, nd: int, where: str) -> nn.Module:
     strides = window if m.stride is None else _tuple(m.stride, nd)
     if name.startswith("Max"):
         return MaxPool(window, strides, _tuple(m.padding, nd), ceil_mode=m.ceil_mode, dilation=_tuple(m.dilation, nd))
-    return AvgPool(window, strides, _tuple(m.padding, nd), ceil_mode=m.ceil_mode,
-                   count_include_pad=m.count_include_pad, divisor_override=getattr(m, "divisor_override", None))
+    return AvgPool(
+        window,
+        strides,
+        _tuple(m.padding, nd),
+        ceil_mode=m.ceil_mode,
+        count_include_pad=m.count_include_pad,
+        divisor_override=getattr(m, "divisor_override", None),
+    )
 
 
 def convert_layer(m: Any, where: str) -> tuple[nn.Module, dict]:
@@ -113,8 +144,10 @@ def convert_layer(m: Any, where: str) -> tuple[nn.Module, dict]:
         return Dropout(float(m.p), broadcast_axes=tuple(range(1, _nd(name) + 1))), {}
     if name == "Flatten":
         if (m.start_dim, m.end_dim) != (1, -1):
-            raise ValueError(f"{where}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not supported "
-                             f"(only start_dim=1, end_dim=-1)")
+            raise ValueError(
+                f"{where}: Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) is not supported "
+                f"(only start_dim=1, end_dim=-1)"
+            )
         return TorchFlatten(), {}
     if name in _ACTIVATION_CLASSES:
         return Activation(_ACTIVATION_CLASSES[name]), {}

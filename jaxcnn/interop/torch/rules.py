@@ -35,8 +35,12 @@ COPY = Rule("copy", lambda a: a, lambda a: a, lambda s: tuple(s))
 CONV = Rule("conv", layout.conv_from_torch, layout.conv_to_torch, _conv_shape)
 CONV_TRANSPOSE = Rule("conv_transpose", layout.conv_transpose_from_torch, layout.conv_transpose_to_torch, _conv_shape)
 DENSE = Rule("dense", layout.dense_from_torch, layout.dense_to_torch, lambda s: (s[1], s[0]))
-LAYER_NORM = Rule("layer_norm", layout.layer_norm_from_torch, layout.layer_norm_to_torch,
-                  lambda s: tuple(s) if len(s) <= 1 else (s[-1], *s[:-1]))
+LAYER_NORM = Rule(
+    "layer_norm",
+    layout.layer_norm_from_torch,
+    layout.layer_norm_to_torch,
+    lambda s: tuple(s) if len(s) <= 1 else (s[-1], *s[:-1]),
+)
 
 
 def dense_after_flatten(flatten_shape: tuple[int, ...]) -> Rule:

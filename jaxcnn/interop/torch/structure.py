@@ -98,15 +98,19 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...], dtype: Any) -> Struct
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if context.method_name == "__call__" and context.module.path:
-            calls.append(ModuleCall("/".join(context.module.path), type(context.module).__name__,
-                                    _shape(args[0]) if args else None, _shape(out)))
+            calls.append(
+                ModuleCall(
+                    "/".join(context.module.path),
+                    type(context.module).__name__,
+                    _shape(args[0]) if args else None,
+                    _shape(out),
+                )
+            )
         return out
 
     kwargs = call_kwargs(model)
     with nn.intercept_methods(record):
-        shapes = jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros(input_shape, dtype), **kwargs)
-        )
+        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape, dtype), **kwargs))
     kinds = {c.path: c.kind for c in calls}
     return Structure(dict(shapes), kinds, _flatten_inputs(calls), tuple(calls))
 
@@ -121,7 +125,12 @@ def _flatten_inputs(calls: Sequence[ModuleCall]) -> dict[str, tuple[int, ...]]:
         while j >= 0 and calls[j].kind in _PASS_THROUGH and calls[j].out_shape == call.in_shape:
             j -= 1
         prev = calls[j] if j >= 0 else None
-        if (prev is not None and prev.kind.startswith("Flatten") and prev.out_shape == call.in_shape
-                and prev.in_shape is not None and len(prev.in_shape) > 2):
+        if (
+            prev is not None
+            and prev.kind.startswith("Flatten")
+            and prev.out_shape == call.in_shape
+            and prev.in_shape is not None
+            and len(prev.in_shape) > 2
+        ):
             out[call.path] = tuple(prev.in_shape[1:])
     return out

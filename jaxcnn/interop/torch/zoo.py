@@ -56,7 +56,7 @@ def _resnet(model: ResNet) -> ZooSpec:
             return "fc"
         parts = path.split("/")
         if len(parts) == 2 and parts[0].startswith("layer") and "_block" in parts[0]:
-            stage, block = parts[0][len("layer"):].split("_block")
+            stage, block = parts[0][len("layer") :].split("_block")
             return f"layer{stage}.{int(block) - 1}.{inner.get(parts[1], parts[1])}"
         return path
 
@@ -79,8 +79,10 @@ def _vgg(model: VGG) -> ZooSpec:
 
 def _alexnet(model: AlexNet) -> ZooSpec:
     if model.batch_norm:
-        raise ValueError("AlexNet(batch_norm=True) has no torchvision counterpart (torchvision's AlexNet has no "
-                         "BatchNorm); give a mapping for your own PyTorch model instead")
+        raise ValueError(
+            "AlexNet(batch_norm=True) has no torchvision counterpart (torchvision's AlexNet has no "
+            "BatchNorm); give a mapping for your own PyTorch model instead"
+        )
     table = {f"conv{i + 1}": f"features.{k}" for i, k in enumerate((0, 3, 6, 8, 10))}
     table.update(dense1="classifier.1", dense2="classifier.4", head="classifier.6")
     return ZooSpec(table.get, "features.0.weight", 32 if model.small_inputs else 224)

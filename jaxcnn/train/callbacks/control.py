@@ -38,8 +38,7 @@ class _Plateau(Callback):
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a metric name such as 'val_loss', got {_validate.fmt(monitor)}")
         if monitor.startswith("test_"):
-            raise ValueError(f"monitor={monitor!r}: nothing that selects may read the test set; monitor a val_* "
-                             f"metric")
+            raise ValueError(f"monitor={monitor!r}: nothing that selects may read the test set; monitor a val_* metric")
         self.monitor, self.mode = monitor, _mode_for(monitor, mode)
         self.patience = _validate.as_int(patience, "patience")
         if self.patience < 1:
@@ -70,19 +69,31 @@ class EarlyStopping(_Plateau):
         then returns it (and checkpoints it), and ``FitResult.best`` says which.
     """
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 3, min_delta: float = 0.0,
-                 restore_best: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+    ):
         super().__init__(monitor, mode, patience, min_delta)
         self.restore_best = _validate.check_bool(restore_best, "restore_best")
 
     def on_epoch_end(self, run: Run, epoch: int, record: dict[str, Any]) -> None:
         if self._improved(record):
             if self.restore_best:
-                run.best = {"epoch": epoch, "step": record["step"], "monitor": self.monitor, "value": self.best_value,
-                            "state": jax.device_get(run.state())}
+                run.best = {
+                    "epoch": epoch,
+                    "step": record["step"],
+                    "monitor": self.monitor,
+                    "value": self.best_value,
+                    "state": jax.device_get(run.state()),
+                }
         elif self.since_best >= self.patience:
-            run.stop(f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
-                     f"(best {self.best_value})")
+            run.stop(
+                f"early stopping: {self.monitor} did not improve for {self.patience} epochs (best {self.best_value})"
+            )
 
 
 class ReduceLROnPlateau(_Plateau):
@@ -101,8 +112,15 @@ class ReduceLROnPlateau(_Plateau):
       reductions: ``(epoch, new learning rate)`` of every reduction.
     """
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "auto", factor: float = 0.1, patience: int = 2,
-                 min_delta: float = 0.0, min_lr: float = 0.0):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        factor: float = 0.1,
+        patience: int = 2,
+        min_delta: float = 0.0,
+        min_lr: float = 0.0,
+    ):
         super().__init__(monitor, mode, patience, min_delta)
         self.factor = float(factor)
         if not 0.0 < self.factor < 1.0:
@@ -154,8 +172,10 @@ class TerminateOnNaN(Callback):
         loss = float(metrics["loss"])
         if not metrics.get("labels_ok", True):
             run.diverged = {"step": step, "loss": loss, "path": None}
-            run.stop(f"the batch of step {step} holds labels outside [0, num_classes): check the data set's labels "
-                     f"and the model's num_classes")
+            run.stop(
+                f"the batch of step {step} holds labels outside [0, num_classes): check the data set's labels "
+                f"and the model's num_classes"
+            )
             return
         if np.isfinite(loss) and finite.all():
             return

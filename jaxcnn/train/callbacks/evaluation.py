@@ -27,8 +27,9 @@ class EvaluateEach(Callback):
       batch_size: evaluation batch size.
     """
 
-    def __init__(self, model: Any, x: Any, y: Any, *, name: str = "test", loss: Any = "cross_entropy",
-                 batch_size: int = 500):
+    def __init__(
+        self, model: Any, x: Any, y: Any, *, name: str = "test", loss: Any = "cross_entropy", batch_size: int = 500
+    ):
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name must be a short identifier such as 'test', got {_validate.fmt(name)}")
         self.model, self.x, self.y, self.name = model, np.asarray(x), np.asarray(y), name

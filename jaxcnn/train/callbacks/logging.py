@@ -47,9 +47,12 @@ class MetricsLog:
         """Drop step records past ``step`` (a resumed run writes them again, once)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and not (json.loads(line).get("kind") in ("train", "eval")
-                                         and (json.loads(line).get("step") or 0) > step)]
+        kept = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip()
+            and not (json.loads(line).get("kind") in ("train", "eval") and (json.loads(line).get("step") or 0) > step)
+        ]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
@@ -75,14 +78,22 @@ class ProgressBar(Callback):
     def on_train_begin(self, run: Run) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=run.total_steps, initial=run.step, disable=not run.primary, unit="step",
-                        dynamic_ncols=True, leave=False, mininterval=0.5)
+        self.bar = tqdm(
+            total=run.total_steps,
+            initial=run.step,
+            disable=not run.primary,
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+            mininterval=0.5,
+        )
 
     def on_step_end(self, run: Run, step: int, metrics: dict[str, Any]) -> None:
         self.bar.update(step - self.bar.n)
         acc = metrics.get("accuracy")
-        self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", **({"acc": f"{acc:.3f}"} if acc is not None else {}),
-                             refresh=False)
+        self.bar.set_postfix(
+            loss=f"{metrics['loss']:.4f}", **({"acc": f"{acc:.3f}"} if acc is not None else {}), refresh=False
+        )
 
     def on_epoch_end(self, run: Run, epoch: int, record: dict[str, Any]) -> None:
         if self.verbose and run.primary:
@@ -104,8 +115,13 @@ class JsonlLogger(Callback):
         self.log.write({"kind": "event", "event": "resume" if run.step else "start", "step": run.step, **run.config})
 
     def on_step_end(self, run: Run, step: int, metrics: dict[str, Any]) -> None:
-        self.log.write({"kind": "train", "step": step, **{k: metrics[k] for k in ("epoch", "loss", "accuracy")
-                                                           if metrics.get(k) is not None}})
+        self.log.write(
+            {
+                "kind": "train",
+                "step": step,
+                **{k: metrics[k] for k in ("epoch", "loss", "accuracy") if metrics.get(k) is not None},
+            }
+        )
 
     def on_epoch_end(self, run: Run, epoch: int, record: dict[str, Any]) -> None:
         self.log.write({"kind": "eval", **record})
