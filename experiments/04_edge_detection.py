@@ -151,15 +151,15 @@ def run(ctx: Context) -> None:
             ctx.check(f"{name}: at vertical edges |Dx| is over 2x |Dy|", mx > 2 * my, f"{mx:.4f} vs {my:.4f}")
         elif label == "horizontal edges":
             ctx.check(f"{name}: at horizontal edges |Dy| is over 2x |Dx|", my > 2 * mx, f"{my:.4f} vs {mx:.4f}")
-    edge_means = {(n, l): mx + my for n, l, mx, my in ratios if "edges" in l}
+    edge_means = {(n, where): mx + my for n, where, mx, my in ratios if "edges" in where}
     flat_ok = all(
         mx + my < 0.2 * min(v for (n2, _), v in edge_means.items() if n2 == n)
-        for n, l, mx, my in ratios
-        if l.startswith("flat")
+        for n, where, mx, my in ratios
+        if where.startswith("flat")
     )
     ctx.check("on flat pixels both responses are under a fifth of their edge values", flat_ok)
 
-    v = {(n, l): (mx, my) for n, l, mx, my in ratios}
+    v = {(n, where): (mx, my) for n, where, mx, my in ratios}
     (vx, vy), (hx, hy) = v[(names[0], "vertical edges")], v[(names[0], "horizontal edges")]
     ctx.text(
         "The kernel [-1, 1] is a finite difference: on the step it answers 1 exactly where the value jumps and 0 "

@@ -162,7 +162,7 @@ def run(ctx: Context) -> None:
             level[mask] = i
         cmap = matplotlib.colormaps["viridis"].resampled(len(masks))
         im = ax.imshow(level, cmap=cmap, vmin=-0.5, vmax=len(masks) - 0.5)
-        for i, (_, _, ((r0, r1), (c0, c1))) in enumerate(masks):
+        for _, _, ((r0, r1), (c0, c1)) in masks:
             ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0 + 1, r1 - r0 + 1, fill=False, ls="--", lw=1, ec="red"))
         cb = fig.colorbar(im, ax=ax, ticks=range(len(masks)), fraction=0.046)
         cb.ax.set_yticklabels([m[0] for m in masks], fontsize=8)

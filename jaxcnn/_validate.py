@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
+PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
 PADDING_STRINGS = ("VALID", "SAME", "FULL", "CAUSAL")
 SPATIAL_DIMS = (1, 2, 3)
 
@@ -42,7 +42,7 @@ def as_int(value: Any, name: str) -> int:
     Accepts ``int`` and NumPy integers (anything with ``__index__``) but not
     ``bool``, floats, strings or traced values.
     """
-    if isinstance(value, (bool, np.bool_)) or isinstance(value, jax.core.Tracer):
+    if isinstance(value, (bool, np.bool_, jax.core.Tracer)):
         raise TypeError(f"{name} must be an int, got {fmt(value)}")
     try:
         return operator.index(value)
@@ -268,7 +268,7 @@ def check_key(key: Any, name: str = "key") -> Any:
     restored from a checkpoint) must have the default implementation's shape,
     ``(2,)`` for threefry.
     """
-    if isinstance(key, (jax.Array, np.ndarray)) or isinstance(key, jax.core.Tracer):
+    if isinstance(key, (jax.Array, np.ndarray, jax.core.Tracer)):
         if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
             if key.shape == ():
                 return key

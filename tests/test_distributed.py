@@ -125,7 +125,7 @@ def _run_processes(commands: list[tuple[list[str], dict[str, str]]], logs: Path)
         for i, (argv, extra) in enumerate(commands):
             env = {k: v for k, v in os.environ.items() if not k.startswith(("JAXCNN_", "JAX_COORDINATOR"))}
             env.update({"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", **extra})
-            f = open(logs / f"process{i}.log", "w")
+            f = open(logs / f"process{i}.log", "w")  # noqa: SIM115 (closed in the finally below, after the processes)
             files.append(f)
             procs.append(
                 subprocess.Popen(

@@ -632,7 +632,7 @@ def test_dtype_kept_and_rounded_once(op, dtype, rng):
 def test_bfloat16_gradients_finite(rng):
     x = jnp.asarray(randn(rng, (1, 6, 6, 2)), jnp.bfloat16)
     for f in (lambda v: F.max_pool(v, 2), lambda v: F.avg_pool(v, 3, 1, 1), lambda v: F.adaptive_avg_pool(v, 4)):
-        g = jax.grad(lambda v: f(v).astype(jnp.float32).sum())(x)
+        g = jax.grad(lambda v, f=f: f(v).astype(jnp.float32).sum())(x)
         assert g.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(g, np.float32)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -109,8 +110,6 @@ def _run(source: Iterator[Any], size: int, put: Callable[[Any], Any] | None) -> 
     finally:
         stop.set()
         while thread.is_alive():
-            try:  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):  # unblock a producer waiting on a full queue
                 buffer.get_nowait()
-            except queue.Empty:
-                pass
             thread.join(timeout=_POLL_S)

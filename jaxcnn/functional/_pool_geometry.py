@@ -111,7 +111,7 @@ def pool_geometry(
     pads = _validate.padding_pairs(padding, sizes, k_eff, strides)
     _validate.check_pad_fits(sizes, pads, k_eff, what=f"pooling window {window} with dilation {dilation}")
     out = tuple(_validate.out_size(n, p, k, s, ceil_mode) for n, p, k, s in zip(sizes, pads, k_eff, strides))
-    for i, (n, (lo, hi), k, s, o) in enumerate(zip(sizes, pads, k_eff, strides, out)):
+    for i, (n, (lo, _), k, s, o) in enumerate(zip(sizes, pads, k_eff, strides, out)):
         if lo >= k or (o - 1) * s - lo >= n:
             raise ValueError(
                 f"padding {pads} with window {window} and strides {strides} leaves a window that "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,7 +15,7 @@ from jaxcnn.functional.conv import conv, conv_transpose
 from jaxcnn.nn._checks import checked_param
 
 Initializer = Any
-KernelSize = Union[int, Sequence[int]]
+KernelSize = int | Sequence[int]
 
 
 def window_shape(kernel_size: KernelSize, x: Any, name: str) -> tuple[int, ...]:

@@ -117,7 +117,7 @@ class BatchNorm(nnx.Module):
             self.mean = nnx.BatchStat(jnp.zeros((c,), jnp.float32))
             self.var = nnx.BatchStat(jnp.ones((c,), jnp.float32))
         else:
-            self.mean, self.var = nnx.data(None), nnx.data(None)
+            self.mean, self.var = nnx.data(None), nnx.data(None)  # type: ignore[arg-type]  # no running statistics
         _affine(self, (c,), use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
 
     def __call__(self, x: Any, use_running_average: bool | None = None, *, mask: Any = None) -> jnp.ndarray:

@@ -281,7 +281,9 @@ def build(layer: nn.Module, inputs: tuple, rngs: nnx.Rngs) -> nnx.Module:
             )
     if "rngs" in accepted and twin.rngs:
         kwargs["rngs"] = rngs
-    built: nnx.Module = twin.nnx(**kwargs)
+    built = twin.nnx(**kwargs)
+    if not isinstance(built, nnx.Module):
+        raise TypeError(f"the twin of {type(layer).__name__} built a {type(built).__name__}, not an nnx.Module")
     return built
 
 
