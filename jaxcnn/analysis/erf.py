@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,15 +14,17 @@ from matplotlib.figure import Figure
 
 from jaxcnn import _validate
 from jaxcnn._figures import grid, save
+from jaxcnn.analysis._models import linen_view
+from jaxcnn.models.call import train_kwargs
 
 
 def _apply_fn(model: Any, variables: Any):
-    """``x -> output`` of a linen model (``train=False`` when it takes ``train``) or a plain function."""
+    """``x -> output`` of a linen model (``train=False`` when it takes ``train``), an NNX model or a function."""
+    model, variables = linen_view(model, variables)
     if isinstance(model, nn.Module):
         if variables is None:
             raise TypeError("variables must be the model's variables (from model.init), got None")
-        takes_train = "train" in inspect.signature(model.__call__).parameters
-        kw: dict[str, Any] = {"train": False} if takes_train else {}
+        kw: dict[str, Any] = train_kwargs(model, False)
         return lambda x: model.apply(variables, x, **kw)
     if callable(model):
         return model

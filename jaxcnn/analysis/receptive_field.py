@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxcnn import _validate
 from jaxcnn.analysis._inputs import default_rngs, per_example_shape
+from jaxcnn.analysis._models import linen_view
 from jaxcnn.analysis.field_chain import Dim, Field, chain_receptive_field, last_field
 from jaxcnn.analysis.field_measure import measure as measure_gradient
 from jaxcnn.analysis.field_measure import positive_params
@@ -227,6 +228,7 @@ def receptive_field(
     if nd not in _validate.SPATIAL_DIMS:
         raise ValueError(f"input_shape must be (*spatial, C) with 1, 2 or 3 spatial dims, got {shape}")
     measure = _validate.check_bool(measure, "measure")
+    model_or_fn, variables = linen_view(model_or_fn, variables)
     if model_or_fn is None and layers is None:
         raise ValueError("receptive_field needs a model or function, or layers=[LayerSpec, ...], got neither")
     if model_or_fn is not None and not (isinstance(model_or_fn, nn.Module) or callable(model_or_fn)):

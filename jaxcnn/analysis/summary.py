@@ -15,6 +15,7 @@ import numpy as np
 from jaxcnn import _validate
 from jaxcnn.analysis import _jaxpr
 from jaxcnn.analysis._inputs import default_rngs, per_example_shape
+from jaxcnn.analysis._models import linen_view
 from jaxcnn.functional.conv import default_conv_algorithm
 
 _MARK = "jaxcnn_summary_call_"
@@ -224,8 +225,11 @@ def summary(
     Course for Engineers and Scientists* (LWLS), 2022, Example 6.3 (the table of
     parameters per layer).
     """
+    model, _ = linen_view(model)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a flax.linen.Module, got {_validate.fmt(model)}")
+        raise TypeError(
+            f"model must be a flax.linen.Module or a jaxcnn NNX zoo model (jaxcnn.nnx.Mirror), got {_validate.fmt(model)}"
+        )
     shape = per_example_shape(input_shape)
     rngs = default_rngs(rngs)
     x = jax.ShapeDtypeStruct((1, *shape), dtype)

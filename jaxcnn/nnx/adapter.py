@@ -17,8 +17,9 @@ from jaxcnn.nnx.dropout import Dropout
 
 
 def _takes(module: nnx.Module, name: str) -> bool:
-    params = inspect.signature(type(module).__call__).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    """Whether ``module.__call__`` names the keyword ``name`` (a ``**kwargs`` catch-all, as ``nnx.Sequential``
+    forwarding to its first layer, does not count: modes are set by ``set_attributes`` instead)."""
+    return name in inspect.signature(type(module).__call__).parameters
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

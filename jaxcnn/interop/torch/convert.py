@@ -71,7 +71,16 @@ class StateDictMismatchError(ValueError):
 
 
 def resolve_model(name_or_model: Any, model_kwargs: Mapping[str, Any] | None) -> nn.Module:
-    """A zoo name (built with ``get_model(name, **model_kwargs)``) or a Flax module as it is."""
+    """A zoo name (built with ``get_model(name, **model_kwargs)``) or a Flax module as it is.
+
+    An NNX zoo model (:class:`jaxcnn.nnx.Mirror`) is converted through its Linen
+    model, whose variables are path for path its own (load them into it with
+    :func:`jaxcnn.nnx.from_linen`).
+    """
+    from jaxcnn.nnx import Mirror
+
+    if isinstance(name_or_model, Mirror):
+        name_or_model = name_or_model.linen_model
     if isinstance(name_or_model, str):
         return get_model(name_or_model, **dict(model_kwargs or {}))
     if isinstance(name_or_model, nn.Module):
@@ -79,7 +88,8 @@ def resolve_model(name_or_model: Any, model_kwargs: Mapping[str, Any] | None) ->
             raise TypeError("model_kwargs applies to a model name only; this is a module already built")
         return name_or_model
     raise TypeError(
-        f"name_or_model must be a zoo model name or a flax.linen.Module, got {_validate.fmt(name_or_model)}"
+        f"name_or_model must be a zoo model name, a flax.linen.Module or an NNX zoo model, got "
+        f"{_validate.fmt(name_or_model)}"
     )
 
 
