@@ -67,8 +67,13 @@ def dropout(
         axis: row ``i`` of device ``d`` is global row ``d * N + i`` and draws
         from ``fold_in(key, d * N + i)``, so data-parallel training drops
         exactly the units single-device training would (as ``batch_norm``'s
-        ``axis_name`` makes its statistics global). All shards must have the
-        same size. Not used with per-example keys (they already name the row).
+        ``axis_name`` makes its statistics global). Every device draws the
+        global batch's masks and keeps its rows, so this holds for every key
+        implementation (XLA's "rbg" bits depend on the size of the batch they
+        are drawn for). All shards must have the same size. Not used with
+        per-example keys (they already name the row; with "rbg" keys a part
+        of a batch then draws other masks than the whole: use the default
+        threefry keys, as :mod:`jaxcnn.train` does).
 
     Returns:
       ``x``'s shape and dtype.
@@ -116,10 +121,15 @@ def dropout(
     if 0 in axes or x.ndim == 0:
         mask = jax.random.bernoulli(key, keep, mask_shape)
     else:
-        if not per_example:
+        draw = jax.vmap(lambda k: jax.random.bernoulli(k, keep, mask_shape[1:]))
+        if per_example:
+            mask = draw(key)
+        elif axis_name is None:
+            mask = draw(row_keys(key, x.shape[0]))
+        else:  # every device draws the global batch's rows (one vmap of the global size) and keeps its own
             n = x.shape[0]
-            key = row_keys(key, n, 0 if axis_name is None else lax.axis_index(axis_name) * n)
-        mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, mask_shape[1:]))(key)
+            whole = draw(row_keys(key, lax.axis_size(axis_name) * n))
+            mask = lax.dynamic_slice_in_dim(whole, lax.axis_index(axis_name) * n, n, axis=0)
     mask = jnp.broadcast_to(mask, x.shape)
     kept = scale_by(x, 1.0 / keep) if mode == "inverted" else x
     return jnp.where(mask, kept, jnp.zeros((), x.dtype))

@@ -40,6 +40,8 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "wavenet_tiny": (1, 20, 1),
     "cnn1d": (1, 40),
     "cnn3d": (1, 8, 8, 8, 1),
+    "mobilenet_v2": (1, 224, 224, 3),
+    "mobilenet_v2_tiny": (1, 32, 32, 3),
 }
 APIS = ("linen", "nnx")
 
