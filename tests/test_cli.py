@@ -292,6 +292,7 @@ def test_eval_prints_top_k_and_the_confusion_matrix(tmp_path, capsys):
     assert "top-3" in out and len(rows) == 10 and sum(map(sum, rows)) == 359  # every test image counted once
 
 
+@pytest.mark.slow
 def test_train_api_nnx_reaches_the_linen_runs_accuracy(tmp_path, capsys):
     """The NNX twin starts from the Linen initialization and is trained by the same engine: the same numbers."""
     accs = []

@@ -212,6 +212,7 @@ def test_any_batch_size_on_eight_devices_equals_one_device(ds):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_any_linen_module_trains_sequential_included(ds):
     model = jnn.Sequential([jnn.Conv(4, 3), jax.nn.relu, jnn.Flatten(), nn.Dense(10)])
     result = _run(ds, model=model, epochs=3)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "porting_from_pytorch.md"
 
 
+@pytest.mark.slow
 def test_porting_guide_worked_example_runs(capsys):
     blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.DOTALL)
     assert len(blocks) >= 3

@@ -174,6 +174,7 @@ def test_nnx_layers_under_nnx_jit_and_grad():
     assert np.isfinite(float(loss)) and grads["layers"][0]["kernel"].shape == (3, 3, 1, 4)
 
 
+@pytest.mark.slow
 def test_spectral_norm_conv_steps_and_modes_match_linen():
     x = jax.random.normal(KEY, (2, 9, 9, 3))
     linen = jnn.SpectralNormConv(5, 3, strides=2)

@@ -48,6 +48,7 @@ def test_the_readme_has_the_commands_this_test_runs():
     assert any(c.startswith("jaxcnn eval") for c in commands)
 
 
+@pytest.mark.slow
 def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JAXCNN_MNIST_DIR", str(MNIST))
