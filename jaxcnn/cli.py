@@ -161,6 +161,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{strategy} on {_device_summary()}; run directory {out}"
         )
         print(f"  data: {ds.description}")
+    max_steps = args.max_steps
+    if resuming and max_steps is not None:  # --max-steps counts from step 0 of the run, fit's from where it starts
+        from jaxcnn.train import Checkpointer
+
+        start = args.resume_from or Checkpointer(out / "checkpoints").latest_verified_step() or 0
+        if max_steps <= start:
+            raise CLIError(f"--max-steps {max_steps}: the run in {str(out)!r} is already at step {start}")
+        max_steps -= start
     t0 = time.perf_counter()
     try:
         result = fit(
@@ -183,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             steps_per_call=args.steps_per_call,
             augment=augmenter(ds) if args.augment else None,
             progress=not args.no_progress,
-            max_steps=args.max_steps,
+            max_steps=max_steps,
             remainder=args.remainder,
             model_parallel=args.model_parallel,
             batch_split=args.batch_split,
