@@ -387,3 +387,17 @@ def test_the_guard_reports_labels_that_are_not_classes_and_padding_is_exempt():
     assert bool(step.fetch_metrics(m)["labels_ok"])  # a padding row's label does not count
     with pytest.raises(ValueError, match="validation y"):
         _run(D.digits(), validation=(D.digits().x_test, np.full(len(D.digits().x_test), 11, np.int32)))
+
+
+@pytest.mark.parametrize("strategy", ["jit", "sharded", "pmap", "shard_map"])
+def test_placing_a_state_never_lets_a_step_delete_the_callers_arrays(strategy):
+    model = jaxcnn.get_model("lwls_cnn", axis_name="data" if strategy in ("pmap", "shard_map") else None)
+    state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
+    step = make_train_step(model, "cross_entropy", strategy)
+    rng = np.random.default_rng(0)
+    batch = {
+        "x": rng.standard_normal((16, 28, 28, 1)).astype(np.float32),
+        "y": rng.integers(0, 10, 16).astype(np.int32),
+    }
+    step(step.place_state(state), step.place_batch(batch))  # donates the placed copy
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(state.params))  # still readable

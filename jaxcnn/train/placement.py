@@ -108,8 +108,9 @@ class Placement:
         """
         if self.strategy == "jit":
             return jax.device_put(state, self.devices[0], may_alias=False)
-        if jax.process_count() > 1:
-            state = host_copy(state)
+        # A host copy first: device_put onto a mesh may alias the input buffer on its first device even
+        # with may_alias=False, and the donating step would then delete the caller's arrays.
+        state = host_copy(state) if jax.process_count() > 1 else jax.tree.map(np.array, state)
         if self.strategy != "pmap":
             return jax.device_put(state, self.state_sharding(state), may_alias=False)
         n = self.num_devices
