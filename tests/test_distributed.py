@@ -186,7 +186,17 @@ def _train_records(run: Path) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == "train"]
 
 
-COMMON = ["--quick", "--val-split", "0", "--batch-size", "64", "--optimizer", "momentum", "--lr", "0.02"]  # 512 rows: 8 steps
+COMMON = [
+    "--quick",
+    "--val-split",
+    "0",
+    "--batch-size",
+    "64",
+    "--optimizer",
+    "momentum",
+    "--lr",
+    "0.02",
+]  # 512 rows: 8 steps
 
 
 def test_two_processes_train_like_one(tmp_path):
