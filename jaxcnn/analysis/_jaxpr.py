@@ -52,9 +52,17 @@ def closed_called(eqn: Any) -> Any | None:
 
 
 def scope_names(eqn: Any) -> list[str]:
-    """The entries of ``eqn``'s name stack (``jax.named_scope`` and Flax module names)."""
-    text = str(eqn.source_info.name_stack)
-    return [s for s in text.split("/") if s]
+    """The entries of ``eqn``'s name stack (``jax.named_scope`` and Flax module names).
+
+    Flax names a module's other methods ``"<module>.<method>"`` (a ResNet block's
+    ``residual``); they are the module's own layers, so that entry is dropped:
+    ``layer1_block1/conv1``, not ``layer1_block1/layer1_block1.residual/conv1``.
+    """
+    out: list[str] = []
+    for s in str(eqn.source_info.name_stack).split("/"):
+        if s and not (out and s.startswith(out[-1] + ".")):
+            out.append(s)
+    return out
 
 
 def walk(jaxpr: Any, outer: tuple[str, ...] = (), multiplier: int = 1) -> Iterator[tuple[Any, tuple[str, ...], int]]:
