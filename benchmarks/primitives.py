@@ -284,7 +284,7 @@ def conv_cases(spec: ConvSpec, seed: int = 0) -> dict[str, dict[str, Case]]:
             dimension_numbers=dn,
             feature_group_count=spec.groups,
         )
-        return y if b is None else y + b
+        return y if b is None else y + b.reshape((1,) * (y.ndim - 1) + (-1,))
 
     args = tuple(jnp.asarray(a) for a in ((x, w) if b is None else (x, w, b)))
     gj = jnp.asarray(g)
