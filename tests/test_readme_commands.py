@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from jaxcnn.cli import main
@@ -77,5 +78,6 @@ def test_readme_bench_command_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     for line in readme_commands():
         env, argv = _as_run(line)
-        if argv[0] == "bench":
-            assert main([*argv, "--out", str(tmp_path)]) == 0, line
+        if argv[0] == "bench":  # the benchmarks' peers broadcast as NumPy does (the suite raises on it)
+            with jax.numpy_rank_promotion("allow"):
+                assert main([*argv, "--out", str(tmp_path)]) == 0, line
