@@ -279,21 +279,6 @@ def check_key(key: Any, name: str = "key") -> Any:
     )
 
 
-def is_key_array(key: Any) -> bool:
-    """Whether ``key`` is an array of typed PRNG keys (``jax.random.key``), of any shape."""
-    return isinstance(key, (jax.Array, jax.core.Tracer)) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-
-
-def check_key_per_row(key: Any, x: Any, name: str = "key") -> Any:
-    """One typed PRNG key per row of ``x``: shape ``(x.shape[0],)``."""
-    if not is_key_array(key) or key.ndim != 1 or x.ndim == 0 or key.shape[0] != x.shape[0]:
-        raise TypeError(
-            f"{name} must be a single PRNG key or one typed key per example (shape (N,) with N = x.shape[0] "
-            f"= {x.shape[0] if x.ndim else 'none: x is a scalar'}), got {fmt(key)}"
-        )
-    return key
-
-
 def _raw_key_shape() -> tuple[int, ...]:
     return tuple(jax.eval_shape(jax.random.PRNGKey, 0).shape)
 

@@ -93,9 +93,9 @@ def dropout(
     training = _validate.check_bool(training, "training")
     mode = _validate.check_choice(mode, "mode", MODES)
     axes = _validate.axes_arg(broadcast_axes, x.ndim, "broadcast_axes")
-    per_example = key is not None and _validate.is_key_array(key) and key.ndim >= 1
+    per_example = key is not None and _is_key_array(key) and key.ndim >= 1
     if per_example:
-        key = _validate.check_key_per_row(key, x, "key")
+        key = _check_key_per_row(key, x, "key")
         if 0 in axes:
             raise ValueError(
                 f"dropout with one key per example (key of shape {tuple(key.shape)}) cannot share one mask "
@@ -133,6 +133,21 @@ def dropout(
     mask = jnp.broadcast_to(mask, x.shape)
     kept = scale_by(x, 1.0 / keep) if mode == "inverted" else x
     return jnp.where(mask, kept, jnp.zeros((), x.dtype))
+
+
+def _is_key_array(key: Any) -> bool:
+    """Whether ``key`` is an array of typed PRNG keys (``jax.random.key``), of any shape."""
+    return isinstance(key, (jax.Array, jax.core.Tracer)) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+
+
+def _check_key_per_row(key: Any, x: Any, name: str = "key") -> Any:
+    """One typed PRNG key per row of ``x``: shape ``(x.shape[0],)``."""
+    if not _is_key_array(key) or key.ndim != 1 or x.ndim == 0 or key.shape[0] != x.shape[0]:
+        raise TypeError(
+            f"{name} must be a single PRNG key or one typed key per example (shape (N,) with N = x.shape[0] "
+            f"= {x.shape[0] if x.ndim else 'none: x is a scalar'}), got {_validate.fmt(key)}"
+        )
+    return key
 
 
 def row_keys(key: Any, rows: int, offset: Any = 0) -> jax.Array:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 from flax import traverse_util
@@ -19,9 +17,9 @@ from jaxcnn import _validate
 from jaxcnn import data as data_lib
 from jaxcnn.models.inputs import check_input
 from jaxcnn.train import callbacks as cb
-from jaxcnn.train.batches import grouped, process_batches, take
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.distributed import is_primary
+from jaxcnn.train.epoch import run_epochs
 from jaxcnn.train.evaluate import evaluate
 from jaxcnn.train.fit_setup import FitPlan, plan_fit
 from jaxcnn.train.freeze import freeze_optimizer
@@ -103,7 +101,7 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``dataset`` with ``tx``; validate every epoch; test once, at the end.
 
-    The loop (:func:`_train_epoch` per epoch) calls the :mod:`callbacks
+    The loop (:func:`jaxcnn.train.epoch.train_epoch` per epoch) calls the :mod:`callbacks
     <jaxcnn.train.callbacks>`; every file it writes, every stopping rule and
     the checkpoint policy are callbacks, built from the arguments below and
     followed by ``callbacks``.
@@ -265,7 +263,9 @@ def fit(
         with oom_guard(
             f"training {type(model).__name__} with strategy {train_step.strategy!r}", batch_size=plan.padded_size
         ):
-            _epochs(run, callback, plan, model, loss_fn, (train_step, single_step, eval_step), placed, steps_per_call)
+            run_epochs(
+                run, callback, plan, model, loss_fn, (train_step, single_step, eval_step), placed, steps_per_call
+            )
     finally:
         callback.on_train_end(run)
     if run.diverged:
@@ -284,40 +284,6 @@ def fit(
             cb.MetricsLog(out / "metrics.jsonl").write({"kind": "test", "step": int(final.step), **test})
     best = None if run.best is None else {k: v for k, v in run.best.items() if k != "state"}
     return FitResult(final, run.history, test, best, run.stopped, run.stop_reason, out)
-
-
-def _epochs(
-    run: cb.Run,
-    callback: cb.Callback,
-    plan: FitPlan,
-    model: Any,
-    loss_fn: LossFn,
-    steps: tuple,
-    placed: dict,
-    steps_per_call: int,
-) -> None:
-    """The epochs still to run: train, validate, report; until done or a callback stops the run."""
-    train_step, single_step, eval_step = steps
-    for epoch in range(run.step // plan.per_epoch, run.epochs):
-        callback.on_epoch_begin(run, epoch)
-        record = _train_epoch(run, callback, plan, epoch, train_step, single_step, placed, steps_per_call)
-        if record is None or run.diverged:
-            return
-        if plan.x_val is not None and plan.y_val is not None:  # set together
-            val = evaluate(
-                model,
-                run.state(),
-                plan.x_val,
-                plan.y_val,
-                loss=loss_fn,
-                batch_size=plan.eval_batch_size,
-                step=eval_step,
-            )
-            record.update({"val_loss": val["loss"], "val_accuracy": val.get("accuracy")})
-        run.history.append(record)
-        callback.on_epoch_end(run, epoch, record)
-        if run.stopped:
-            return
 
 
 def _optimizer(state: TrainState | None, tx: Any, trainable: Any) -> tuple[TrainState | None, Any]:
@@ -409,94 +375,3 @@ def _default_callbacks(
                 cb.CurvesPlot(out / "metrics.jsonl", out / "curves.png"),
             ]
     return out_list
-
-
-def _train_epoch(
-    run: cb.Run,
-    callback: cb.Callback,
-    plan: FitPlan,
-    epoch: int,
-    train_step,
-    single_step,
-    placed: dict,
-    steps_per_call: int,
-) -> dict | None:
-    """Run the steps of ``epoch`` still to do on ``placed["state"]``; returns the epoch record (``None`` if cut short).
-
-    Metrics are read one step late: reading them waits for the step, and the
-    next step is already dispatched by then, so the device never idles on
-    Python -- except after a step a callback wants the state of (a checkpoint),
-    whose metrics are read, and checked, first.
-    """
-    skip = max(run.step - epoch * plan.per_epoch, 0)
-    todo = min(plan.per_epoch - skip, run.total_steps - run.step)
-    it = process_batches(
-        plan.x_train,
-        plan.y_train,
-        plan.batch_size,
-        train_step.process_rows(plan.padded_size),
-        remainder=plan.remainder,
-        weights=plan.weights,
-        padded_size=plan.padded_size,
-        shuffle=True,
-        seed=plan.seed,
-        epoch=epoch,
-        start=skip,
-    )
-
-    def place(item):  # runs in the prefetch thread: host-to-device copies overlap the step
-        k, batch, real = item
-        step = train_step if k == steps_per_call else single_step
-        return k, step.place_batch(batch, global_size=plan.padded_size), real
-
-    losses, accs, seen, t0, pending = [], [], 0, time.perf_counter(), None
-
-    def record(step, metrics, k, first):
-        m = step.fetch_metrics(metrics)
-        loss, acc = np.atleast_1d(m["loss"]), np.atleast_1d(m.get("accuracy", np.full(k, np.nan)))
-        finite = np.asarray(m.get("finite", np.ones((k, 0), bool))).reshape(k, -1)
-        labels_ok = np.atleast_1d(m.get("labels_ok", np.ones(k, bool)))
-        for i in range(k):
-            losses.append(float(loss[i]))
-            accs.append(float(acc[i]))
-            callback.on_step_end(
-                run,
-                first + i + 1,
-                {
-                    "epoch": epoch,
-                    "loss": float(loss[i]),
-                    "finite": finite[i],
-                    "labels_ok": bool(labels_ok[i]),
-                    "accuracy": None if np.isnan(acc[i]) else float(acc[i]),
-                },
-            )
-            if run.diverged:
-                return
-
-    for k, batch, real in data_lib.prefetch(grouped(take(it, todo), steps_per_call), size=2, put=place):
-        step = train_step if k == steps_per_call else single_step
-        placed["state"], metrics = step(placed["state"], batch)
-        if pending is not None:
-            record(*pending)
-        pending = (step, metrics, k, run.step)
-        run.step += k
-        seen += real
-        if callback.wants_state_at(run.step) or run.stopped:
-            record(*pending)
-            pending = None
-        if run.stopped:
-            break
-    if pending is not None:
-        record(*pending)
-    if run.diverged or run.step < (epoch + 1) * plan.per_epoch:
-        return None
-    seconds = time.perf_counter() - t0
-    train_acc = float(np.nanmean(accs)) if accs and not np.all(np.isnan(accs)) else None
-    return {
-        "epoch": epoch,
-        "step": run.step,
-        "train_loss": float(np.mean(losses)),
-        "train_accuracy": train_acc,
-        "seconds": seconds,
-        "images_per_s": seen / max(seconds, 1e-9),
-    }
