@@ -36,18 +36,22 @@ def fmt(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def as_int(value: Any, name: str) -> int:
+def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     """``value`` as a Python int; a ``TypeError`` naming ``name`` for anything else.
 
     Accepts ``int`` and NumPy integers (anything with ``__index__``) but not
-    ``bool``, floats, strings or traced values.
+    ``bool``, floats, strings or traced values; with ``minimum``, a
+    ``ValueError`` below it (``minimum=1``: a count, a width, a size).
     """
     if isinstance(value, (bool, np.bool_, jax.core.Tracer)):
         raise TypeError(f"{name} must be an int, got {fmt(value)}")
     try:
-        return operator.index(value)
+        number = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {fmt(value)}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {number}")
+    return number
 
 
 def tuple_arg(value: Any, n: int, name: str, *, minimum: int | None = 1) -> tuple[int, ...]:

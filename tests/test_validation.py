@@ -149,6 +149,10 @@ CASES = [
         r"epsilon must be a non-negative number, got -1\.0",
     ),
     (lambda: F.group_norm(X, 3), ValueError, r"num_groups must be a positive divisor of the channels C=4, got 3"),
+    # counts (a width, a number of layers): one rule, _validate.as_int(..., minimum=1)
+    (lambda: _validate.as_int(0, "num_layers", minimum=1), ValueError, r"^num_layers must be >= 1, got 0$"),
+    (lambda: _validate.as_int(np.int64(-3), "width", minimum=1), ValueError, r"^width must be >= 1, got -3$"),
+    (lambda: _validate.as_int(2.0, "width", minimum=1), TypeError, r"^width must be an int, got 2\.0"),
     (
         lambda: F.layer_norm(X, jnp.ones(5)),
         ValueError,
@@ -161,6 +165,12 @@ CASES = [
 def test_bad_argument_raises_clear_error(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+@pytest.mark.parametrize("value, minimum, expected", [(1, 1, 1), (np.int64(5), 1, 5), (0, 0, 0), (-2, None, -2)])
+def test_as_int_accepts_values_at_or_above_its_minimum(value, minimum, expected):
+    out = _validate.as_int(value, "n", minimum=minimum)
+    assert out == expected and type(out) is int
 
 
 def test_errors_are_raised_at_trace_time_under_jit():

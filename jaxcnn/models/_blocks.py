@@ -52,12 +52,33 @@ def conv_block(
     return x if activation is None else activation(x)
 
 
+def model_conv_block(
+    model: Any, x: Any, i: int, features: int, kernel_size: Any, *, train: bool, strides: Any = 1
+) -> Any:
+    """The ``i``-th :func:`conv_block` of ``model``: ``conv{i}`` (+ ``bn{i}``), ReLU.
+
+    ``model`` has the zoo's ``batch_norm``, ``dtype`` and ``axis_name``
+    attributes; with ``batch_norm`` the conv has no bias (the BatchNorm's
+    ``beta`` takes its place). Returns ``(N, *out_spatial, features)``.
+    """
+    return conv_block(
+        x,
+        features,
+        kernel_size,
+        strides=strides,
+        name=f"conv{i}",
+        bn_name=f"bn{i}",
+        batch_norm=model.batch_norm,
+        use_bias=not model.batch_norm,
+        train=train,
+        dtype=model.dtype,
+        axis_name=model.axis_name,
+    )
+
+
 def positive_int(value: Any, name: str) -> int:
     """``value`` as an int >= 1; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
-    value = _validate.as_int(value, name)
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return _validate.as_int(value, name, minimum=1)
 
 
 def positive_ints(values: Any, name: str) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn import _validate
-from jaxcnn.models._blocks import conv_block
+from jaxcnn.models._blocks import model_conv_block
 from jaxcnn.nn import AvgPool, Dense, Dropout, Flatten, MaxBlurPool, MaxPool
 
 #: ``downsample`` -> the pool after a stride-1 conv2/conv3 (``"stride"``: the strided conv itself).
@@ -77,19 +77,7 @@ class LWLSCNN(nn.Module):
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
         pool = _validate.check_choice(self.downsample, "downsample", ("stride", *POOLS))
         for i, (f, k, s) in enumerate(zip(self.filters, (5, 5, 4), (1, 2, 2)), start=1):
-            x = conv_block(
-                x,
-                f,
-                k,
-                strides=s if pool == "stride" else 1,
-                name=f"conv{i}",
-                bn_name=f"bn{i}",
-                batch_norm=self.batch_norm,
-                use_bias=not self.batch_norm,
-                train=train,
-                dtype=self.dtype,
-                axis_name=self.axis_name,
-            )
+            x = model_conv_block(self, x, i, f, k, train=train, strides=s if pool == "stride" else 1)
             if s > 1 and pool != "stride":
                 x = POOLS[pool](name=f"pool{i}")(x)
         x = Flatten(name="flatten")(x)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models._blocks import conv_block, positive_ints, with_channel_axis
+from jaxcnn.models._blocks import model_conv_block, positive_ints, with_channel_axis
 from jaxcnn.nn import Dense, Dropout, Flatten, GlobalAvgPool, MaxPool
 
 
@@ -54,19 +54,7 @@ class CNN1D(nn.Module):
         if len(strides) != len(features):
             raise ValueError(f"strides must have one entry per conv ({len(features)}), got {self.strides!r}")
         for i, (f, s) in enumerate(zip(features, strides), start=1):
-            x = conv_block(
-                x,
-                f,
-                self.kernel_size,
-                strides=s,
-                name=f"conv{i}",
-                bn_name=f"bn{i}",
-                batch_norm=self.batch_norm,
-                use_bias=not self.batch_norm,
-                train=train,
-                dtype=self.dtype,
-                axis_name=self.axis_name,
-            )
+            x = model_conv_block(self, x, i, f, self.kernel_size, train=train, strides=s)
         x = Flatten(name="flatten")(x)
         x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)
         return Dense(self.num_classes, dtype=self.dtype, name="head")(x)
@@ -103,18 +91,7 @@ class CNN3D(nn.Module):
     def __call__(self, x: Any, *, train: bool = False) -> jnp.ndarray:
         x = with_channel_axis(x, 3)
         for i, f in enumerate(positive_ints(self.features, "features"), start=1):
-            x = conv_block(
-                x,
-                f,
-                self.kernel_size,
-                name=f"conv{i}",
-                bn_name=f"bn{i}",
-                batch_norm=self.batch_norm,
-                use_bias=not self.batch_norm,
-                train=train,
-                dtype=self.dtype,
-                axis_name=self.axis_name,
-            )
+            x = model_conv_block(self, x, i, f, self.kernel_size, train=train)
             x = MaxPool(2, name=f"pool{i}")(x)
         x = GlobalAvgPool(name="avgpool")(x)
         x = Dropout(self.dropout_rate, axis_name=self.axis_name, name="dropout")(x, deterministic=not train)

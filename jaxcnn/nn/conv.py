@@ -13,6 +13,7 @@ from flax.linen.dtypes import promote_dtype
 from jaxcnn import _validate
 from jaxcnn.functional.conv import conv, conv_transpose
 from jaxcnn.nn._checks import checked_param
+from jaxcnn.nn._options import CONV, CONV_TRANSPOSE, options
 
 Initializer = Any
 KernelSize = int | Sequence[int]
@@ -119,19 +120,7 @@ class Conv(nn.Module):
         features, groups = check_channels(self.features, self.groups, x.shape[-1], "Conv")
         kernel, bias = _params(self, (*window, x.shape[-1] // groups, features), features, x.shape)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return conv(
-            x,
-            kernel,
-            bias,
-            strides=self.strides,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=groups,
-            flip=self.flip,
-            padding_mode=self.padding_mode,
-            precision=self.precision,
-            algorithm=self.algorithm,
-        )
+        return conv(x, kernel, bias, groups=groups, **options(self, CONV))
 
 
 class ConvTranspose(nn.Module):
@@ -186,13 +175,4 @@ class ConvTranspose(nn.Module):
         features, groups = check_channels(self.features, self.groups, y.shape[-1], "ConvTranspose")
         kernel, bias = _params(self, (*window, features // groups, y.shape[-1]), features, y.shape)
         y, kernel, bias = promote_dtype(y, kernel, bias, dtype=self.dtype)
-        return conv_transpose(
-            y,
-            kernel,
-            bias,
-            strides=self.strides,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            dilation=self.dilation,
-            groups=groups,
-        )
+        return conv_transpose(y, kernel, bias, groups=groups, **options(self, CONV_TRANSPOSE))

@@ -16,12 +16,39 @@ from jaxcnn.nn._checks import check_batch_stats, checked_param
 Initializer = Any
 
 
-def _affine_params(module: nn.Module, shape: tuple[int, ...], x_shape: tuple[int, ...]) -> tuple[Any, Any]:
-    """The optional ``"scale"`` and ``"bias"`` parameters of a normalization module, checked against ``x_shape``."""
+def _affine(module: nn.Module, x: Any, shape: tuple[int, ...]) -> list[Any]:
+    """``x`` and the optional ``"scale"`` and ``"bias"`` parameters of shape ``shape``, promoted to one dtype.
+
+    The parameters are checked against ``x``'s shape first; ``module.dtype``
+    (if set) is the dtype they are promoted to.
+    """
     p = module.param_dtype
-    scale = checked_param(module, "scale", module.scale_init, shape, p, x_shape) if module.use_scale else None
-    bias = checked_param(module, "bias", module.bias_init, shape, p, x_shape) if module.use_bias else None
-    return scale, bias
+    scale = checked_param(module, "scale", module.scale_init, shape, p, x.shape) if module.use_scale else None
+    bias = checked_param(module, "bias", module.bias_init, shape, p, x.shape) if module.use_bias else None
+    return promote_dtype(x, scale, bias, dtype=module.dtype)
+
+
+def normalize(
+    layer: Any, x: Any, scale: Any, bias: Any, mean: Any, var: Any, *, training: bool, axis_name: Any, mask: Any
+) -> tuple[Any, tuple[Any, Any]]:
+    """:func:`jaxcnn.functional.batch_norm` with a BatchNorm layer's ``momentum`` and ``epsilon`` (Linen or NNX).
+
+    The one call both :class:`BatchNorm` and :class:`jaxcnn.nnx.BatchNorm` make.
+
+    Args:
+      layer: the calling layer (its ``momentum`` and ``epsilon`` are read).
+      x, scale, bias: ``(N, *spatial, C)`` and ``(C,)`` (or ``None``), promoted to one dtype already.
+      mean, var: the running statistics ``(C,)``, or both ``None`` without them
+        (``track_running_stats=False``): then the batch's statistics normalize,
+        in training and inference alike, and ``momentum`` is unused.
+      training: batch statistics (and updated running ones) or the running ones.
+      axis_name, mask: as :func:`jaxcnn.functional.batch_norm`.
+
+    Returns:
+      ``(y, (new_mean, new_var))`` as :func:`jaxcnn.functional.batch_norm`.
+    """
+    kw: dict[str, Any] = {"training": True} if mean is None else {"training": training, "momentum": layer.momentum}
+    return batch_norm(x, mean, var, scale, bias, epsilon=layer.epsilon, axis_name=axis_name, mask=mask, **kw)
 
 
 class BatchNorm(nn.Module):
@@ -105,41 +132,21 @@ class BatchNorm(nn.Module):
         )
         x = _validate.check_array(x, "x")
         c = x.shape[-1]
-        if not _validate.check_bool(self.track_running_stats, "track_running_stats"):
-            scale, bias = _affine_params(self, (c,), x.shape)
-            x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
-            return batch_norm(
-                x,
-                None,
-                None,
-                scale,
-                bias,
-                training=True,
-                epsilon=self.epsilon,
-                axis_name=None if self.is_initializing() else self.axis_name,
-                mask=mask,
-            )[0]
-        check_batch_stats(self, not use_running_average, c)
-        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
-        scale, bias = _affine_params(self, (c,), x.shape)
-        x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+        running = None  # the "batch_stats" variables (mean, var), when the layer keeps them
+        if _validate.check_bool(self.track_running_stats, "track_running_stats"):
+            check_batch_stats(self, not use_running_average, c)
+            running = (
+                self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32),
+                self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32),
+            )
+        mean, var = (None, None) if running is None else (running[0].value, running[1].value)
+        x, scale, bias = _affine(self, x, (c,))
         initializing = self.is_initializing()
-        y, (new_mean, new_var) = batch_norm(
-            x,
-            ra_mean.value,
-            ra_var.value,
-            scale,
-            bias,
-            training=not use_running_average,
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            axis_name=None if initializing else self.axis_name,
-            mask=mask,
-        )
-        if not use_running_average and not initializing:
-            assert new_mean is not None and new_var is not None  # running statistics given, so updated
-            ra_mean.value, ra_var.value = new_mean, new_var
+        axis_name = None if initializing else self.axis_name
+        training = not use_running_average
+        y, new = normalize(self, x, scale, bias, mean, var, training=training, axis_name=axis_name, mask=mask)
+        if running is not None and training and not initializing:
+            running[0].value, running[1].value = new
         return y
 
 
@@ -176,8 +183,7 @@ class GroupNorm(nn.Module):
     @nn.compact
     def __call__(self, x: Any) -> jnp.ndarray:
         x = _validate.check_array(x, "x")
-        scale, bias = _affine_params(self, (x.shape[-1],), x.shape)
-        x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+        x, scale, bias = _affine(self, x, (x.shape[-1],))
         return group_norm(x, self.num_groups, scale, bias, epsilon=self.epsilon)  # checks num_groups
 
 
@@ -219,6 +225,5 @@ class LayerNorm(nn.Module):
         x = _validate.check_array(x, "x")
         if x.ndim < 2:
             raise ValueError(f"x must have a batch axis and at least one more, got shape {tuple(x.shape)}")
-        scale, bias = _affine_params(self, tuple(x.shape[1:]), x.shape)
-        x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+        x, scale, bias = _affine(self, x, tuple(x.shape[1:]))
         return layer_norm(x, scale, bias, epsilon=self.epsilon)

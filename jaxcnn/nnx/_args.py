@@ -13,10 +13,7 @@ from jaxcnn import _validate
 
 def features(value: Any, name: str) -> int:
     """A channel count (``in_features``, ``out_features``, ``num_features``): an int >= 1."""
-    value = _validate.as_int(value, name)
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return _validate.as_int(value, name, minimum=1)
 
 
 def kernel_window(kernel_size: Any, spatial_dims: Any) -> tuple[int, ...]:
@@ -56,3 +53,18 @@ def check_rngs(rngs: Any, name: str = "rngs") -> nnx.Rngs:
 LECUN_NORMAL = initializers.lecun_normal()
 ZEROS = initializers.zeros_init()
 ONES = initializers.ones_init()
+
+
+def conv_params(
+    layer: Any, kernel_shape: tuple[int, ...], bias_size: int, kernel_init: Any, bias_init: Any, rngs: nnx.Rngs
+) -> None:
+    """Create a conv layer's ``kernel`` ``kernel_shape`` and ``bias`` ``(bias_size,)``.
+
+    Both are :class:`flax.nnx.Param`\\ s of ``layer.param_dtype`` drawn from the
+    "params" stream of ``rngs``, kernel first; the bias is ``None`` unless
+    ``layer.use_bias``.
+    """
+    layer.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, layer.param_dtype))
+    layer.bias = (
+        nnx.Param(bias_init(rngs.params(), (bias_size,), layer.param_dtype)) if layer.use_bias else nnx.data(None)
+    )

@@ -17,17 +17,12 @@ from jaxcnn.functional.blur import blur_pool, max_blur_pool
 class BlurPool(nnx.Module):
     r"""Binomial low-pass filter per channel, then subsampling; wraps :func:`jaxcnn.functional.blur_pool`.
 
-    .. math::
-
-        y = \operatorname{subsample}_s\big(x \star w_m\big), \qquad w_m = \text{binomial\_filter}(m)
-
-    The NNX twin of :class:`jaxcnn.nn.BlurPool`. No parameters: the filter is fixed.
+    The NNX twin of :class:`jaxcnn.nn.BlurPool` (the formula is there),
+    ``subsample_s(x * binomial_filter(m))``. No parameters: the filter is fixed.
 
     Args:
-      filter_size: taps per dim, 1-7 (3 default).
-      strides: int or one per spatial dim (2).
-      padding: ``None`` (Zhang's ``((m-1)//2, m//2)``) or a padding spec of ``F.conv``.
-      padding_mode: "reflect" (default), "replicate", "zeros" or "circular".
+      filter_size, strides, padding, padding_mode: as :class:`jaxcnn.nn.BlurPool`
+        (3 taps, stride 2, Zhang's padding, "reflect").
 
     ``__call__(x)``: ``(N, *spatial, C)`` -> ``(N, *out_spatial, C)``,
     ``ceil(n / s)`` per dim with the default padding.
@@ -50,12 +45,9 @@ class BlurPool(nnx.Module):
 class MaxBlurPool(nnx.Module):
     r"""Max pooling at stride 1, then BlurPool; wraps :func:`jaxcnn.functional.max_blur_pool`.
 
-    .. math::
-
-        y = \text{blur\_pool}_{m, s}\big(\text{max\_pool}_{k, 1}(x)\big)
-
-    The NNX twin of :class:`jaxcnn.nn.MaxBlurPool`, Zhang's anti-aliased
-    replacement of ``MaxPool(k, s)``.
+    The NNX twin of :class:`jaxcnn.nn.MaxBlurPool` (the formula is there),
+    ``blur_pool(max_pool(x, k, stride 1))``: Zhang's anti-aliased replacement
+    of ``MaxPool(k, s)``.
 
     Args:
       window: max-pool window (2).

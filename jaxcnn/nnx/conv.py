@@ -9,10 +9,46 @@ from flax import nnx
 from flax.linen.dtypes import promote_dtype
 
 from jaxcnn.functional.conv import conv, conv_transpose
+from jaxcnn.nn._options import CONV, CONV_TRANSPOSE, options
 from jaxcnn.nn.conv import check_channels
 from jaxcnn.nnx import _args
 
 Initializer = Any
+
+
+def _init_conv(
+    layer: Any,
+    in_features: Any,
+    out_features: Any,
+    kernel_size: Any,
+    groups: Any,
+    spatial_dims: Any,
+    kernel_init: Initializer,
+    bias_init: Initializer,
+    rngs: Any,
+) -> None:
+    """Check and store the arguments :class:`Conv` and :class:`ConvTranspose` share, then create the parameters.
+
+    ``layer.use_bias`` and ``layer.param_dtype`` are set already. The kernel is
+    ``(*window, in_features // groups, out_features)``, or for a
+    :class:`ConvTranspose` ``(*window, out_features // groups, in_features)``
+    (the kernel of the forward conv it is the adjoint of); the bias ``(out_features,)``.
+    """
+    transpose = isinstance(layer, ConvTranspose)
+    in_features = _args.features(in_features, "in_features")
+    out_features = _args.features(out_features, "out_features")
+    _, groups = check_channels(out_features, groups, in_features, "ConvTranspose" if transpose else "Conv")
+    window = _args.kernel_window(kernel_size, spatial_dims)
+    rngs = _args.check_rngs(rngs)
+    layer.in_features, layer.out_features, layer.kernel_size, layer.groups = in_features, out_features, window, groups
+    c_in, c_out = (out_features, in_features) if transpose else (in_features, out_features)
+    _args.conv_params(layer, (*window, c_in // groups, c_out), out_features, kernel_init, bias_init, rngs)
+
+
+def _promoted(layer: Any, x: Any) -> list[Any]:
+    """``x``, the kernel and the bias (or ``None``), promoted to one dtype (``layer.dtype`` if set)."""
+    bias = None if layer.bias is None else layer.bias[...]
+    return promote_dtype(x, layer.kernel[...], bias, dtype=layer.dtype)
 
 
 class Conv(nnx.Module):
@@ -70,34 +106,13 @@ class Conv(nnx.Module):
         spatial_dims: int | None = None,
         rngs: nnx.Rngs,
     ):
-        in_features = _args.features(in_features, "in_features")
-        out_features = _args.features(out_features, "out_features")
-        _, groups = check_channels(out_features, groups, in_features, "Conv")
-        window = _args.kernel_window(kernel_size, spatial_dims)
-        rngs = _args.check_rngs(rngs)
-        self.in_features, self.out_features, self.kernel_size = in_features, out_features, window
-        self.strides, self.padding, self.dilation, self.groups = strides, padding, dilation, groups
-        self.padding_mode, self.flip, self.use_bias = padding_mode, flip, use_bias
-        self.dtype, self.param_dtype, self.precision, self.algorithm = dtype, param_dtype, precision, algorithm
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (*window, in_features // groups, out_features), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else nnx.data(None)
+        self.strides, self.padding, self.dilation = strides, padding, dilation
+        self.padding_mode, self.flip, self.precision, self.algorithm = padding_mode, flip, precision, algorithm
+        self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
+        _init_conv(self, in_features, out_features, kernel_size, groups, spatial_dims, kernel_init, bias_init, rngs)
 
     def __call__(self, x: Any) -> jnp.ndarray:
-        bias = None if self.bias is None else self.bias[...]
-        x, kernel, bias = promote_dtype(x, self.kernel[...], bias, dtype=self.dtype)
-        return conv(
-            x,
-            kernel,
-            bias,
-            strides=self.strides,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            flip=self.flip,
-            padding_mode=self.padding_mode,
-            precision=self.precision,
-            algorithm=self.algorithm,
-        )
+        return conv(*_promoted(self, x), **options(self, ("groups", *CONV)))
 
 
 class ConvTranspose(nnx.Module):
@@ -149,28 +164,9 @@ class ConvTranspose(nnx.Module):
         spatial_dims: int | None = None,
         rngs: nnx.Rngs,
     ):
-        in_features = _args.features(in_features, "in_features")
-        out_features = _args.features(out_features, "out_features")
-        _, groups = check_channels(out_features, groups, in_features, "ConvTranspose")
-        window = _args.kernel_window(kernel_size, spatial_dims)
-        rngs = _args.check_rngs(rngs)
-        self.in_features, self.out_features, self.kernel_size = in_features, out_features, window
-        self.strides, self.padding, self.output_padding = strides, padding, output_padding
-        self.dilation, self.groups, self.use_bias = dilation, groups, use_bias
-        self.dtype, self.param_dtype = dtype, param_dtype
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (*window, out_features // groups, in_features), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else nnx.data(None)
+        self.strides, self.padding, self.output_padding, self.dilation = strides, padding, output_padding, dilation
+        self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
+        _init_conv(self, in_features, out_features, kernel_size, groups, spatial_dims, kernel_init, bias_init, rngs)
 
     def __call__(self, y: Any) -> jnp.ndarray:
-        bias = None if self.bias is None else self.bias[...]
-        y, kernel, bias = promote_dtype(y, self.kernel[...], bias, dtype=self.dtype)
-        return conv_transpose(
-            y,
-            kernel,
-            bias,
-            strides=self.strides,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            dilation=self.dilation,
-            groups=self.groups,
-        )
+        return conv_transpose(*_promoted(self, y), **options(self, ("groups", *CONV_TRANSPOSE)))

@@ -15,14 +15,10 @@ from jaxcnn.functional.dropout import MODES, dropout
 class Dropout(nnx.Module):
     r"""Dropout, inverted or textbook-scaled; wraps :func:`jaxcnn.functional.dropout`.
 
-    The NNX twin of :class:`jaxcnn.nn.Dropout`:
-
-    ==============  ======================  ====================
-    ``mode``        training                deterministic
-    ==============  ======================  ====================
-    "inverted"      ``m * x / (1 - rate)``  ``x``
-    "scaled"        ``m * x``               ``(1 - rate) * x``
-    ==============  ======================  ====================
+    The NNX twin of :class:`jaxcnn.nn.Dropout` (its table gives both modes):
+    with the keep mask ``m``, "inverted" is ``m * x / (1 - rate)`` while
+    training and ``x`` when deterministic; "scaled" is ``m * x`` and
+    ``(1 - rate) * x``.
 
     Keys: a key passed to ``__call__`` (``rngs=key``) is used *as is* for the
     mask ``m``; an :class:`flax.nnx.Rngs` / ``RngStream`` passed there, or the

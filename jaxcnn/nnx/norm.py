@@ -9,7 +9,8 @@ from flax import nnx
 from flax.linen.dtypes import promote_dtype
 
 from jaxcnn import _validate
-from jaxcnn.functional.norm import batch_norm, group_norm, layer_norm
+from jaxcnn.functional.norm import group_norm, layer_norm
+from jaxcnn.nn.norm import normalize
 from jaxcnn.nnx import _args
 from jaxcnn.nnx.context import default_mask
 
@@ -32,9 +33,11 @@ def _affine(
     module.bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype)) if use_bias else nnx.data(None)
 
 
-def _values(module: Any) -> tuple[Any, Any]:
-    """The current ``scale`` and ``bias`` arrays (or ``None``)."""
-    return (None if module.scale is None else module.scale[...], None if module.bias is None else module.bias[...])
+def _promoted(module: Any, x: Any) -> list[Any]:
+    """``x`` and the current ``scale`` and ``bias`` arrays (or ``None``), promoted to one dtype."""
+    scale = None if module.scale is None else module.scale[...]
+    bias = None if module.bias is None else module.bias[...]
+    return promote_dtype(x, scale, bias, dtype=module.dtype)
 
 
 class BatchNorm(nnx.Module):
@@ -124,34 +127,15 @@ class BatchNorm(nnx.Module):
         use_running_average = _validate.check_bool(
             self.use_running_average if use_running_average is None else use_running_average, "use_running_average"
         )
-        x = _validate.check_array(x, "x")
-        scale, bias = _values(self)
-        x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
-        if not self.track_running_stats:
-            return batch_norm(
-                x,
-                None,
-                None,
-                scale,
-                bias,
-                training=True,
-                epsilon=self.epsilon,
-                axis_name=self.axis_name,
-                mask=default_mask(mask),
-            )[0]
-        y, (new_mean, new_var) = batch_norm(
-            x,
-            self.mean[...],
-            self.var[...],
-            scale,
-            bias,
-            training=not use_running_average,
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            axis_name=self.axis_name,
-            mask=default_mask(mask) if not use_running_average else mask,
+        x, scale, bias = _promoted(self, _validate.check_array(x, "x"))
+        training = not use_running_average
+        mean, var = (self.mean[...], self.var[...]) if self.track_running_stats else (None, None)
+        batch_stats = training or mean is None  # the layer normalizes with the batch's statistics
+        mask = default_mask(mask) if batch_stats else mask
+        y, (new_mean, new_var) = normalize(
+            self, x, scale, bias, mean, var, training=training, axis_name=self.axis_name, mask=mask
         )
-        if not use_running_average:
+        if training and mean is not None:
             self.mean[...], self.var[...] = new_mean, new_var
         return y
 
@@ -204,8 +188,7 @@ class GroupNorm(nnx.Module):
         _affine(self, (c,), use_scale, use_bias, scale_init, bias_init, param_dtype, rngs)
 
     def __call__(self, x: Any) -> jnp.ndarray:
-        scale, bias = _values(self)
-        x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+        x, scale, bias = _promoted(self, x)
         return group_norm(x, self.num_groups, scale, bias, epsilon=self.epsilon)
 
 
@@ -261,6 +244,5 @@ class LayerNorm(nnx.Module):
                 f"x of shape {tuple(x.shape)} does not match normalized_shape={self.normalized_shape}; "
                 f"expected (N, {', '.join(map(str, self.normalized_shape))})"
             )
-        scale, bias = _values(self)
-        x, scale, bias = promote_dtype(x, scale, bias, dtype=self.dtype)
+        x, scale, bias = _promoted(self, x)
         return layer_norm(x, scale, bias, epsilon=self.epsilon)

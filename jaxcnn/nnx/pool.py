@@ -20,11 +20,8 @@ class MaxPool(nnx.Module):
     """Max pooling; wraps :func:`jaxcnn.functional.max_pool` (twin of :class:`jaxcnn.nn.MaxPool`).
 
     Args:
-      window: int or one int per spatial dim.
-      strides: int, one per spatial dim, or ``None`` (= ``window``).
-      padding: any padding spec ("VALID" default); padding is ``-inf``.
-      ceil_mode: ``ceil`` instead of ``floor`` in the output size, as PyTorch.
-      dilation: spacing of the window's taps (PyTorch's ``dilation``), int or per dim.
+      window, strides, padding, ceil_mode, dilation: as :class:`jaxcnn.nn.MaxPool`
+        (``strides=None`` is ``window``; padding is ``-inf``, "VALID" by default).
 
     ``__call__(x)``: ``(N, *spatial, C)`` -> ``(N, *out_spatial, C)``,
     ``floor((n + lo + hi - k_eff) / s) + 1`` per dim, ``k_eff = (k - 1) * dilation + 1``.

@@ -78,6 +78,9 @@ class SpectralNormConv(nnx.Module):
     Generative Adversarial Networks", ICLR 2018.
     """
 
+    kernel: nnx.Param  # created by _args.conv_params
+    bias: nnx.Param | None
+
     def __init__(
         self,
         in_features: int,
@@ -128,8 +131,7 @@ class SpectralNormConv(nnx.Module):
         self.n_init_iter = _validate.as_int(n_init_iter, "n_init_iter")
         self.eps = _validate.check_nonnegative(eps, "eps")
         self.use_running_average = _validate.check_bool(use_running_average, "use_running_average")
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (*window, in_features, out_features), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else nnx.data(None)
+        _args.conv_params(self, (*window, in_features, out_features), out_features, kernel_init, bias_init, rngs)
         u0 = jax.random.normal(rngs.params(), (1, *input_shape, in_features), jnp.float32)
         s, u = conv_power_iteration(
             self.kernel[...].astype(jnp.float32), u0, n_iter=self.n_init_iter, **self._geometry()
