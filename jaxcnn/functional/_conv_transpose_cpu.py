@@ -40,6 +40,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from jaxcnn.functional._geometry import dimension_numbers, kernel_positions, tap_slice
 
@@ -93,24 +94,26 @@ def _conv(y, w, pads: Pads, groups: int) -> jnp.ndarray:
     return z.astype(y.dtype)
 
 
-def _patches_dot(y, dw, pads: Pads, groups: int) -> jnp.ndarray:
-    """The same correlation as :func:`_conv` written as im2col and one contraction, linear in ``dw``.
+def _patches_dot(y, w, pads: Pads, groups: int) -> jnp.ndarray:
+    """The same correlation as :func:`_conv` written as im2col and one contraction (bilinear in ``y``, ``w``).
 
     ``y`` is padded, every window position's slice stacked on a taps axis
-    ``(N, *J, T, G, C_out / G)``, and contracted with ``dw``. JAX transposes the
-    contraction to the kernel gradient ``patches^T g``: one matrix product,
-    where XLA:CPU's weight-gradient convolution of the same shapes takes
-    seconds (cpu-rules.md, "transpose").
+    ``(N, *J, T, G, C / G)`` and contracted with ``w``. JAX transposes it to
+    matrix products: ``patches^T g`` for the kernel gradient, and ``g w^T``
+    summed back over the taps' shifted slices (col2im) for the input gradient,
+    where XLA:CPU's derivative convolutions of the same shapes are slower (the
+    kernel gradient by one to two orders of magnitude; cpu-rules.md,
+    "transpose").
     """
     nd = y.ndim - 2
-    window, c_out_g, c_out = dw.shape[:nd], dw.shape[-2], dw.shape[-1]
+    window, c_g, c_out = w.shape[:nd], w.shape[-2], w.shape[-1]
     acc = jnp.promote_types(y.dtype, jnp.float32)
     yp = lax.pad(y.astype(acc), jnp.zeros((), acc), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
     out = tuple(n - k + 1 for n, k in zip(yp.shape[1:-1], window))
     cols = [tap_slice(yp, tap, (1,) * nd, (1,) * nd, out) for tap in kernel_positions(window)]
-    patches = jnp.stack(cols, axis=-2).reshape((y.shape[0], *out, len(cols), groups, c_out_g))
-    w = dw.astype(acc).reshape((len(cols), c_out_g, groups, c_out // groups))
-    z = jnp.einsum("n...tgc,tcgo->n...go", patches, w)
+    patches = jnp.stack(cols, axis=-2).reshape((y.shape[0], *out, len(cols), groups, c_g))
+    wt = w.astype(acc).reshape((len(cols), c_g, groups, c_out // groups))
+    z = jnp.einsum("n...tgc,tcgo->n...go", patches, wt)
     return z.reshape((*z.shape[:-2], c_out)).astype(y.dtype)
 
 
@@ -118,18 +121,28 @@ def _patches_dot(y, dw, pads: Pads, groups: int) -> jnp.ndarray:
 def phase_conv(y, w, pads: Pads, groups: int) -> jnp.ndarray:
     """Stride-1 grouped correlation of ``y`` ``(N, *S, C)`` with ``w`` ``(*window, C / G, O)``, non-negative ``pads``.
 
-    The value and the ``y`` derivative are XLA's convolution; the ``w``
-    derivative is :func:`_patches_dot`'s, so the kernel gradient is a matrix
-    product. Forward mode works as for any JAX function.
+    The value is XLA's convolution; the tangent (hence both gradients, which
+    JAX transposes from it) is :func:`_patches_dot`'s. Forward mode works as
+    for any JAX function.
     """
     return _conv(y, w, pads, groups)
 
 
-@phase_conv.defjvp
 def _phase_conv_jvp(pads, groups, primals, tangents):
     y, w = primals
     dy, dw = tangents
-    return _conv(y, w, pads, groups), _conv(dy, w, pads, groups) + _patches_dot(y, dw, pads, groups)
+    z = _conv(y, w, pads, groups)
+    terms = []
+    if not isinstance(dy, SymbolicZero):
+        terms.append(_patches_dot(dy, w, pads, groups))
+    if not isinstance(dw, SymbolicZero):
+        terms.append(_patches_dot(y, dw, pads, groups))
+    if not terms:
+        return z, jnp.zeros_like(z)
+    return z, terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+phase_conv.defjvp(_phase_conv_jvp, symbolic_zeros=True)
 
 
 def conv_transpose_subpixel(
