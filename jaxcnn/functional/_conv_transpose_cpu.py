@@ -111,7 +111,11 @@ def _patches_dot(y, w, pads: Pads, groups: int) -> jnp.ndarray:
     yp = lax.pad(y.astype(acc), jnp.zeros((), acc), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
     out = tuple(n - k + 1 for n, k in zip(yp.shape[1:-1], window))
     cols = [tap_slice(yp, tap, (1,) * nd, (1,) * nd, out) for tap in kernel_positions(window)]
-    patches = jnp.stack(cols, axis=-2).reshape((y.shape[0], *out, len(cols), groups, c_g))
+    patches = jnp.stack(cols, axis=-2)
+    if groups == 1:  # one matrix product (a size-1 group axis makes XLA transpose the patches)
+        z = jnp.dot(patches.reshape((-1, len(cols) * c_g)), w.astype(acc).reshape((-1, c_out)))
+        return z.reshape((y.shape[0], *out, c_out)).astype(y.dtype)
+    patches = patches.reshape((y.shape[0], *out, len(cols), groups, c_g))
     wt = w.astype(acc).reshape((len(cols), c_g, groups, c_out // groups))
     z = jnp.einsum("n...tgc,tcgo->n...go", patches, wt)
     return z.reshape((*z.shape[:-2], c_out)).astype(y.dtype)
