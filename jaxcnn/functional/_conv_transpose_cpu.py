@@ -80,18 +80,36 @@ def _depth_to_space(z: Any, strides: tuple[int, ...], groups: int) -> jnp.ndarra
 
 
 def _conv(y, w, pads: Pads, groups: int) -> jnp.ndarray:
-    """Stride-1 correlation, accumulated in float32 or wider, returned in ``y``'s dtype."""
+    """Stride-1 correlation, accumulated in float32 or wider, returned in ``y``'s dtype.
+
+    3-D: a sum over the depth taps of 2-D convolutions with the depth folded
+    into the batch (XLA:CPU's 2-D convolution is faster than its 3-D one;
+    cpu-rules.md, "transpose").
+    """
+    nd = y.ndim - 2
     acc = jnp.promote_types(y.dtype, jnp.float32)
-    z = lax.conv_general_dilated(
-        y,
-        w,
-        window_strides=(1,) * (y.ndim - 2),
-        padding=pads,
-        dimension_numbers=dimension_numbers(y.ndim - 2),
+    conv = functools.partial(
+        lax.conv_general_dilated,
         feature_group_count=groups,
         preferred_element_type=None if acc == y.dtype else acc,
     )
-    return z.astype(y.dtype)
+    if nd != 3:
+        return conv(y, w, (1,) * nd, pads, dimension_numbers=dimension_numbers(nd)).astype(y.dtype)
+    (lo, hi), kd = pads[0], w.shape[0]
+    yp = lax.pad(y, jnp.zeros((), y.dtype), [(0, 0, 0), (lo, hi, 0)] + [(0, 0, 0)] * 3)
+    depth = yp.shape[1] - kd + 1
+    terms = [
+        conv(
+            yp[:, m : m + depth].reshape((-1, *yp.shape[2:])),
+            w[m],
+            (1, 1),
+            pads[1:],
+            dimension_numbers=dimension_numbers(2),
+        )
+        for m in range(kd)
+    ]
+    z = functools.reduce(lax.add, terms)
+    return z.reshape((y.shape[0], depth, *z.shape[1:])).astype(y.dtype)
 
 
 def _patches_dot(y, w, pads: Pads, groups: int) -> jnp.ndarray:
