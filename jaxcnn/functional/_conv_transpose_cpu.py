@@ -3,8 +3,8 @@ r"""Strided transposed convolution as one stride-1 convolution and a depth-to-sp
 A transposed convolution with stride ``s`` scatters every input value ``y[i]``
 times the kernel into the output at ``s * i``; XLA writes it as a convolution
 of ``y`` dilated by ``s`` (``s - 1`` zeros between values), so ``(s^d - 1) /
-s^d`` of its multiply-adds meet an inserted zero, and XLA:CPU runs it 16-30x
-slower than PyTorch (jax#23783, jax#31662). Per spatial dim, split the
+s^d`` of its multiply-adds meet an inserted zero, and XLA:CPU runs it far
+slower than PyTorch (jax#23783, jax#31662; cpu-rules.md, "transpose"). Per spatial dim, split the
 (uncropped) output position ``q = s j + p`` by its phase ``p in [0, s)``: only
 the taps ``t = s m + p`` reach it, from ``y[j - m]``, so
 
@@ -19,8 +19,10 @@ the ``s^d`` phases, an ordinary stride-1 (full, flipped) convolution of the
 stacked on the output-channel axis (``C_in * s^d`` outputs, window
 ``ceil(k / s)``), so the whole op is one stride-1 convolution -- ``1 / s^d`` of
 XLA's work -- followed by one transpose that interleaves the phases into space
-(depth-to-space) and crops the padding. Its derivatives (JAX's, of a stride-1
-convolution and a transpose) are stride-1 convolutions too.
+(depth-to-space) and crops the padding. Its derivatives come from an im2col
+form of the same stride-1 convolution (:func:`phase_conv`), so both gradients
+are matrix products: XLA:CPU's derivative convolutions of these shapes are
+slower, the kernel gradient by orders of magnitude.
 
 Only for ``dilation == 1`` (the caller keeps XLA's path otherwise); any number
 of spatial dims, per-dim strides (a stride-1 dim has one phase), any kernel
