@@ -122,8 +122,18 @@ def test_padding_pairs_equal_the_scatter_loops(rng, alg, strides, window, pads, 
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("padding", ["SAME", "VALID", "FULL", 2, (1, 0)])
-@pytest.mark.parametrize("strides, window", [(2, 3), (3, 2), ((2, 3), (4, 4))])
+@pytest.mark.parametrize(
+    "padding, strides, window",
+    [
+        ("SAME", 2, 3),
+        ("SAME", 3, 2),  # kernel shorter than the stride: SAME lifts the size to n * s
+        ("SAME", (2, 3), (4, 4)),
+        ("VALID", 3, 2),
+        ("FULL", (2, 3), (4, 4)),
+        (2, 2, 3),
+        ((1, 0), (2, 3), (4, 4)),
+    ],
+)
 def test_string_and_per_dim_paddings_equal_xla(rng, padding, strides, window):
     y, w, b = _operands(rng, 2, strides, window, 1, batch=2)
     kw = dict(strides=strides, padding=padding)
