@@ -142,8 +142,9 @@ def choose_transpose_algorithm(strides: tuple[int, ...], dilation: tuple[int, ..
     3. On CPU, "subpixel" when some stride is > 1 and the dilation is 1
        everywhere: one stride-1 convolution with the ``prod(strides)`` phase
        sub-kernels stacked on the output channels, then depth-to-space, instead
-       of XLA's convolution of the zero-inserted input (1-2 orders of magnitude
-       slower, its kernel gradient more; cpu-rules.md, "transpose").
+       of XLA's convolution of the zero-inserted input (slower everywhere, by up
+       to two orders of magnitude in 3-D and with gradients; cpu-rules.md,
+       "transpose").
     4. Otherwise (stride 1, or a dilated kernel) "xla".
     """
     if getattr(_DEFAULT, "algorithm", None) == "xla" or jax.default_backend() != "cpu":
