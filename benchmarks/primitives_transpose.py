@@ -2,7 +2,9 @@
 
 jax#23783 and jax#31662 report XLA's transposed convolution far behind
 PyTorch on CPU (ConvTranspose3D 32x). Each case runs the same op three ways:
-``jaxcnn.functional.conv_transpose`` under jit, ``jax.lax.conv_transpose``
+``jaxcnn.functional.conv_transpose`` under jit with its default ``algorithm=None``
+(on CPU the rule of ``F.choose_transpose_algorithm`` picks "subpixel" for these
+stride-2 cases), ``jax.lax.conv_transpose``
 (what a JAX user writes; ``transpose_kernel=True`` makes it the gradient of a
 convolution with the same kernel, as PyTorch's), and
 ``torch.nn.functional.conv_transpose{2,3}d`` on channels-first tensors.

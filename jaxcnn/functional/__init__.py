@@ -41,6 +41,7 @@ from jaxcnn.functional.blur import binomial_filter, blur_pool, max_blur_pool
 from jaxcnn.functional.conv import conv, conv_transpose
 from jaxcnn.functional.cpu_rules import (
     choose_algorithm,
+    choose_transpose_algorithm,
     cpu_compiler_options,
     default_conv_algorithm,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "blur_pool",
     "celu",
     "choose_algorithm",
+    "choose_transpose_algorithm",
     "conv",
     "conv_transpose",
     "conv_power_iteration",

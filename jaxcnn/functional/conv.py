@@ -10,12 +10,16 @@ from jax import lax
 from jaxcnn import _validate
 from jaxcnn.functional._conv_cpu import conv_cpu
 from jaxcnn.functional._conv_depthwise import depthwise_conv
+from jaxcnn.functional._conv_transpose_cpu import conv_transpose_subpixel
 from jaxcnn.functional._geometry import dimension_numbers
 from jaxcnn.functional._unbatched import kernel_pins_rank
 from jaxcnn.functional.cpu_rules import (  # noqa: F401 - re-exported: the public names live here too
     ALGORITHMS,
+    TRANSPOSE_ALGORITHMS,
     check_algorithm,
+    check_transpose_algorithm,
     choose_algorithm,
+    choose_transpose_algorithm,
     cpu_compiler_options,
     default_conv_algorithm,
     fits,
@@ -229,6 +233,7 @@ def conv_transpose(
     output_padding: Any = 0,
     dilation: Any = 1,
     groups: int = 1,
+    algorithm: str | None = None,
 ) -> jnp.ndarray:
     r"""Transposed convolution: the adjoint (VJP) of :func:`conv` with the same kernel.
 
@@ -260,6 +265,14 @@ def conv_transpose(
         output size; must be smaller than the stride or the dilation.
       dilation: kernel dilation, int or per dim.
       groups: channel groups, as for :func:`conv`.
+      algorithm: how to compute it: "xla" (one ``lax.conv_general_dilated`` of
+        ``y`` dilated by the stride), "subpixel" (``dilation == 1`` only: one
+        stride-1 convolution with the stride-phase sub-kernels, then
+        depth-to-space, see :mod:`jaxcnn.functional._conv_transpose_cpu`) or
+        ``None`` (default): the rule of
+        :func:`jaxcnn.functional.cpu_rules.choose_transpose_algorithm`
+        ("subpixel" on CPU for strides > 1). Both give the same numbers up to
+        float rounding and work with ``grad``, ``jvp`` and ``vmap``.
 
     Returns:
       ``(N, *out_spatial, C_in)``.
@@ -276,6 +289,7 @@ def conv_transpose(
     groups = _validate.as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
+    algorithm = check_transpose_algorithm(algorithm)
     nd = _check_conv_shapes(y, kernel, bias, groups, x_name="y", c_in_axis=-1)
     y, kernel = _validate.check_array(y, "y"), _validate.check_array(kernel, "kernel")
     strides = _validate.tuple_arg(strides, nd, "strides")
@@ -303,7 +317,14 @@ def conv_transpose(
             f"{sizes} with padding {pads}; the padding crops more than the output has"
         )
 
+    if algorithm == "subpixel" and max(dilation) > 1:
+        raise ValueError(f"algorithm='subpixel' supports dilation 1 only, got dilation={dilation}")
+    if algorithm is None:
+        algorithm = choose_transpose_algorithm(strides, dilation)
+
     y, kernel, bias = _promote(y, kernel, bias)
+    if algorithm == "subpixel":
+        return _add_bias(conv_transpose_subpixel(y, kernel, strides, pads, tuple(extra), groups), bias)
     # The adjoint as a forward conv: dilate y by the stride, pad by k_eff - 1 - pad,
     # and correlate with the spatially flipped kernel whose I and O swap within groups.
     c_in_g, c_out = kernel.shape[-2], kernel.shape[-1]
@@ -315,10 +336,14 @@ def conv_transpose(
         y,
         flipped,
         window_strides=(1,) * nd,
-        padding=lax_pads,
+        padding=[(max(0, lo), max(0, hi)) for lo, hi in lax_pads],
         lhs_dilation=strides,
         rhs_dilation=dilation,
         dimension_numbers=dimension_numbers(nd),
         feature_group_count=groups,
     )
+    # A padding > k_eff - 1 crops: afterwards, as XLA:CPU's convolution returns garbage for negative padding.
+    start = (0, *(max(0, -lo) for lo, _ in lax_pads), 0)
+    limit = (x.shape[0], *(n - max(0, -hi) for n, (_, hi) in zip(x.shape[1:-1], lax_pads)), x.shape[-1])
+    x = lax.slice(x, start, limit)
     return _add_bias(x, bias)

@@ -122,6 +122,36 @@ def choose_algorithm(
     return "taps" if kernel_shape[-2] * kernel_shape[-1] <= TAPS_MAX_CHANNEL_PAIRS else "chunked"
 
 
+#: The formulations of :func:`jaxcnn.functional.conv_transpose` (its ``algorithm=``).
+TRANSPOSE_ALGORITHMS = ("xla", "subpixel")
+
+
+def check_transpose_algorithm(algorithm: Any) -> str | None:
+    """``None`` or one of :data:`TRANSPOSE_ALGORITHMS`, else a ``ValueError`` naming the argument."""
+    return None if algorithm is None else _validate.check_choice(algorithm, "algorithm", TRANSPOSE_ALGORITHMS)
+
+
+def choose_transpose_algorithm(strides: tuple[int, ...], dilation: tuple[int, ...]) -> str:
+    """The algorithm :func:`jaxcnn.functional.conv_transpose` uses when ``algorithm=None``.
+
+    The rule, in order:
+
+    1. Inside ``default_conv_algorithm("xla")``, "xla" (so :mod:`jaxcnn.analysis`
+       sees one ``conv_general_dilated`` per layer).
+    2. On GPU and TPU, "xla": the vendor libraries are fast there.
+    3. On CPU, "subpixel" when some stride is > 1 and the dilation is 1
+       everywhere: one stride-1 convolution with the ``prod(strides)`` phase
+       sub-kernels stacked on the output channels, then depth-to-space, instead
+       of XLA's convolution of the zero-inserted input (slower everywhere, by up
+       to two orders of magnitude in 3-D and with gradients; cpu-rules.md,
+       "transpose").
+    4. Otherwise (stride 1, or a dilated kernel) "xla".
+    """
+    if getattr(_DEFAULT, "algorithm", None) == "xla" or jax.default_backend() != "cpu":
+        return "xla"
+    return "subpixel" if max(strides) > 1 and max(dilation) == 1 else "xla"
+
+
 def tile_size(n: int, cap: int = TILE) -> int:
     """The largest divisor of the batch size ``n`` not above ``cap``."""
     return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
