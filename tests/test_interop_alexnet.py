@@ -19,6 +19,7 @@ from jaxcnn.models.alexnet import PAPER_CHANNELS, TORCHVISION_CHANNELS
 TV = {"channels": TORCHVISION_CHANNELS}
 
 
+@pytest.mark.slow
 def test_torchvision_alexnet_outputs_match_at_224():
     """torchvision's AlexNet as it is (1000 classes, hidden 4096), randomly initialised, eval mode: within 1e-4."""
     torch.manual_seed(0)
@@ -35,6 +36,20 @@ def test_torchvision_alexnet_outputs_match_at_224():
     assert out.shape == (2, 1000) and np.abs(ref).max() > 1e-3  # not a trivially small output
     back = to_torch("alexnet", variables, model_kwargs=TV)
     assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)  # exact round trip
+
+
+def test_torchvision_widths_match_at_the_smallest_input():
+    """torchvision's convs (hidden 64, 10 classes) at 63x63, the smallest input its layers allow (pool5 gives 1x1)."""
+    torch.manual_seed(1)
+    tmod = tm.AlexNet(num_classes=10, hidden=64).eval()
+    kw = {**TV, "num_classes": 10, "hidden": 64}
+    variables = from_torch("alexnet", tmod.state_dict(), model_kwargs=kw)
+    x = np.random.default_rng(1).normal(size=(2, 3, 63, 63)).astype(np.float32)
+    with torch.no_grad():
+        ref = tmod(torch.from_numpy(x)).numpy()
+    out = get_model("alexnet", **kw).apply(variables, jnp.asarray(layout.channels_last(x)))
+    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4, rtol=1e-4)
+    assert np.abs(ref).max() > 1e-3
 
 
 def test_channels_change_only_the_conv_widths():

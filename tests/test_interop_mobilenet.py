@@ -44,6 +44,7 @@ def test_mapping_names_every_torchvision_key_with_its_shape():
     assert n_params == sum(p.numel() for p in tm.MobileNetV2().parameters()) == 3_504_872
 
 
+@pytest.mark.slow
 def test_eval_outputs_match_torchvision():
     """A randomly initialised torchvision MobileNetV2 (random BN statistics), converted: logits within 1e-4."""
     tmod = _torchvision()

@@ -188,7 +188,9 @@ def from_torch(
 
     Args:
       name_or_model: a zoo name (``"resnet18"``, ``"vgg11_bn"``, ``"alexnet"``,
-        ``"lenet5"``, ...; torchvision's key names) or a Flax module.
+        ``"mobilenet_v2"``, ``"lenet5"``, ...; torchvision's key names; for
+        torchvision's AlexNet pass ``model_kwargs={"channels":
+        TORCHVISION_CHANNELS}``) or a Flax module.
       state_dict: ``{key: tensor or array}``, e.g. ``torch_model.state_dict()``
         or :func:`jaxcnn.interop.torch.load_state_dict`'s result.
       strict: every variable must be found with the right shape and every key
