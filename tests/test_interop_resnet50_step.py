@@ -120,9 +120,10 @@ def test_float32_step_is_as_accurate_as_torch_float32():
     t_loss, init32, t_sd = _torch_step(x, y, torch.float32)
     loss, sd = _jax_step(init32, x, y, jnp.float32)
     assert abs(loss - t_loss) < 1e-4
-    torch_err, jax_err = _max_diff(t_sd, truth), _max_diff(sd, truth)
-    assert torch_err > 1e-3  # PyTorch's own float32 step is this far from the float64 one
-    assert jax_err < 2 * torch_err
+    assert _max_diff(t_sd, truth) > 1e-3  # PyTorch's own float32 step is this far from the float64 one
+    for k in sd:  # every tensor: jaxcnn's float32 error at most twice PyTorch's (~1.2x at worst measured)
+        jax_err, torch_err = (float(np.max(np.abs(d[k] - truth[k]))) for d in (sd, t_sd))
+        assert jax_err <= 2 * torch_err + 1e-5, (k, jax_err, torch_err)
     stats = [k for k in sd if "running" in k]
     assert max(float(np.max(np.abs(sd[k] - t_sd[k]))) for k in stats) < 1e-4  # running statistics within 1e-4
 
