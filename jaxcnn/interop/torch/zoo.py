@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 
-from jaxcnn.models.alexnet import AlexNet
+from jaxcnn.models.alexnet import TORCHVISION_CHANNELS, AlexNet
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.mobilenet import MobileNetV2
 from jaxcnn.models.resnet import ResNet
@@ -46,11 +46,13 @@ class ZooSpec(NamedTuple):
       mapping: jaxcnn module path -> PyTorch key prefix (``None``: none).
       first_conv: the PyTorch key of the first conv's weight (its input channels fix the input shape).
       image_size: a spatial size the model accepts (for tracing its variable shapes).
+      hint: a line added to a strict-mode error with shape mismatches (``""``: none).
     """
 
     mapping: Callable[[str], str | None]
     first_conv: str
     image_size: int
+    hint: str = ""
 
 
 def _resnet(model: ResNet) -> ZooSpec:
@@ -90,7 +92,14 @@ def _alexnet(model: AlexNet) -> ZooSpec:
         )
     table = {f"conv{i + 1}": f"features.{k}" for i, k in enumerate((0, 3, 6, 8, 10))}
     table.update(dense1="classifier.1", dense2="classifier.4", head="classifier.6")
-    return ZooSpec(table.get, "features.0.weight", 32 if model.small_inputs else 224)
+    hint = (
+        f"torchvision's AlexNet has {TORCHVISION_CHANNELS} filters, this model {tuple(model.channels)}: for a "
+        f"torchvision checkpoint pass model_kwargs={{'channels': {TORCHVISION_CHANNELS}}} "
+        f"(jaxcnn.models.alexnet.TORCHVISION_CHANNELS)"
+        if tuple(model.channels) != TORCHVISION_CHANNELS
+        else ""
+    )
+    return ZooSpec(table.get, "features.0.weight", 32 if model.small_inputs else 224, hint)
 
 
 def _lenet(model: LeNet5) -> ZooSpec:
