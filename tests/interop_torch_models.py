@@ -1,7 +1,8 @@
 """PyTorch reference models written out with torchvision's exact module names (torchvision does not import here).
 
-Structure and names follow torchvision/models/{resnet,vgg,alexnet}.py; widths
-are parameters so the tests can run small versions with the same keys.
+Structure and names follow torchvision/models/{resnet,vgg,alexnet,mobilenetv2}.py
+(and torchvision.ops.misc.Conv2dNormActivation); widths are parameters so the
+tests can run small versions with the same keys.
 """
 
 from __future__ import annotations
@@ -203,3 +204,79 @@ class LeNet5(nn.Module):
         x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
         x = torch.flatten(x, 1)
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def _make_divisible(v, divisor=8):
+    """torchvision.models._utils._make_divisible."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class Conv2dNormActivation(nn.Sequential):
+    """torchvision.ops.misc.Conv2dNormActivation with BatchNorm2d and ReLU6: modules ``0``, ``1``, ``2``."""
+
+    def __init__(self, inp, out, kernel_size=3, stride=1, groups=1):
+        padding = (kernel_size - 1) // 2
+        super().__init__(
+            nn.Conv2d(inp, out, kernel_size, stride, padding, groups=groups, bias=False),
+            nn.BatchNorm2d(out),
+            nn.ReLU6(inplace=True),
+        )
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, inp, oup, stride, expand_ratio):
+        super().__init__()
+        self.stride = stride
+        hidden_dim = int(round(inp * expand_ratio))
+        self.use_res_connect = self.stride == 1 and inp == oup
+        layers = []
+        if expand_ratio != 1:
+            layers.append(Conv2dNormActivation(inp, hidden_dim, kernel_size=1))  # pw
+        layers.extend(
+            [
+                Conv2dNormActivation(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim),  # dw
+                nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),  # pw-linear
+                nn.BatchNorm2d(oup),
+            ]
+        )
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+MOBILENET_V2_SETTING = [
+    [1, 16, 1, 1],
+    [6, 24, 2, 2],
+    [6, 32, 3, 2],
+    [6, 64, 4, 2],
+    [6, 96, 3, 1],
+    [6, 160, 3, 2],
+    [6, 320, 1, 1],
+]
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 (``features.0`` ... ``features.18``, ``classifier.0`` dropout, ``classifier.1``)."""
+
+    def __init__(self, num_classes=1000, width_mult=1.0, dropout=0.2):
+        super().__init__()
+        input_channel = _make_divisible(32 * width_mult)
+        self.last_channel = _make_divisible(1280 * max(1.0, width_mult))
+        features = [Conv2dNormActivation(3, input_channel, stride=2)]
+        for t, c, n, s in MOBILENET_V2_SETTING:
+            output_channel = _make_divisible(c * width_mult)
+            for i in range(n):
+                features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, expand_ratio=t))
+                input_channel = output_channel
+        features.append(Conv2dNormActivation(input_channel, self.last_channel, kernel_size=1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                randomize_bn(m)
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))

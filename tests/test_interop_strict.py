@@ -63,6 +63,17 @@ def test_strict_mismatch_names_the_shapes_for_torchvision_alexnet_widths():
         StateDictMismatchError, match=r"features.0.weight: got \(64, 3, 11, 11\), expected \(96, 3, 11, 11\)"
     ):
         from_torch("alexnet", sd, model_kwargs={"num_classes": 10, "hidden": 64})
+    with pytest.raises(
+        StateDictMismatchError, match=r"hint: .*model_kwargs=\{'channels': \(64, 192, 384, 256, 256\)\}"
+    ):
+        from_torch("alexnet", sd, model_kwargs={"num_classes": 10, "hidden": 64})
+    variables = from_torch(
+        "alexnet", sd, model_kwargs={"num_classes": 10, "hidden": 64, "channels": (64, 192, 384, 256, 256)}
+    )
+    assert variables["params"]["conv1"]["kernel"].shape == (11, 11, 3, 64)
+    with pytest.raises(StateDictMismatchError) as info:  # another mismatch (the head): no AlexNet hint
+        from_torch("alexnet", sd, model_kwargs={"num_classes": 5, "hidden": 64, "channels": (64, 192, 384, 256, 256)})
+    assert "hint" not in str(info.value) and "classifier.6.weight" in str(info.value)
 
 
 def test_non_strict_returns_what_it_did_not_load_and_keeps_given_variables(lenet_sd):

@@ -56,7 +56,7 @@ class IncompatibleKeys(NamedTuple):
 class StateDictMismatchError(ValueError):
     """Strict mode: the state_dict and the model disagree; ``.report`` is the :class:`IncompatibleKeys`."""
 
-    def __init__(self, what: str, report: IncompatibleKeys):
+    def __init__(self, what: str, report: IncompatibleKeys, hint: str = ""):
         self.report = report
         lines = [
             (
@@ -67,6 +67,8 @@ class StateDictMismatchError(ValueError):
         lines += [f"  missing key: {k}" for k in report.missing]
         lines += [f"  unexpected key: {k}" for k in report.unexpected]
         lines += [f"  shape mismatch: {k}" for k in report.mismatched]
+        if hint:
+            lines.append(f"hint: {hint}")
         super().__init__("\n".join(lines))
 
 
@@ -188,7 +190,9 @@ def from_torch(
 
     Args:
       name_or_model: a zoo name (``"resnet18"``, ``"vgg11_bn"``, ``"alexnet"``,
-        ``"lenet5"``, ...; torchvision's key names) or a Flax module.
+        ``"mobilenet_v2"``, ``"lenet5"``, ...; torchvision's key names; for
+        torchvision's AlexNet pass ``model_kwargs={"channels":
+        TORCHVISION_CHANNELS}``) or a Flax module.
       state_dict: ``{key: tensor or array}``, e.g. ``torch_model.state_dict()``
         or :func:`jaxcnn.interop.torch.load_state_dict`'s result.
       strict: every variable must be found with the right shape and every key
@@ -249,8 +253,11 @@ def from_torch(
     report = IncompatibleKeys(tuple(missing), tuple(unexpected), tuple(mismatched))
     if strict:
         if report:
+            spec = zoo_spec(model) if report.mismatched and mapping is None else None
             raise StateDictMismatchError(
-                type(model).__name__ if not isinstance(name_or_model, str) else repr(name_or_model), report
+                type(model).__name__ if not isinstance(name_or_model, str) else repr(name_or_model),
+                report,
+                spec.hint if spec is not None else "",
             )
         return out
     if variables is not None:

@@ -13,12 +13,16 @@ AlexNet     ``conv1`` ... ``conv5``                         ``features.0``, ``.3
             ``dense1``, ``dense2``, ``head``                ``classifier.1``, ``.4``, ``.6``
 LeNet5      ``conv1``, ``conv2``, ``dense1``, ``dense2``,   ``conv1``, ``conv2``, ``fc1``, ``fc2``,
             ``head``                                        ``fc3`` (the PyTorch tutorial's names)
+MobileNetV2 ``features/{k}/...``, ``classifier/1``          ``features.{k}...``, ``classifier.1`` (the
+                                                            module names are torchvision's already)
 ==========  ==============================================  ==========================================
 
-jaxcnn's AlexNet has the paper's widths (96, 256, 384, 384, 256 filters);
-torchvision's has 64, 192, 384, 256, 256: the keys correspond, the shapes do
-not, and strict mode reports the five mismatched convs. ``mobilenet_v2`` has
-no mapping yet.
+jaxcnn's AlexNet has the paper's widths by default (96, 256, 384, 384, 256
+filters); torchvision's has 64, 192, 384, 256, 256: build it with
+``channels=TORCHVISION_CHANNELS`` (``model_kwargs={"channels": (64, 192, 384,
+256, 256)}``) to load torchvision's checkpoints; with the paper's widths the
+keys correspond, the shapes do not, and strict mode reports the mismatched
+convs.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 
-from jaxcnn.models.alexnet import AlexNet
+from jaxcnn.models.alexnet import TORCHVISION_CHANNELS, AlexNet
 from jaxcnn.models.lenet import LeNet5
+from jaxcnn.models.mobilenet import MobileNetV2
 from jaxcnn.models.resnet import ResNet
 from jaxcnn.models.vgg import VGG
 
@@ -41,11 +46,13 @@ class ZooSpec(NamedTuple):
       mapping: jaxcnn module path -> PyTorch key prefix (``None``: none).
       first_conv: the PyTorch key of the first conv's weight (its input channels fix the input shape).
       image_size: a spatial size the model accepts (for tracing its variable shapes).
+      hint: a line added to a strict-mode error with shape mismatches (``""``: none).
     """
 
     mapping: Callable[[str], str | None]
     first_conv: str
     image_size: int
+    hint: str = ""
 
 
 def _resnet(model: ResNet) -> ZooSpec:
@@ -85,7 +92,14 @@ def _alexnet(model: AlexNet) -> ZooSpec:
         )
     table = {f"conv{i + 1}": f"features.{k}" for i, k in enumerate((0, 3, 6, 8, 10))}
     table.update(dense1="classifier.1", dense2="classifier.4", head="classifier.6")
-    return ZooSpec(table.get, "features.0.weight", 32 if model.small_inputs else 224)
+    hint = (
+        f"torchvision's AlexNet has {TORCHVISION_CHANNELS} filters, this model {tuple(model.channels)}: for a "
+        f"torchvision checkpoint pass model_kwargs={{'channels': {TORCHVISION_CHANNELS}}} "
+        f"(jaxcnn.models.alexnet.TORCHVISION_CHANNELS)"
+        if tuple(model.channels) != TORCHVISION_CHANNELS
+        else ""
+    )
+    return ZooSpec(table.get, "features.0.weight", 32 if model.small_inputs else 224, hint)
 
 
 def _lenet(model: LeNet5) -> ZooSpec:
@@ -93,7 +107,17 @@ def _lenet(model: LeNet5) -> ZooSpec:
     return ZooSpec(table.get, "conv1.weight", 32)
 
 
-_SPECS: dict[type, Callable[[Any], ZooSpec]] = {ResNet: _resnet, VGG: _vgg, AlexNet: _alexnet, LeNet5: _lenet}
+def _mobilenet_v2(model: MobileNetV2) -> ZooSpec:
+    return ZooSpec(lambda path: path.replace("/", "."), "features.0.0.weight", 32 if model.stem == "cifar" else 224)
+
+
+_SPECS: dict[type, Callable[[Any], ZooSpec]] = {
+    ResNet: _resnet,
+    VGG: _vgg,
+    AlexNet: _alexnet,
+    LeNet5: _lenet,
+    MobileNetV2: _mobilenet_v2,
+}
 
 
 def zoo_spec(model: nn.Module) -> ZooSpec | None:
