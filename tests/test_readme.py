@@ -42,5 +42,5 @@ def test_error_transcripts_are_what_the_code_says():
 def test_ci_runs_the_readme_test_command():
     text = README.read_text()
     command = re.search(r"<!-- test-command -->\n```bash\n(.*)\n```", text).group(1)
-    assert command == "python -m pytest -q"
+    assert command == "python -m pytest -q -n auto"
     assert "<!-- test-command -->" in (README.parent / ".ci" / "run").read_text()
