@@ -168,6 +168,9 @@ def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents
         return y, jnp.zeros_like(y)
     n = x.shape[0]
     chunk = chunk_size(n)
+    finite = jnp.isfinite(jnp.sum(w))
+    if not zero_w:
+        x = _computed_once(x, finite)
     parts = []
     for i in range(0, n, chunk):
         part = None
@@ -178,7 +181,22 @@ def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents
             part = term if part is None else part + term
         parts.append(part)
     dy = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-    return y, dy.astype(y.dtype)
+    return y, _computed_once(dy.astype(y.dtype), finite)
+
+
+def _computed_once(v, finite):
+    """``v`` itself, behind a data-dependent ``lax.cond`` so that XLA computes it once, into one buffer.
+
+    The weight gradient's convolution reads ``x`` and the output gradient in a
+    transposed layout (batch last). Without this, XLA fuses their producers
+    (the BatchNorm backward, ReLU masks, the residual sums of several blocks)
+    into that transposing loop and recomputes them there in a cache-hostile
+    order: 1-2 s per ResNet-18 step in ``transpose_copy_fusion`` (cpu-rules.md,
+    "cond-grad"). The other branch (``v * 1``) computes the same values; the
+    predicate is "all weights finite", which XLA cannot evaluate. Linear in
+    ``v``, so JAX transposes it (the output gradient, in reverse mode).
+    """
+    return lax.cond(finite, lambda v: v, lambda v: v * 1, v)
 
 
 conv_cpu.defjvp(_conv_cpu_jvp, symbolic_zeros=True)
