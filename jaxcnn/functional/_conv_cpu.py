@@ -23,7 +23,10 @@ of the tangents, computed in chunks of
 linear map for reverse mode, which gives exactly XLA's input and weight
 gradients (dW summed over chunks): forward mode (``jax.jvp``, ``jacfwd``)
 works as for any JAX function, and each chunk's operands stay in cache.
-Chunking changes no number beyond float summation order. Written as taps, the
+Chunking changes no number beyond float summation order. The input and the
+output gradient that the weight gradient reads are each computed once, into
+one buffer (:func:`_computed_once`), not recomputed inside XLA's layout
+transposes. Written as taps, the
 backward passes (a col2im of ``W^T g``, a stride-phase decomposition) were
 slower than XLA's, so only the forward is rewritten.
 
