@@ -133,6 +133,9 @@ def test_weight_gradient_loops_over_chunks_and_saves_only_the_input(small_chunks
     loss = lambda x, w: jnp.sum(F.conv(x, w, groups=4, algorithm="depthwise") ** 2)
     text = jax.jit(jax.grad(loss, argnums=1)).lower(x, w).as_text()
     assert "while" in text and "convolution" not in text and "scatter" not in text
+    # x (read by every tap) and the output gradient (read by every tap of dx) are computed once
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
+    assert compiled.count("conditional(") >= 2
     # the forward keeps x (and y for the square) as residuals, not one slice per tap
     _, residuals = jax.linearize(lambda w: F.conv(x, w, groups=4, algorithm="depthwise"), w)
     sizes = sorted(leaf.size for leaf in jax.tree.leaves(residuals) if hasattr(leaf, "size"))

@@ -25,7 +25,7 @@ gradients (dW summed over chunks): forward mode (``jax.jvp``, ``jacfwd``)
 works as for any JAX function, and each chunk's operands stay in cache.
 Chunking changes no number beyond float summation order. The input and the
 output gradient that the weight gradient reads are each computed once, into
-one buffer (:func:`_computed_once`), not recomputed inside XLA's layout
+one buffer (:func:`computed_once`), not recomputed inside XLA's layout
 transposes. Written as taps, the
 backward passes (a col2im of ``W^T g``, a stride-phase decomposition) were
 slower than XLA's, so only the forward is rewritten.
@@ -173,7 +173,7 @@ def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents
     chunk = chunk_size(n)
     finite = jnp.isfinite(jnp.sum(w))
     if not zero_w:
-        x = _computed_once(x, finite)
+        x = computed_once(x, finite)
     parts = []
     for i in range(0, n, chunk):
         part = None
@@ -184,10 +184,10 @@ def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents
             part = term if part is None else part + term
         parts.append(part)
     dy = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-    return y, _computed_once(dy.astype(y.dtype), finite)
+    return y, computed_once(dy.astype(y.dtype), finite)
 
 
-def _computed_once(v, finite):
+def computed_once(v, finite):
     """``v`` itself, behind a data-dependent ``lax.cond`` so that XLA computes it once, into one buffer.
 
     The weight gradient's convolution reads ``x`` and the output gradient in a

@@ -33,7 +33,10 @@ computed over batch chunks ``x_[k]`` of
 one loop over the chunks whose per-tap reductions read a chunk that stays in
 cache, and whose only saved residual is ``x`` itself (without the checkpoint,
 JAX would save every tap's slice: ``prod(window)`` copies of the input). No
-grouped convolution, no scatter; exact up to float summation order, and forward
+grouped convolution, no scatter. ``x`` and the output gradient, each read
+once per tap, are computed once into a buffer
+(:func:`~jaxcnn.functional._conv_cpu.computed_once`), not recomputed from
+their producers (BatchNorm, ReLU6) in every tap. Exact up to float summation order, and forward
 mode (``jax.jvp``) and ``vmap`` work as for any JAX function. Sums are in
 float32 (or wider) for 16-bit inputs.
 
@@ -55,6 +58,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from jaxcnn.functional import cpu_rules
+from jaxcnn.functional._conv_cpu import computed_once
 from jaxcnn.functional._geometry import kernel_positions, out_sizes, tap_slice
 
 Pads = tuple[tuple[int, int], ...]
@@ -93,19 +97,24 @@ def _chunked_taps_sum(x: Any, w: Any, strides: tuple[int, ...], pads: Pads, dila
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _depthwise(x: Any, w: Any, strides: tuple[int, ...], pads: Pads, dilation: tuple[int, ...]) -> jnp.ndarray:
-    return _taps_sum(x, w, strides, pads, dilation)
+    return _taps_sum(computed_once(x, jnp.isfinite(jnp.sum(w))), w, strides, pads, dilation)
 
 
 def _depthwise_jvp(strides, pads, dilation, primals, tangents):
     x, w = primals
     dx, dw = tangents
+    finite = jnp.isfinite(jnp.sum(w))
+    x = computed_once(x, finite)  # read by every tap: not its producers recomputed per tap
     y = _taps_sum(x, w, strides, pads, dilation)
     parts = []
     if not isinstance(dx, SymbolicZero):
         parts.append(_taps_sum(dx, w, strides, pads, dilation))
     if not isinstance(dw, SymbolicZero):
         parts.append(_chunked_taps_sum(x, dw, strides, pads, dilation))
-    return y, functools.reduce(operator.add, parts) if parts else jnp.zeros_like(y)
+    if not parts:
+        return y, jnp.zeros_like(y)
+    # the output gradient, read by every tap of the input gradient, is computed once too
+    return y, computed_once(functools.reduce(operator.add, parts), finite)
 
 
 _depthwise.defjvp(_depthwise_jvp, symbolic_zeros=True)
