@@ -80,7 +80,7 @@ def test_gradients_equal_xla_and_pytorch(rng, algorithm, c_in, c_out, strides, p
         np.testing.assert_allclose(ours, tref, rtol=tol, atol=scale(tref))
 
 
-def test_gradient_operands_arecomputed_once(rng):
+def test_gradient_operands_are_computed_once(rng):
     x = jnp.asarray(rng.standard_normal((4, 9, 9, 6)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 6, 8)), jnp.float32)
     loss = lambda x, w: jnp.sum(jnp.maximum(F.conv(jnp.maximum(x * 2.0 + 1.0, 0.0), w, algorithm="chunked"), 0.0))
