@@ -23,7 +23,10 @@ of the tangents, computed in chunks of
 linear map for reverse mode, which gives exactly XLA's input and weight
 gradients (dW summed over chunks): forward mode (``jax.jvp``, ``jacfwd``)
 works as for any JAX function, and each chunk's operands stay in cache.
-Chunking changes no number beyond float summation order. Written as taps, the
+Chunking changes no number beyond float summation order. The input and the
+output gradient that the weight gradient reads are each computed once, into
+one buffer (:func:`computed_once`), not recomputed inside XLA's layout
+transposes. Written as taps, the
 backward passes (a col2im of ``W^T g``, a stride-phase decomposition) were
 slower than XLA's, so only the forward is rewritten.
 
@@ -168,6 +171,9 @@ def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents
         return y, jnp.zeros_like(y)
     n = x.shape[0]
     chunk = chunk_size(n)
+    finite = jnp.isfinite(jnp.sum(w))
+    if not zero_w:
+        x = computed_once(x, finite)
     parts = []
     for i in range(0, n, chunk):
         part = None
@@ -178,7 +184,22 @@ def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents
             part = term if part is None else part + term
         parts.append(part)
     dy = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-    return y, dy.astype(y.dtype)
+    return y, computed_once(dy.astype(y.dtype), finite)
+
+
+def computed_once(v, finite):
+    """``v`` itself, behind a data-dependent ``lax.cond`` so that XLA computes it once, into one buffer.
+
+    The weight gradient's convolution reads ``x`` and the output gradient in a
+    transposed layout (batch last). Without this, XLA fuses their producers
+    (the BatchNorm backward, ReLU masks, the residual sums of several blocks)
+    into that transposing loop and recomputes them there in a cache-hostile
+    order: 1-2 s per ResNet-18 step in ``transpose_copy_fusion`` (cpu-rules.md,
+    "cond-grad"). The other branch (``v * 1``) computes the same values; the
+    predicate is "all weights finite", which XLA cannot evaluate. Linear in
+    ``v``, so JAX transposes it (the output gradient, in reverse mode).
+    """
+    return lax.cond(finite, lambda v: v, lambda v: v * 1, v)
 
 
 conv_cpu.defjvp(_conv_cpu_jvp, symbolic_zeros=True)

@@ -7,9 +7,10 @@ A newcomer looking for "why does ``F.conv`` do this on CPU" reads this file:
   ("taps", few channels), XLA's forward with derivatives in batch chunks
   ("chunked"), or the depthwise taps sum ("depthwise", ``groups == C_in``).
   :func:`default_conv_algorithm` scopes a choice.
-* :data:`TILE`, :data:`BACKWARD_CHUNK` -- the batch tile of the taps layout and
-  the batch chunk of the derivative convolutions (:func:`tile_size`,
-  :func:`chunk_size`).
+* :data:`TILE`, :data:`BACKWARD_CHUNK`, :data:`DEPTHWISE_CHUNK_BYTES` -- the
+  batch tile of the taps layout, the batch chunk of the derivative
+  convolutions and of the depthwise weight gradient (:func:`tile_size`,
+  :func:`chunk_size`, :func:`depthwise_chunk`).
 * :func:`cpu_compiler_options` -- the XLA:CPU options for a compiled function
   whose convolution kernels are known; the one helper both a user's own
   ``jax.jit`` and :mod:`jaxcnn.train` call::
@@ -44,6 +45,8 @@ EIGEN_MIN_CHANNEL_PAIRS = 128
 TILE = 16
 #: Examples per chunk of the derivative convolutions (cpu-rules.md, "chunk").
 BACKWARD_CHUNK = 128
+#: Bytes of input per batch chunk of the depthwise weight gradient (cpu-rules.md, "depthwise").
+DEPTHWISE_CHUNK_BYTES = 4 * 2**20
 #: YNNPACK kept for dots and reductions only, so convolutions go to Eigen.
 YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
@@ -165,6 +168,16 @@ def chunk_size(n: int) -> int:
     """
     chunk = tile_size(n, BACKWARD_CHUNK)
     return n if chunk == n or chunk < BACKWARD_CHUNK // 2 else chunk
+
+
+def depthwise_chunk(n: int, example_bytes: int) -> int:
+    """Examples per chunk of the depthwise weight gradient: the largest divisor of ``n`` within the budget.
+
+    The largest divisor of the batch size ``n`` whose chunk holds at most
+    :data:`DEPTHWISE_CHUNK_BYTES` of input (``example_bytes`` per example), at
+    least 1, so that the per-tap reductions of a chunk read it from cache.
+    """
+    return tile_size(n, max(1, DEPTHWISE_CHUNK_BYTES // max(1, example_bytes)))
 
 
 def cpu_compiler_options(params: Any) -> dict[str, str] | None:
