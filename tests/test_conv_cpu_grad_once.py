@@ -1,4 +1,5 @@
-"""The CPU conv paths ("taps", "chunked") compute the gradient's layout-changed operands once (``computed_once``).
+"""The CPU conv paths ("taps", "chunked") compute the gradient's layout-changed operands once (``computed_once``)
+in wide layers (``C_in * C_out >= cpu_rules.ONCE_MIN_CHANNEL_PAIRS``), and let XLA fuse them in narrow ones.
 
 Checked against plain XLA and PyTorch: a conv whose input is a BatchNorm-like
 normalization, ReLU and residual sum of an earlier conv (the chain XLA would
@@ -15,14 +16,16 @@ import pytest
 import torch
 
 import jaxcnn.functional as F
+from jaxcnn.functional import cpu_rules
 from tests.oracles import kernel_to_torch, to_torch
 
 # (algorithm, channels in, channels out, strides, padding, dilation, dtype, tol)
 CASES = [
-    ("chunked", 6, 8, 2, 1, 1, jnp.float32, 1e-4),
+    ("chunked", 16, 8, 2, 1, 1, jnp.float32, 1e-4),  # wide: computed once
+    ("chunked", 6, 8, 2, 1, 1, jnp.float32, 1e-4),  # narrow: fused
     pytest.param("chunked", 4, 6, 1, 2, 2, jnp.float32, 1e-4, marks=pytest.mark.slow),
     ("taps", 2, 4, 1, 1, 1, jnp.float32, 1e-4),
-    pytest.param("chunked", 6, 8, 2, 1, 1, jnp.bfloat16, 5e-2, marks=pytest.mark.slow),
+    pytest.param("chunked", 16, 8, 2, 1, 1, jnp.bfloat16, 5e-2, marks=pytest.mark.slow),
 ]
 
 
@@ -80,12 +83,15 @@ def test_gradients_equal_xla_and_pytorch(rng, algorithm, c_in, c_out, strides, p
         np.testing.assert_allclose(ours, tref, rtol=tol, atol=scale(tref))
 
 
-def test_gradient_operands_are_computed_once(rng):
-    x = jnp.asarray(rng.standard_normal((4, 9, 9, 6)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((3, 3, 6, 8)), jnp.float32)
+@pytest.mark.parametrize("c_in, c_out, conditionals", [(16, 8, 2), (6, 8, 0)])
+def test_gradient_operands_are_computed_once_in_wide_layers(rng, c_in, c_out, conditionals):
+    assert (c_in * c_out >= cpu_rules.ONCE_MIN_CHANNEL_PAIRS) == (conditionals > 0)
+    x = jnp.asarray(rng.standard_normal((4, 9, 9, c_in)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, c_in, c_out)), jnp.float32)
     loss = lambda x, w: jnp.sum(jnp.maximum(F.conv(jnp.maximum(x * 2.0 + 1.0, 0.0), w, algorithm="chunked"), 0.0))
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
-    assert hlo.count("conditional(") >= 2  # the input (forward) and the output gradient (backward)
+    # wide: the input (forward) and the output gradient (backward) behind a cond; narrow: none
+    assert hlo.count("conditional(") == conditionals
     # jvp and the forward value are unchanged by the barrier
     tangents = (0.1 * x, 0.2 * w)
     ours = jax.jvp(lambda x, w: F.conv(x, w, algorithm="chunked"), (x, w), tangents)

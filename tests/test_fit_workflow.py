@@ -389,6 +389,25 @@ def test_the_guard_reports_labels_that_are_not_classes_and_padding_is_exempt():
         _run(D.digits(), validation=(D.digits().x_test, np.full(len(D.digits().x_test), 11, np.int32)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, jnp.bfloat16])
+def test_the_guard_probe_is_numpys_all_isfinite_per_leaf_under_jit(dtype):
+    from jaxcnn.train.step import finite_leaves
+
+    big = float(jnp.finfo(dtype).max)
+    leaves = {
+        "a_ok": np.full((3, 4), big, np.float32),  # sums of huge finite values overflow; the probe must not
+        "b_inf": np.array([1.0, np.inf, 2.0], np.float32),
+        "c_ninf": np.array([[-np.inf]], np.float32),
+        "d_nan": np.array([0.0, np.nan], np.float32),
+        "e_zero": np.zeros((5,), np.float32),
+        "f_mixed": np.array([-big, big, 0.0], np.float32),
+    }
+    tree = {k: jnp.asarray(v, dtype) for k, v in leaves.items()}
+    got = np.asarray(jax.jit(finite_leaves)(tree))
+    expected = [bool(np.isfinite(np.asarray(v, np.float64)).all()) for v in jax.tree.leaves(tree)]
+    assert got.tolist() == expected == [True, False, False, False, True, True]
+
+
 @pytest.mark.parametrize("strategy", ["jit", "sharded", "pmap", "shard_map"])
 def test_placing_a_state_never_lets_a_step_delete_the_callers_arrays(strategy):
     model = jaxcnn.get_model("lwls_cnn", axis_name="data" if strategy in ("pmap", "shard_map") else None)

@@ -26,7 +26,8 @@ works as for any JAX function, and each chunk's operands stay in cache.
 Chunking changes no number beyond float summation order. The input and the
 output gradient that the weight gradient reads are each computed once, into
 one buffer (:func:`computed_once`), not recomputed inside XLA's layout
-transposes. Written as taps, the
+transposes, in wide layers
+(:func:`~jaxcnn.functional.cpu_rules.gradient_operands_once`). Written as taps, the
 backward passes (a col2im of ``W^T g``, a stride-phase decomposition) were
 slower than XLA's, so only the forward is rewritten.
 
@@ -45,7 +46,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from jaxcnn.functional._geometry import dimension_numbers, kernel_positions, out_sizes
-from jaxcnn.functional.cpu_rules import chunk_size, tile_size
+from jaxcnn.functional.cpu_rules import chunk_size, gradient_operands_once, tile_size
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -171,8 +172,9 @@ def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents
         return y, jnp.zeros_like(y)
     n = x.shape[0]
     chunk = chunk_size(n)
-    finite = jnp.isfinite(jnp.sum(w))
-    if not zero_w:
+    once = gradient_operands_once(w.shape[-2], w.shape[-1])
+    finite = jnp.isfinite(jnp.sum(w)) if once else None
+    if once and not zero_w:
         x = computed_once(x, finite)
     parts = []
     for i in range(0, n, chunk):
@@ -184,7 +186,8 @@ def _conv_cpu_jvp(strides, pads, dilation, precision, forward, primals, tangents
             part = term if part is None else part + term
         parts.append(part)
     dy = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-    return y, computed_once(dy.astype(y.dtype), finite)
+    dy = dy.astype(y.dtype)
+    return y, computed_once(dy, finite) if once else dy
 
 
 def computed_once(v, finite):

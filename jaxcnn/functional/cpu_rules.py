@@ -11,6 +11,8 @@ A newcomer looking for "why does ``F.conv`` do this on CPU" reads this file:
   batch tile of the taps layout, the batch chunk of the derivative
   convolutions and of the depthwise weight gradient (:func:`tile_size`,
   :func:`chunk_size`, :func:`depthwise_chunk`).
+* :func:`gradient_operands_once` -- whether the weight gradient's operands
+  are materialized before XLA's layout transposes read them.
 * :func:`cpu_compiler_options` -- the XLA:CPU options for a compiled function
   whose convolution kernels are known; the one helper both a user's own
   ``jax.jit`` and :mod:`jaxcnn.train` call::
@@ -41,6 +43,8 @@ ALGORITHMS = ("xla", "taps", "chunked", "depthwise")
 TAPS_MAX_CHANNEL_PAIRS = 32
 #: Eigen's convolution (not YNNPACK's) once some kernel has ``C_in * C_out`` at least this (cpu-rules.md, "library").
 EIGEN_MIN_CHANNEL_PAIRS = 128
+#: The weight gradient's operands computed once from ``C_in * C_out`` at least this (cpu-rules.md, "cond-grad").
+ONCE_MIN_CHANNEL_PAIRS = EIGEN_MIN_CHANNEL_PAIRS
 #: Examples per tile of the taps loop's batch-last layout (cpu-rules.md, "tile").
 TILE = 16
 #: Examples per chunk of the derivative convolutions (cpu-rules.md, "chunk").
@@ -168,6 +172,21 @@ def chunk_size(n: int) -> int:
     """
     chunk = tile_size(n, BACKWARD_CHUNK)
     return n if chunk == n or chunk < BACKWARD_CHUNK // 2 else chunk
+
+
+def gradient_operands_once(c_in: int, c_out: int) -> bool:
+    """Whether a convolution's weight gradient reads its operands computed once, into one buffer.
+
+    The rule: yes when ``C_in * C_out >= ONCE_MIN_CHANNEL_PAIRS``. XLA:CPU
+    reads the weight gradient's operands (the layer input, the output
+    gradient) in a transposed layout and fuses their producers into that
+    transposing copy. Wide layers (ResNet's BatchNorm/ReLU/residual chains)
+    then recompute those producers at great cost, so the operands are
+    materialized (:func:`jaxcnn.functional._conv_cpu.computed_once`); for
+    narrow layers the producers are cheap and the extra buffer costs more
+    than the recomputation it saves. Measurements: cpu-rules.md, "cond-grad".
+    """
+    return c_in * c_out >= ONCE_MIN_CHANNEL_PAIRS
 
 
 def depthwise_chunk(n: int, example_bytes: int) -> int:

@@ -52,9 +52,15 @@ def weighted_sums(outputs: Any, y: Any, per_example_loss: Any, w: Any, axis_name
 
 
 def finite_leaves(tree: Any) -> jnp.ndarray:
-    """``(n_leaves,)`` bool: whether every entry of each leaf is finite (the NaN guard's probe)."""
+    """``(n_leaves,)`` bool: whether every entry of each leaf is finite (the NaN guard's probe).
+
+    Computed as ``isfinite(sum(leaf * 0))``: ``0 * v`` is ``0`` for finite ``v``
+    and NaN for ``inf`` or NaN, and a sum of zeros is exactly ``0``, so this is
+    ``all(isfinite(leaf))`` as one float sum, which runs faster on CPU than a
+    boolean ``all`` reduction (``benchmarks/results/cpu-rules.md``, "guard").
+    """
     leaves = jax.tree.leaves(tree)
-    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]) if leaves else jnp.ones((0,), bool)
+    return jnp.stack([jnp.isfinite(jnp.sum(leaf * 0)) for leaf in leaves]) if leaves else jnp.ones((0,), bool)
 
 
 def train_step_body(
