@@ -30,7 +30,7 @@ def fmt(value: Any) -> str:
     """A short repr of ``value`` for an error message (arrays show shape and dtype)."""
     if isinstance(value, jax.core.Tracer):
         return f"a traced value of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if hasattr(value, "shape") and hasattr(value, "dtype") and not np.isscalar(value):
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not (np.isscalar(value) or isinstance(value, type)):
         return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -176,6 +176,17 @@ def check_floating(x: Any, name: str) -> None:
     """``TypeError`` unless ``x`` has a floating-point dtype."""
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
         raise TypeError(f"{name} must have a floating-point dtype, got {fmt(x)}")
+
+
+def floating_dtype(value: Any, name: str) -> np.dtype:
+    """``value`` (``jnp.float32``, ``"bfloat16"``, ...) as a floating dtype; ``TypeError`` otherwise."""
+    try:
+        dtype = jnp.dtype(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating dtype (jnp.float32, 'bfloat16', ...), got {fmt(value)}")
+    return dtype
 
 
 def check_array(x: Any, name: str) -> Any:
