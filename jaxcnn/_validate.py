@@ -30,7 +30,7 @@ def fmt(value: Any) -> str:
     """A short repr of ``value`` for an error message (arrays show shape and dtype)."""
     if isinstance(value, jax.core.Tracer):
         return f"a traced value of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if hasattr(value, "shape") and hasattr(value, "dtype") and not np.isscalar(value):
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not (np.isscalar(value) or isinstance(value, type)):
         return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import interop_round_trip as rt
 import interop_torch_models as tm
 
 from jaxcnn.interop.torch import from_torch, layout, to_torch
@@ -72,22 +73,10 @@ def test_width_mult_and_num_classes_carry_over():
 def test_round_trips_are_exact():
     tmod = _torchvision(seed=2, num_classes=10)
     sd = tmod.state_dict()
-    variables = from_torch("mobilenet_v2", sd, model_kwargs={"num_classes": 10})
-    back = to_torch("mobilenet_v2", variables, model_kwargs={"num_classes": 10}, num_batches_tracked=7)
-    assert set(back) == set(sd)
-    for k, v in sd.items():
-        if k.endswith("num_batches_tracked"):
-            assert int(back[k]) == 7 and back[k].dtype == torch.int64
-        else:
-            assert torch.equal(back[k], v), k
-    # jaxcnn -> torch -> jaxcnn from random jaxcnn variables (every leaf distinct)
-    shapes = trace(get_model("mobilenet_v2", num_classes=10), (1, 224, 224, 3)).shapes
-    rng = np.random.default_rng(3)
-    init = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
-    out = to_torch("mobilenet_v2", init, model_kwargs={"num_classes": 10})
-    trip = from_torch("mobilenet_v2", out, model_kwargs={"num_classes": 10})
-    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), dict(init), trip))
-    tmod.load_state_dict(out)  # PyTorch accepts it as is (strict)
+    kw = {"num_classes": 10}
+    variables = from_torch("mobilenet_v2", sd, model_kwargs=kw)
+    rt.assert_state_dict_equal(to_torch("mobilenet_v2", variables, model_kwargs=kw, num_batches_tracked=7), sd, 7)
+    init, _ = rt.assert_jaxcnn_torch_jaxcnn_exact("mobilenet_v2", kw, tmod, (1, 224, 224, 3))
     np.testing.assert_array_equal(
         tmod.features[2].conv[1][0].weight.detach().numpy(),  # a depthwise kernel, (96, 1, 3, 3)
         np.transpose(np.asarray(init["params"]["features"]["2"]["conv"]["1"]["0"]["kernel"]), (3, 2, 0, 1)),

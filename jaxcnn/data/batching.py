@@ -19,13 +19,9 @@ def num_batches(n: int, batch_size: int, drop_remainder: bool = True) -> int:
       >>> num_batches(10, 4), num_batches(10, 4, drop_remainder=False)
       (2, 3)
     """
-    n = _validate.as_int(n, "n")
-    batch_size = _validate.as_int(batch_size, "batch_size")
+    n = _validate.as_int(n, "n", minimum=0)
+    batch_size = _validate.as_int(batch_size, "batch_size", minimum=1)
     drop_remainder = _validate.check_bool(drop_remainder, "drop_remainder")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
 

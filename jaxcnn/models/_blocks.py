@@ -22,14 +22,17 @@ def conv_block(
     strides: Any = 1,
     padding: Any = "SAME",
     dilation: Any = 1,
+    groups: int = 1,
     batch_norm: bool = False,
     train: bool = False,
     use_bias: bool = True,
+    kernel_init: Any = Conv.kernel_init,
     activation: Callable[[Any], Any] | None = jax.nn.relu,
     dtype: Any = None,
     axis_name: Any = None,
 ) -> jnp.ndarray:
-    """``activation(BN(conv(x)))``: a :class:`~jaxcnn.nn.Conv` named ``name``, then (if
+    """``activation(BN(conv(x)))``: a :class:`~jaxcnn.nn.Conv` named ``name`` (``strides``,
+    ``padding``, ``dilation``, ``groups``, ``use_bias`` and ``kernel_init`` as there), then (if
     ``batch_norm``) a :class:`~jaxcnn.nn.BatchNorm` named ``bn_name`` in training
     mode when ``train`` (statistics synchronized over ``axis_name``), then the
     activation (``None``: none).
@@ -43,7 +46,9 @@ def conv_block(
         strides=strides,
         padding=padding,
         dilation=dilation,
+        groups=groups,
         use_bias=use_bias,
+        kernel_init=kernel_init,
         dtype=dtype,
         name=name,
     )(x)

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn import _validate
-from jaxcnn.nn import BatchNorm, Conv, Dropout, GlobalAvgPool
+from jaxcnn.models._blocks import conv_block
+from jaxcnn.nn import Dropout, GlobalAvgPool
 
 #: torchvision's setting: (expansion t, output channels c, repeats n, first stride s) per stage.
 SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -41,6 +42,44 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 
+def _conv_bn(
+    module: nn.Module,
+    x: Any,
+    features: int,
+    kernel: int,
+    *,
+    train: bool,
+    strides: int = 1,
+    groups: int = 1,
+    act: bool = True,
+    names: tuple[str, str] = ("0", "1"),
+) -> jnp.ndarray:
+    """torchvision's conv (no bias, padding ``kernel // 2``, its init) -> BatchNorm -> ReLU6 (if ``act``).
+
+    The conv and the BatchNorm are :func:`~jaxcnn.models._blocks.conv_block`'s,
+    named ``names`` inside ``module`` (call it in ``module``'s ``@nn.compact``
+    method), with ``module``'s ``dtype`` and ``axis_name``. Returns
+    ``(N, H / strides, W / strides, features)``.
+    """
+    return conv_block(
+        x,
+        features,
+        kernel,
+        strides=strides,
+        padding=kernel // 2,
+        groups=groups,
+        use_bias=False,
+        kernel_init=conv_init,
+        batch_norm=True,
+        train=train,
+        activation=jax.nn.relu6 if act else None,
+        dtype=module.dtype,
+        axis_name=module.axis_name,
+        name=names[0],
+        bn_name=names[1],
+    )
+
+
 class ConvBNAct(nn.Module):
     """torchvision's ``Conv2dNormActivation``: ``0`` conv (no bias, padding k // 2) -> ``1`` BatchNorm -> ReLU6 (if ``act``)."""
 
@@ -54,19 +93,9 @@ class ConvBNAct(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
-        x = Conv(
-            self.features,
-            self.kernel,
-            strides=self.strides,
-            padding=self.kernel // 2,
-            groups=self.groups,
-            use_bias=False,
-            kernel_init=conv_init,
-            dtype=self.dtype,
-            name="0",
-        )(x)
-        x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="1")(x)
-        return jax.nn.relu6(x) if self.act else x
+        return _conv_bn(
+            self, x, self.features, self.kernel, train=train, strides=self.strides, groups=self.groups, act=self.act
+        )
 
 
 class InvertedResidual(nn.Module):
@@ -88,17 +117,12 @@ class InvertedResidual(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
-        return _Body(self.features, self.strides, self.expand, self.dtype, self.axis_name, name="conv")(
-            x, train=train
-        ) + (x if self.strides == 1 and x.shape[-1] == self.features else 0)
+        body = _Body(self.features, self.strides, self.expand, self.dtype, self.axis_name, name="conv")
+        return body(x, train=train) + (x if self.strides == 1 and x.shape[-1] == self.features else 0)
 
 
-class _Body(nn.Module):
-    features: int
-    strides: int
-    expand: int
-    dtype: Any = None
-    axis_name: Any = None
+class _Body(InvertedResidual):
+    """An :class:`InvertedResidual`'s ``conv`` (torchvision's ``Sequential``): its layers, with its fields."""
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
@@ -108,8 +132,7 @@ class _Body(nn.Module):
             x = ConvBNAct(hidden, 1, name="0", **kw)(x, train=train)
             i = 1
         x = ConvBNAct(hidden, 3, self.strides, groups=hidden, name=str(i), **kw)(x, train=train)
-        x = Conv(self.features, 1, use_bias=False, kernel_init=conv_init, dtype=self.dtype, name=str(i + 1))(x)
-        return BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name=str(i + 2))(x)
+        return _conv_bn(self, x, self.features, 1, train=train, act=False, names=(str(i + 1), str(i + 2)))
 
 
 class _Features(nn.Module):

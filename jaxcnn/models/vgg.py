@@ -38,10 +38,8 @@ class VGG(nn.Module):
       dropout_rate: dropout after dense1 and dense2 (0.5).
       pool_size: adaptive average pool output (7: 224x224 inputs give 7x7 maps).
       dtype: compute dtype.
-      axis_name: the pmap/shard_map batch axis name for data-parallel training:
-        BatchNorm averages its statistics and Dropout draws the global batch's
-        mask over it, so the step equals single-device training on the global
-        batch (give every device the same "dropout" key). ``None``: per device.
+      axis_name: the data-parallel batch axis name: BatchNorm and Dropout act on the global
+        batch (see :class:`~jaxcnn.models.AlexNet`).
 
     Returns (``__call__(x, *, train=False)``): logits ``(N, num_classes)``.
 

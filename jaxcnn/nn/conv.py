@@ -39,12 +39,8 @@ def window_shape(kernel_size: KernelSize, x: Any, name: str) -> tuple[int, ...]:
 
 def check_channels(features: Any, groups: Any, c_in: int, name: str) -> tuple[int, int]:
     """``features`` and ``groups`` as positive ints, ``groups`` dividing both ``c_in`` and ``features``."""
-    features = _validate.as_int(features, "features")
-    groups = _validate.as_int(groups, "groups")
-    if features < 1:
-        raise ValueError(f"{name}: features must be >= 1, got {features}")
-    if groups < 1:
-        raise ValueError(f"{name}: groups must be >= 1, got {groups}")
+    features = _validate.as_int(features, f"{name}: features", minimum=1)
+    groups = _validate.as_int(groups, f"{name}: groups", minimum=1)
     if c_in % groups or features % groups:
         raise ValueError(
             f"{name}: groups={groups} must divide both the input channels ({c_in}) and features ({features})"

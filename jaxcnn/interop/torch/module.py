@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -40,41 +41,33 @@ def _tuple(v: Any, nd: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
 
 
-def _conv(m: Any, nd: int) -> tuple[nn.Module, dict]:
-    pad = m.padding if isinstance(m.padding, str) else _tuple(m.padding, nd)
-    layer = Conv(
-        m.out_channels,
-        _tuple(m.kernel_size, nd),
-        strides=_tuple(m.stride, nd),
-        padding=pad.upper() if isinstance(pad, str) else pad,
-        dilation=_tuple(m.dilation, nd),
-        groups=m.groups,
-        padding_mode=m.padding_mode,
-        use_bias=m.bias is not None,
-    )
-    params = {"kernel": layout.conv_from_torch(to_numpy(m.weight))}
+def _weights(m: Any, kernel_from_torch: Callable[[Any], Any]) -> dict:
+    """The ``params`` of a layer with a ``weight`` (in jaxcnn's layout by ``kernel_from_torch``) and maybe a ``bias``."""
+    params = {"kernel": kernel_from_torch(to_numpy(m.weight))}
     if m.bias is not None:
         params["bias"] = to_numpy(m.bias)
-    return layer, {"params": params}
+    return {"params": params}
 
 
-def _conv_transpose(m: Any, nd: int, where: str) -> tuple[nn.Module, dict]:
-    if m.padding_mode != "zeros":
-        raise ValueError(f"{where}: ConvTranspose with padding_mode={m.padding_mode!r} is not supported (only 'zeros')")
-    layer = ConvTranspose(
-        m.out_channels,
-        _tuple(m.kernel_size, nd),
-        strides=_tuple(m.stride, nd),
-        padding=_tuple(m.padding, nd),
-        output_padding=_tuple(m.output_padding, nd),
-        dilation=_tuple(m.dilation, nd),
-        groups=m.groups,
-        use_bias=m.bias is not None,
-    )
-    params = {"kernel": layout.conv_transpose_from_torch(to_numpy(m.weight))}
-    if m.bias is not None:
-        params["bias"] = to_numpy(m.bias)
-    return layer, {"params": params}
+def _conv(m: Any, nd: int, where: str, *, transposed: bool) -> tuple[nn.Module, dict]:
+    """``Conv{1,2,3}d`` -> :class:`~jaxcnn.nn.Conv`; ``transposed``: ``ConvTranspose{1,2,3}d`` -> ``ConvTranspose``."""
+    shared = {
+        "features": m.out_channels,
+        "kernel_size": _tuple(m.kernel_size, nd),
+        "strides": _tuple(m.stride, nd),
+        "dilation": _tuple(m.dilation, nd),
+        "groups": m.groups,
+        "use_bias": m.bias is not None,
+    }
+    if transposed:
+        if m.padding_mode != "zeros":
+            raise ValueError(
+                f"{where}: ConvTranspose with padding_mode={m.padding_mode!r} is not supported (only 'zeros')"
+            )
+        layer = ConvTranspose(padding=_tuple(m.padding, nd), output_padding=_tuple(m.output_padding, nd), **shared)
+        return layer, _weights(m, layout.conv_transpose_from_torch)
+    pad = m.padding.upper() if isinstance(m.padding, str) else _tuple(m.padding, nd)
+    return Conv(padding=pad, padding_mode=m.padding_mode, **shared), _weights(m, layout.conv_from_torch)
 
 
 def _batch_norm(m: Any, where: str) -> tuple[nn.Module, dict]:
@@ -97,10 +90,7 @@ def _batch_norm(m: Any, where: str) -> tuple[nn.Module, dict]:
 
 
 def _linear(m: Any) -> tuple[nn.Module, dict]:
-    params = {"kernel": layout.dense_from_torch(to_numpy(m.weight))}
-    if m.bias is not None:
-        params["bias"] = to_numpy(m.bias)
-    return nn.Dense(m.out_features, use_bias=m.bias is not None), {"params": params}
+    return nn.Dense(m.out_features, use_bias=m.bias is not None), _weights(m, layout.dense_from_torch)
 
 
 def _pool(m: Any, name: str, nd: int, where: str) -> nn.Module:
@@ -123,10 +113,8 @@ def _pool(m: Any, name: str, nd: int, where: str) -> nn.Module:
 def convert_layer(m: Any, where: str) -> tuple[nn.Module, dict]:
     """One PyTorch leaf layer -> ``(jaxcnn module, its variables)``; a clear error for anything else."""
     name = type(m).__name__
-    if name in ("Conv1d", "Conv2d", "Conv3d"):
-        return _conv(m, _nd(name))
-    if name in ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
-        return _conv_transpose(m, _nd(name), where)
+    if name in ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
+        return _conv(m, _nd(name), where, transposed=name.startswith("ConvTranspose"))
     if name in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d"):
         return _batch_norm(m, where)
     if name == "Linear":
