@@ -178,6 +178,17 @@ def check_floating(x: Any, name: str) -> None:
         raise TypeError(f"{name} must have a floating-point dtype, got {fmt(x)}")
 
 
+def floating_dtype(value: Any, name: str) -> np.dtype:
+    """``value`` (``jnp.float32``, ``"bfloat16"``, ...) as a floating dtype; ``TypeError`` otherwise."""
+    try:
+        dtype = jnp.dtype(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating dtype (jnp.float32, 'bfloat16', ...), got {fmt(value)}")
+    return dtype
+
+
 def check_array(x: Any, name: str) -> Any:
     """Return ``x`` as an array-like with ``shape``/``dtype``; ``TypeError`` otherwise."""
     if isinstance(x, (str, bytes, dict)) or x is None:

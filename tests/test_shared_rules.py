@@ -1,4 +1,4 @@
-"""Rules written once in jaxcnn._validate (error values, int minimums), checked through their callers."""
+"""Rules written once in jaxcnn._validate, checked through every caller that used to spell them out itself."""
 
 from __future__ import annotations
 
@@ -7,28 +7,44 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxcnn.functional as F
+import jaxcnn.data as D
 import jaxcnn.nn as jnn
 from jaxcnn import _validate
 from jaxcnn.data.batching import num_batches
+from jaxcnn.models import get_model
 
 
 @pytest.mark.parametrize(
     "value,expected",
+    [(jnp.float32, np.float32), ("bfloat16", jnp.bfloat16), (np.float16, np.float16), ("float64", np.float64)],
+)
+def test_floating_dtype_accepts_floating_dtypes(value, expected):
+    assert _validate.floating_dtype(value, "dtype") == np.dtype(expected)
+
+
+@pytest.mark.parametrize(
+    "call,message",
     [
-        (np.int32, "<class 'numpy.int32'>"),  # a class has `shape`/`dtype` attributes but is no array
-        (np.ones((2, 3), np.float32), "an array of shape (2, 3) and dtype float32"),
-        (np.float32(2.5), "np.float32(2.5)"),
-        ("x" * 100, "'" + "x" * 76 + "..."),
+        (
+            lambda: _validate.floating_dtype(np.int32, "dtype"),
+            r"dtype must be a floating dtype .*got <class 'numpy.int32'>",
+        ),
+        (lambda: _validate.floating_dtype("floaty", "dtype"), r"dtype must be a floating dtype .*got 'floaty'"),
+        (lambda: _validate.floating_dtype(3, "param_dtype"), r"param_dtype must be a floating dtype .*got 3"),
+        (lambda: D.synthetic((4,), dtype=np.int32), r"dtype must be a floating dtype"),
+        (lambda: D.synthetic((4,), dtype="nonsense"), r"dtype must be a floating dtype .*'nonsense'"),
+        (lambda: get_model("lwls_cnn", dtype="int8"), r"dtype must be a floating dtype .*'int8'"),
     ],
 )
-def test_fmt_shows_a_short_repr_and_arrays_by_shape_and_dtype(value, expected):
-    assert _validate.fmt(value) == expected
+def test_a_dtype_that_is_not_floating_is_a_type_error_naming_the_argument(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
 
 
-def test_a_dtype_class_passed_for_a_flag_is_named_in_the_error():
-    with pytest.raises(TypeError, match=r"^ceil_mode must be True or False, got <class 'numpy.bool"):
-        F.max_pool(jnp.ones((1, 4, 4, 1)), 2, ceil_mode=np.bool_)
+def test_models_and_synthetic_data_take_a_floating_dtype_or_none():
+    assert get_model("lwls_cnn", dtype="bfloat16").dtype == "bfloat16"
+    assert get_model("lwls_cnn", dtype=None).dtype is None
+    assert D.synthetic((4,), num_train=4, num_test=2, dtype="float16").x_train.dtype == np.float16
 
 
 @pytest.mark.parametrize(

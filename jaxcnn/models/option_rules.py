@@ -14,8 +14,6 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax.numpy as jnp
-
 from jaxcnn import _validate
 from jaxcnn.models._blocks import positive_int, positive_ints
 
@@ -44,14 +42,8 @@ def _config(value: Any, name: str) -> None:
 
 
 def _dtype(value: Any, name: str) -> None:
-    if value is None:
-        return
-    try:
-        dtype = jnp.dtype(value)
-    except TypeError:
-        raise TypeError(f"{name} must be None or a floating dtype (jnp.float32, 'bfloat16'), got {value!r}") from None
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{name} must be None or a floating dtype (jnp.float32, 'bfloat16'), got {value!r}")
+    if value is not None:  # None: the default compute dtype
+        _validate.floating_dtype(value, name)
 
 
 def _callable(value: Any, name: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import _validate
@@ -65,12 +64,7 @@ def synthetic(
         raise ValueError(f"num_train and num_test must be >= 1, got {num_train} and {num_test}")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed}")
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be a floating dtype, got {_validate.fmt(dtype)}") from None
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    dtype = _validate.floating_dtype(dtype, "dtype")
     rng = np.random.default_rng(seed)
     n = num_train + num_test
     x = rng.standard_normal((n, *shape), dtype=np.float32).astype(dtype)
