@@ -262,18 +262,8 @@ def check_unit_interval(value: Any, name: str) -> float:
 
 
 def check_nonnegative(value: Any, name: str) -> float:
-    """A concrete, finite number >= 0 (an epsilon)."""
-    if isinstance(value, (bool, str, bytes)) or value is None or isinstance(value, jax.core.Tracer):
-        raise TypeError(f"{name} must be a non-negative number, got {fmt(value)}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a non-negative number, got {fmt(value)}") from None
-    if not 0.0 <= number < float("inf"):  # also rejects NaN
-        raise ValueError(
-            f"{name} must be a non-negative number, got {value!r}" + (" (it must be finite)" if number > 0 else "")
-        )
-    return number
+    """A concrete, finite number >= 0 (an epsilon): :func:`check_number` with ``low=0``."""
+    return check_number(value, name, low=0.0)
 
 
 def check_key(key: Any, name: str = "key") -> Any:

@@ -146,7 +146,7 @@ CASES = [
     (
         lambda: F.batch_norm(X, jnp.zeros(4), jnp.ones(4), training=True, epsilon=-1.0),
         ValueError,
-        r"epsilon must be a non-negative number, got -1\.0",
+        r"epsilon must be a finite number >= 0, got -1\.0",
     ),
     (lambda: F.group_norm(X, 3), ValueError, r"num_groups must be a positive divisor of the channels C=4, got 3"),
     # counts (a width, a number of layers): one rule, _validate.as_int(..., minimum=1)
