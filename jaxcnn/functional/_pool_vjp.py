@@ -24,7 +24,7 @@ where the strided-slice form wrote ``taps x input`` (interior-padded pads).
 No scatter, so every input gradient is one fixed sum: the same bits on every
 run and every backend. Where windows overlap (an input element can sit in
 several windows, e.g. 3x3 stride 2), ``which`` is computed one example at a
-time in a ``lax.map``: a loop is a fusion boundary, so XLA:CPU keeps ``which``
+time in a ``lax.map`` on CPU: a loop is a fusion boundary, so XLA:CPU keeps ``which``
 instead of fusing the select chain into the gradient and recomputing it for
 every window that reads it (``optimization_barrier`` does not stop that on
 CPU). Positions in the padding never win: a
@@ -103,11 +103,15 @@ def overlapping(window, strides, dilation) -> bool:
 
 
 def kept_argmax(x, y, window, strides, pads, dilation) -> jnp.ndarray:
-    """:func:`first_argmax`, computed one example at a time where windows overlap (module docstring: why)."""
-    if x.shape[0] > 1 and overlapping(window, strides, dilation):
-        one = lambda xy: first_argmax(xy[0][None], xy[1][None], window, strides, pads, dilation)[0]
-        return lax.map(one, (x, y))
-    return first_argmax(x, y, window, strides, pads, dilation)
+    """:func:`first_argmax`; on CPU one example at a time where windows overlap (module docstring: why).
+
+    Other backends take the plain form (a loop of small kernels would cost more there).
+    """
+    plain = lambda x, y: first_argmax(x, y, window, strides, pads, dilation)
+    if x.shape[0] == 1 or not overlapping(window, strides, dilation):
+        return plain(x, y)
+    one = lambda xy: plain(xy[0][None], xy[1][None])[0]
+    return lax.platform_dependent(x, y, cpu=lambda x, y: lax.map(one, (x, y)), default=plain)
 
 
 def gather_at_argmax(dx, which, window, strides, pads, dilation) -> jnp.ndarray:
