@@ -15,10 +15,19 @@ PyTorch's ``max_pool{1,2,3}d``:
 
 computed in the forward pass as ``which`` = the first tap whose slice equals
 ``y`` (a reverse scan of selects). The derivative is a ``custom_jvp`` whose
-tangent gathers ``dx`` at those taps (a sum of strided slices under selects);
-JAX transposes it for reverse mode into a sum of ``lax.pad`` with interior
-padding (a scatter-free sum, so every input gradient is one fixed sum: the same
-bits on every run and every backend). Positions in the padding never win: a
+tangent gathers ``dx`` at those taps: a sum over taps of one contiguous slice
+of one *stride phase* of the zero-padded ``dx`` under a select
+(:mod:`jaxcnn.functional._pool_phases`). JAX transposes it for reverse mode
+into, per phase, a sum of output-sized plain pads, one concatenate and one
+depth-to-space transpose: about ``taps x output + input`` elements written,
+where the strided-slice form wrote ``taps x input`` (interior-padded pads).
+No scatter, so every input gradient is one fixed sum: the same bits on every
+run and every backend. Where windows overlap (an input element can sit in
+several windows, e.g. 3x3 stride 2), ``which`` is computed one example at a
+time in a ``lax.map`` on CPU: a loop is a fusion boundary, so XLA:CPU keeps ``which``
+instead of fusing the select chain into the gradient and recomputing it for
+every window that reads it (``optimization_barrier`` does not stop that on
+CPU). Positions in the padding never win: a
 window whose real entries all equal ``-inf`` sends its gradient to its first
 real element, as PyTorch does. Without ties this is exactly XLA's gradient
 (each window has one maximum); with ties it is PyTorch's, not XLA's (XLA picks
@@ -29,7 +38,7 @@ Forward mode (``jax.jvp``, ``jacfwd``) and reverse mode both work, to any
 order (the second derivative w.r.t. ``x`` is zero almost everywhere, as for
 any piecewise-linear function). Speed against
 PyTorch and against XLA's select-and-scatter: ``benchmarks/results/``
-(primitives, ``max_pool`` rows).
+(primitives, ``max_pool`` rows; ``cpu-rules.md``, "max-pool backward by phases").
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import numpy as np
 from jax import lax
 
 from jaxcnn.functional._geometry import kernel_positions, tap_slice
+from jaxcnn.functional._pool_phases import phase_layout, phase_tap, split_phases
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -87,21 +97,37 @@ def first_argmax(x, y, window, strides, pads, dilation) -> jnp.ndarray:
     return which
 
 
+def overlapping(window, strides, dilation) -> bool:
+    """Whether an input element can lie in more than one window: ``(k - 1) d + 1 > s`` in some dim."""
+    return any((k - 1) * d + 1 > s for k, s, d in zip(window, strides, dilation))
+
+
+def kept_argmax(x, y, window, strides, pads, dilation) -> jnp.ndarray:
+    """:func:`first_argmax`; on CPU one example at a time where windows overlap (module docstring: why).
+
+    Other backends take the plain form (a loop of small kernels would cost more there).
+    """
+    plain = lambda x, y: first_argmax(x, y, window, strides, pads, dilation)
+    if x.shape[0] == 1 or not overlapping(window, strides, dilation):
+        return plain(x, y)
+    one = lambda xy: plain(xy[0][None], xy[1][None])[0]
+    return lax.platform_dependent(x, y, cpu=lambda x, y: lax.map(one, (x, y)), default=plain)
+
+
 def gather_at_argmax(dx, which, window, strides, pads, dilation) -> jnp.ndarray:
     """``dy[o] = dx_p[s * o + d * which(o) - lo]``: the tangent of max pooling, linear in ``dx``.
 
-    A sum over taps of a strided slice of the zero-padded ``dx`` where
-    ``which`` names that tap. JAX transposes it for reverse mode into a sum of
-    ``lax.pad`` with interior padding (slice -> pad, select -> select): no
+    A sum over taps of a contiguous slice of one stride phase of the
+    zero-padded ``dx`` where ``which`` names that tap. JAX transposes it for
+    reverse mode into plain pads per phase, a concatenate and a depth-to-space
+    transpose (slice -> pad, select -> select, split -> concatenate): no
     scatter, so the gradient is deterministic.
     """
     out = which.shape[1:-1]
     zero = np.array(0, dx.dtype)
-    dxp = lax.pad(dx, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
-    parts = [
-        jnp.where(which == k, tap_slice(dxp, tap, strides, dilation, out), zero)
-        for k, tap in enumerate(kernel_positions(window))
-    ]
+    layout = phase_layout(dx.shape[1:-1], window, strides, pads, dilation, out)
+    phases = split_phases(dx, layout, zero)
+    parts = [jnp.where(which == k, phase_tap(phases, layout, k, out), zero) for k in range(len(layout.phase))]
     return functools.reduce(operator.add, parts)
 
 
@@ -121,5 +147,5 @@ def max_pool_argmax(
 def _max_pool_argmax_jvp(window, strides, pads, dilation, primals, tangents):
     (x,), (dx,) = primals, tangents
     y = _window_max(x, window, strides, pads, dilation)
-    which = first_argmax(x, y, window, strides, pads, dilation)
+    which = kept_argmax(x, y, window, strides, pads, dilation)
     return y, gather_at_argmax(dx, which, window, strides, pads, dilation)
