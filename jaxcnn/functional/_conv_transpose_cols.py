@@ -21,9 +21,10 @@ i + t]`` (the shifted slices, concatenated: ``lax.split``'s transpose), and two
 matrix products with exactly the op's multiply-adds, ``dy = P W`` and ``dW^T =
 y^T P``. Nothing else: no output blocks past the crop, no transposes of
 ``g``. The batch goes through in chunks (:func:`lax.scan`) whose ``P`` holds
-at most :data:`~jaxcnn.functional.cpu_rules.TRANSPOSE_CHUNK_BYTES`: a larger
-``P`` is slower to build and past 32 MiB XLA:CPU's temporary buffer is
-mapped afresh, page by page, on every call (cpu-rules.md, "transpose").
+at most :data:`~jaxcnn.functional.cpu_rules.TRANSPOSE_CHUNK_BYTES`: XLA:CPU
+allocates its temporary buffer on every call, and past glibc's 32 MiB mmap
+threshold the kernel maps it afresh, one page fault per 4 KiB, which cost more
+than the whole im2col (cpu-rules.md, "transpose").
 
 Reference: Dumoulin & Visin, "A guide to convolution arithmetic for deep
 learning", 2016, sec. 4 (transposed convolution as the adjoint of im2col).

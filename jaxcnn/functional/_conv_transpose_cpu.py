@@ -127,7 +127,8 @@ def conv_transpose_subpixel(
     spatial dim, with ``pads[i] = (lo, hi)`` cropped off, i.e. output positions
     ``lo .. lo + out - 1`` of ``x_full`` with ``out = (n - 1) * s - lo - hi + k
     + extra``. Only the output blocks ``j`` that this window meets are
-    computed; positions past the last tap are zeros.
+    computed; positions past the last tap are zeros. The derivatives (both
+    modes) come from :func:`~jaxcnn.functional._conv_transpose_cols.conv_transpose_tangent`.
 
     Args:
       y: ``(N, *spatial, C_out)``.

@@ -11,6 +11,8 @@ A newcomer looking for "why does ``F.conv`` do this on CPU" reads this file:
   batch tile of the taps layout, the batch chunk of the derivative
   convolutions and of the depthwise weight gradient (:func:`tile_size`,
   :func:`chunk_size`, :func:`depthwise_chunk`).
+* :data:`TRANSPOSE_CHUNK_BYTES` -- the batch chunk of the strided transposed
+  convolution's derivatives (:func:`transpose_chunk`).
 * :func:`cpu_compiler_options` -- the XLA:CPU options for a compiled function
   whose convolution kernels are known; the one helper both a user's own
   ``jax.jit`` and :mod:`jaxcnn.train` call::
