@@ -32,6 +32,7 @@ learning", 2016, sec. 4 (transposed convolution as the adjoint of im2col).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -56,6 +57,9 @@ def _kernel_operand(w: Any, taps: tuple[int, ...], strides: tuple[int, ...], gro
     pad = [(0, m * s - k) for m, s, k in zip(taps, strides, w.shape[:nd])] + [(0, 0), (0, 0)]
     w = jnp.pad(w.astype(acc), pad)
     c_in_g, c_out = w.shape[-2:]
+    # (T1, s1, T2, s2, ...) -> (T1, T2, ..., s1, s2, ...): the block taps first, as _col2im splits them
+    w = w.reshape(tuple(d for t, s in zip(taps, strides) for d in (t, s)) + (c_in_g, c_out))
+    w = w.transpose(tuple(range(0, 2 * nd, 2)) + tuple(range(1, 2 * nd, 2)) + (2 * nd, 2 * nd + 1))
     if groups == 1:
         return w.reshape((-1, c_out)).T
     return w.reshape((-1, c_in_g, groups, c_out // groups))
@@ -70,26 +74,23 @@ def _columns(v: Any, wk: Any, groups: int) -> jnp.ndarray:
 
 
 def _col2im(z: Any, sizes: tuple[int, ...], taps: tuple[int, ...], strides: tuple[int, ...]) -> jnp.ndarray:
-    """``(B, *n, *(T, s), C)`` columns -> the uncropped output ``(B, *((n + T - 1) * s), C)``.
+    """``(B, *n, prod(T), *s, C)`` columns -> the uncropped output ``(B, *((n + T - 1) * s), C)``.
 
-    Per spatial dim, the ``T`` taps' parts (``lax.split``) are shifted by
-    their block offset ``m`` (a pad) and summed.
+    The ``prod(T)`` block taps' parts (``lax.split``) are shifted by their
+    block offset ``m`` (one pad) and summed; then the phases interleave into
+    space.
     """
     nd = len(sizes)
     b, c = z.shape[0], z.shape[-1]
-    # (B, n1, T1, s1, n2, T2, s2, ..., C): each dim's block, tap and phase together
-    perm = (0,) + tuple(a for i in range(nd) for a in (1 + i, 1 + nd + 2 * i, 2 + nd + 2 * i)) + (1 + 3 * nd,)
-    z = z.transpose(perm)
-    for i, t in enumerate(taps):
-        axis = 1 + 3 * i  # the block axis; the taps follow it
-        config = [(0, 0, 0)] * z.ndim
-        parts = lax.split(z, (1,) * t, axis=axis + 1)
-        shifted = []
-        for m, part in enumerate(parts):
-            config[axis] = (m, t - 1 - m, 0)
-            shifted.append(lax.pad(part, jnp.zeros((), z.dtype), config))
-        z = sum(shifted[1:], shifted[0])
-    return z.reshape((b, *((n + t - 1) * s for n, t, s in zip(sizes, taps, strides)), c))
+    parts = lax.split(z, (1,) * math.prod(taps), axis=1 + nd)
+    shifted = []
+    for m, part in zip(itertools.product(*(range(t) for t in taps)), parts):
+        config = [(0, 0, 0)] + [(o, t - 1 - o, 0) for o, t in zip(m, taps)] + [(0, 0, 0)] * (nd + 2)
+        shifted.append(lax.pad(part, jnp.zeros((), z.dtype), config))
+    x = sum(shifted[1:], shifted[0])  # (B, *J, 1, *s, C)
+    perm = (0,) + tuple(a for i in range(nd) for a in (1 + i, 1 + nd + i)) + (1 + 2 * nd,)
+    x = x.reshape((b, *x.shape[1 : 1 + nd], *strides, c)).transpose(perm)
+    return x.reshape((b, *((n + t - 1) * s for n, t, s in zip(sizes, taps, strides)), c))
 
 
 def conv_transpose_tangent(
@@ -149,7 +150,7 @@ def conv_transpose_tangent(
         z = _columns(vs[0], terms[0][1], groups)
         for v, (_, wk) in zip(vs[1:], terms[1:]):
             z = z + _columns(v, wk, groups)
-        block = (chunk, *sizes, *(d for t, s in zip(taps, strides) for d in (t, s)), c_in)
+        block = (chunk, *sizes, math.prod(taps), *strides, c_in)
         return carry, _col2im(z.reshape(block), sizes, taps, strides)
 
     _, x = lax.scan(body, None, tuple(v for v, _ in terms))
