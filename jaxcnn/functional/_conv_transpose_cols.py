@@ -6,8 +6,8 @@ writes the op: per example, one matrix product ``Z = y W^T`` with the
 ``prod(k)`` taps on the columns, then col2im (every tap's column block added
 at its stride-shifted position), then the crop. With the kernel zero-padded to
 ``T * s`` taps per dim (``T = ceil(k / s)``), tap ``t = s m + p`` of block
-``i`` lands on block ``i + m``, phase ``p``, so col2im is ``T`` shifted
-copies per dim with no stride:
+``i`` lands on block ``i + m``, phase ``p``, so col2im is ``prod(T)``
+block-shifted copies with no stride:
 
 .. math::
 
@@ -17,10 +17,10 @@ copies per dim with no stride:
 
 What matters is the transpose JAX takes of it for reverse mode: the pad of
 the output gradient ``g`` (the crop's transpose), im2col ``P[i, t] = g_full[s
-i + t]`` (the shifted slices, concatenated: ``lax.split``'s transpose), and two
-matrix products with exactly the op's multiply-adds, ``dy = P W`` and ``dW^T =
-y^T P``. Nothing else: no output blocks past the crop, no transposes of
-``g``. The batch goes through in chunks (:func:`lax.scan`) whose ``P`` holds
+i + t]`` (the shifted slices, concatenated in one fusion: ``lax.split``'s
+transpose), and two matrix products with the op's multiply-adds (exactly,
+when ``s`` divides ``k``), ``dy = P W`` and ``dW^T = y^T P``. Nothing else:
+no output blocks past the crop, no separate transpose of ``g``. The batch goes through in chunks (:func:`lax.scan`) whose ``P`` holds
 at most :data:`~jaxcnn.functional.cpu_rules.TRANSPOSE_CHUNK_BYTES`: XLA:CPU
 allocates its temporary buffer on every call, and past glibc's 32 MiB mmap
 threshold the kernel maps it afresh, one page fault per 4 KiB, which cost more
