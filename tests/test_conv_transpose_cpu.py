@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as tF
 
 import jaxcnn.functional as F
+from jaxcnn.functional import cpu_rules
 from jaxcnn.functional.cpu_rules import choose_transpose_algorithm
 from tests.oracles import from_torch, kernel_to_torch, to_torch
 
@@ -213,3 +214,95 @@ def test_bad_algorithm_is_a_value_error(rng, kw, match):
     y, w, _ = _operands(rng, 2, 2, 3, 1, batch=1)
     with pytest.raises(ValueError, match=match):
         F.conv_transpose(y, w, strides=2, **kw)
+
+
+def _torch_grads(nd, y, w, g, kw):
+    """PyTorch's gradients of ``<conv_transpose(y, w), g>`` w.r.t. ``y`` and ``w``, channels-last."""
+    ty, tw = to_torch(y).requires_grad_(True), kernel_to_torch(w).requires_grad_(True)
+    TORCH_CONV_T[nd](ty, tw, None, **_torch_kw(kw)).backward(to_torch(g))
+    return from_torch(ty.grad), np.transpose(tw.grad.numpy(), (*range(2, 2 + nd), 1, 0))
+
+
+# (nd, strides, window, padding, output_padding, groups, batch, chunk budget in bytes): the derivatives
+# go through the batch in chunks of im2col columns; a 1-byte budget makes every example its own chunk
+CHUNK_CASES = [
+    (2, 2, 4, 1, 0, 1, 4, 1),
+    (2, (2, 3), (3, 5), (1, 2), (1, 0), 2, 6, 1),
+    (2, 2, 3, 0, 1, 1, 6, 2 * 25 * 64 * 4),  # 25 blocks x 64 columns x 4 bytes per example: chunks of 2
+    (1, 3, 4, 2, 1, 2, 3, 1),
+    (3, 2, 3, 1, 1, 1, 2, 1),
+]
+
+
+@pytest.mark.parametrize("nd, strides, window, padding, output_padding, groups, batch, budget", CHUNK_CASES)
+def test_gradients_in_batch_chunks_equal_torch(
+    rng, monkeypatch, nd, strides, window, padding, output_padding, groups, batch, budget
+):
+    monkeypatch.setattr(cpu_rules, "TRANSPOSE_CHUNK_BYTES", budget)
+    y, w, _ = _operands(rng, nd, strides, window, groups, batch, size=5 if nd < 3 else 3)
+    kw = dict(strides=strides, padding=padding, output_padding=output_padding, groups=groups)
+    fn = jax.jit(lambda y, w: F.conv_transpose(y, w, algorithm="subpixel", **kw))
+    g = rng.standard_normal(jax.eval_shape(fn, y, w).shape).astype(np.float32)
+    grads = jax.vjp(fn, y, w)[1](jnp.asarray(g))
+    for name, got, want in zip("yw", grads, _torch_grads(nd, y, w, g, kw)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("strides, window, pads, output_padding, groups", PAIR_CASES)
+def test_padding_pair_gradients_equal_xla(rng, strides, window, pads, output_padding, groups):
+    """Asymmetric paddings, paddings past ``k - 1`` and output padding: the crop's transpose pads ``g``."""
+    y, w, _ = _operands(rng, 2, strides, window, groups, batch=2, size=4)
+    kw = dict(strides=strides, padding=pads, output_padding=output_padding, groups=groups)
+
+    def grads(alg):
+        fn = lambda y, w: F.conv_transpose(y, w, algorithm=alg, **kw)  # noqa: E731
+        g = np.random.default_rng(1).standard_normal(jax.eval_shape(fn, y, w).shape).astype(np.float32)
+        return jax.jit(lambda y, w: jax.vjp(fn, y, w)[1](jnp.asarray(g)))(y, w)
+
+    for name, got, want in zip("yw", grads("subpixel"), grads("xla")):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("check", ["grad y", "per-example grad w", "second order"])
+def test_one_sided_per_example_and_second_order_gradients_equal_xla(rng, check):
+    """Gradients w.r.t. ``y`` or ``w`` alone (a symbolic-zero tangent), under ``vmap``, and a second derivative."""
+    y, w, b = _operands(rng, 2, 2, 3, 1, batch=2, size=4)
+    kw = dict(strides=2, padding=1, output_padding=1)
+
+    def loss(alg):
+        return lambda y, w: jnp.sum(jnp.tanh(F.conv_transpose(y, w, b, algorithm=alg, **kw)) ** 2)
+
+    fn = {
+        "grad y": lambda alg: jax.grad(loss(alg), 0)(y, w),
+        "per-example grad w": lambda alg: jax.vmap(jax.grad(loss(alg), 1), (0, None))(y[:, None], w),
+        "second order": lambda alg: jax.grad(lambda y, w: jnp.sum(jax.grad(loss(alg), 1)(y, w) ** 2), 0)(y, w),
+    }[check]
+    np.testing.assert_allclose(fn("subpixel"), fn("xla"), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_gradients_track_float32(rng, dtype):
+    y, w, _ = _operands(rng, 2, 2, 4, 1, batch=2, c_out=32)
+    g = rng.standard_normal((2, 10, 10, 4)).astype(np.float32)
+
+    def grads(dt, alg):
+        fn = lambda y, w: F.conv_transpose(y, w, strides=2, padding=1, algorithm=alg)  # noqa: E731
+        return jax.vjp(fn, jnp.asarray(y, dt), jnp.asarray(w, dt))[1](jnp.asarray(g, dt))
+
+    for got, want in zip(grads(dtype, "subpixel"), grads(jnp.float32, "xla")):
+        assert got.dtype == dtype
+        # each gradient entry sums 4-32 products; float32 accumulation leaves the final rounding
+        np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2e-2, atol=0.25)
+
+
+def test_the_reverse_pass_is_matrix_products_not_convolutions(rng):
+    """The derivatives are im2col and dots: no XLA derivative convolution (cpu-rules.md, "transpose")."""
+    y, w, _ = _operands(rng, 2, 2, 4, 1, batch=2)
+    g = jnp.ones((2, 10, 10, 4))
+    text = (
+        jax.jit(lambda y, w: jax.vjp(lambda y, w: F.conv_transpose(y, w, strides=2, padding=1), y, w)[1](g))
+        .lower(y, w)
+        .as_text()
+    )
+    assert "stablehlo.convolution" not in text
+    assert text.count("stablehlo.dot_general") == 2

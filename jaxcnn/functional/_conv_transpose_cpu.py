@@ -19,10 +19,12 @@ the ``s^d`` phases, an ordinary stride-1 (full, flipped) convolution of the
 stacked on the output-channel axis (``C_in * s^d`` outputs, window
 ``ceil(k / s)``), so the whole op is one stride-1 convolution -- ``1 / s^d`` of
 XLA's work -- followed by one transpose that interleaves the phases into space
-(depth-to-space) and crops the padding. Its derivatives come from an im2col
-form of the same stride-1 convolution (:func:`phase_conv`), so both gradients
-are matrix products: XLA:CPU's derivative convolutions of these shapes are
-slower, the kernel gradient by orders of magnitude.
+(depth-to-space) and crops the padding. Its tangent is PyTorch's form of the
+op (:mod:`jaxcnn.functional._conv_transpose_cols`: matrix products and col2im,
+in batch chunks), so both gradients are im2col of the output gradient and two
+matrix products with exactly the op's multiply-adds: XLA:CPU's derivative
+convolutions of these shapes are slower, the kernel gradient by orders of
+magnitude.
 
 Only for ``dilation == 1`` (the caller keeps XLA's path otherwise); any number
 of spatial dims, per-dim strides (a stride-1 dim has one phase), any kernel
@@ -42,9 +44,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
 
-from jaxcnn.functional._geometry import dimension_numbers, kernel_positions, tap_slice
+from jaxcnn.functional._conv_transpose_cols import conv_transpose_tangent
+from jaxcnn.functional._geometry import dimension_numbers
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -114,61 +116,7 @@ def _conv(y, w, pads: Pads, groups: int) -> jnp.ndarray:
     return z.reshape((y.shape[0], depth, *z.shape[1:])).astype(y.dtype)
 
 
-def _patches_dot(y, w, pads: Pads, groups: int) -> jnp.ndarray:
-    """The same correlation as :func:`_conv` written as im2col and one contraction (bilinear in ``y``, ``w``).
-
-    ``y`` is padded, every window position's slice stacked on a taps axis
-    ``(N, *J, T, G, C / G)`` and contracted with ``w``. JAX transposes it to
-    matrix products: ``patches^T g`` for the kernel gradient, and ``g w^T``
-    summed back over the taps' shifted slices (col2im) for the input gradient,
-    where XLA:CPU's derivative convolutions of the same shapes are slower (the
-    kernel gradient by one to two orders of magnitude; cpu-rules.md,
-    "transpose").
-    """
-    nd = y.ndim - 2
-    window, c_g, c_out = w.shape[:nd], w.shape[-2], w.shape[-1]
-    acc = jnp.promote_types(y.dtype, jnp.float32)
-    yp = lax.pad(y.astype(acc), jnp.zeros((), acc), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
-    out = tuple(n - k + 1 for n, k in zip(yp.shape[1:-1], window))
-    cols = [tap_slice(yp, tap, (1,) * nd, (1,) * nd, out) for tap in kernel_positions(window)]
-    patches = jnp.stack(cols, axis=-2)
-    if groups == 1:  # one matrix product (a size-1 group axis makes XLA transpose the patches)
-        z = jnp.dot(patches.reshape((-1, len(cols) * c_g)), w.astype(acc).reshape((-1, c_out)))
-        return z.reshape((y.shape[0], *out, c_out)).astype(y.dtype)
-    patches = patches.reshape((y.shape[0], *out, len(cols), groups, c_g))
-    wt = w.astype(acc).reshape((len(cols), c_g, groups, c_out // groups))
-    z = jnp.einsum("n...tgc,tcgo->n...go", patches, wt)
-    return z.reshape((*z.shape[:-2], c_out)).astype(y.dtype)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def phase_conv(y, w, pads: Pads, groups: int) -> jnp.ndarray:
-    """Stride-1 grouped correlation of ``y`` ``(N, *S, C)`` with ``w`` ``(*window, C / G, O)``, non-negative ``pads``.
-
-    The value is XLA's convolution; the tangent (hence both gradients, which
-    JAX transposes from it) is :func:`_patches_dot`'s. Forward mode works as
-    for any JAX function.
-    """
-    return _conv(y, w, pads, groups)
-
-
-def _phase_conv_jvp(pads, groups, primals, tangents):
-    y, w = primals
-    dy, dw = tangents
-    z = _conv(y, w, pads, groups)
-    terms = []
-    if not isinstance(dy, SymbolicZero):
-        terms.append(_patches_dot(dy, w, pads, groups))
-    if not isinstance(dw, SymbolicZero):
-        terms.append(_patches_dot(y, dw, pads, groups))
-    if not terms:
-        return z, jnp.zeros_like(z)
-    return z, terms[0] if len(terms) == 1 else terms[0] + terms[1]
-
-
-phase_conv.defjvp(_phase_conv_jvp, symbolic_zeros=True)
-
-
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
 def conv_transpose_subpixel(
     y: Any, kernel: Any, strides: tuple[int, ...], pads: Pads, extra: tuple[int, ...], groups: int
 ) -> jnp.ndarray:
@@ -179,7 +127,8 @@ def conv_transpose_subpixel(
     spatial dim, with ``pads[i] = (lo, hi)`` cropped off, i.e. output positions
     ``lo .. lo + out - 1`` of ``x_full`` with ``out = (n - 1) * s - lo - hi + k
     + extra``. Only the output blocks ``j`` that this window meets are
-    computed; positions past the last tap are zeros.
+    computed; positions past the last tap are zeros. The derivatives (both
+    modes) come from :func:`~jaxcnn.functional._conv_transpose_cols.conv_transpose_tangent`.
 
     Args:
       y: ``(N, *spatial, C_out)``.
@@ -214,8 +163,18 @@ def conv_transpose_subpixel(
     y = lax.slice(y, (0, *crop_lo, 0), (y.shape[0], *crop_hi, y.shape[-1]))
     conv_pads = [(max(0, lo), max(0, hi)) for lo, hi in conv_pads]
     w = _phase_kernel(kernel, strides, groups)
-    z = phase_conv(y, w, tuple(conv_pads), groups)
+    z = _conv(y, w, tuple(conv_pads), groups)
     x = _depth_to_space(z, strides, groups)
     start = (0, *(lo - j0 * s for (lo, _), j0, s in zip(pads, first, strides)), 0)
     x = lax.slice(x, start, (x.shape[0], *(b + o for b, o in zip(start[1:], outs)), x.shape[-1]))
     return x.astype(y.dtype)
+
+
+def _subpixel_jvp(strides, pads, extra, groups, primals, tangents):
+    y, kernel = primals
+    dy, dkernel = tangents
+    x = conv_transpose_subpixel(y, kernel, strides, pads, extra, groups)
+    return x, conv_transpose_tangent(y, kernel, dy, dkernel, strides, pads, extra, groups)
+
+
+conv_transpose_subpixel.defjvp(_subpixel_jvp, symbolic_zeros=True)

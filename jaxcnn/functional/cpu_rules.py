@@ -13,6 +13,8 @@ A newcomer looking for "why does ``F.conv`` do this on CPU" reads this file:
   :func:`chunk_size`, :func:`depthwise_chunk`).
 * :func:`gradient_operands_once` -- whether the weight gradient's operands
   are materialized before XLA's layout transposes read them.
+* :data:`TRANSPOSE_CHUNK_BYTES` -- the batch chunk of the strided transposed
+  convolution's derivatives (:func:`transpose_chunk`).
 * :func:`cpu_compiler_options` -- the XLA:CPU options for a compiled function
   whose convolution kernels are known; the one helper both a user's own
   ``jax.jit`` and :mod:`jaxcnn.train` call::
@@ -51,6 +53,8 @@ TILE = 16
 BACKWARD_CHUNK = 128
 #: Bytes of input per batch chunk of the depthwise weight gradient (cpu-rules.md, "depthwise").
 DEPTHWISE_CHUNK_BYTES = 4 * 2**20
+#: Bytes of im2col columns per batch chunk of the transposed convolution's derivatives (cpu-rules.md, "transpose").
+TRANSPOSE_CHUNK_BYTES = 4 * 2**20
 #: YNNPACK kept for dots and reductions only, so convolutions go to Eigen.
 YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
@@ -197,6 +201,16 @@ def depthwise_chunk(n: int, example_bytes: int) -> int:
     least 1, so that the per-tap reductions of a chunk read it from cache.
     """
     return tile_size(n, max(1, DEPTHWISE_CHUNK_BYTES // max(1, example_bytes)))
+
+
+def transpose_chunk(n: int, example_bytes: int) -> int:
+    """Examples per chunk of the transposed convolution's derivatives: the largest divisor of ``n`` within budget.
+
+    The largest divisor of the batch size ``n`` whose chunk's im2col columns
+    (``example_bytes`` per example) hold at most :data:`TRANSPOSE_CHUNK_BYTES`,
+    at least 1.
+    """
+    return tile_size(n, max(1, TRANSPOSE_CHUNK_BYTES // max(1, example_bytes)))
 
 
 def cpu_compiler_options(params: Any) -> dict[str, str] | None:
