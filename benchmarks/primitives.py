@@ -239,11 +239,16 @@ def _torch_cases(fn: Callable[[], Any]) -> dict[str, Case]:
 
 
 def _vjp_all(f: Callable) -> Callable:
-    """``(g, *args) -> grads of <f(*args), g> w.r.t. every arg``, forward included (one jit)."""
+    """``(g, *args) -> (f(*args), grads of <f(*args), g> w.r.t. every arg)`` in one jit.
+
+    The output is returned so that XLA cannot drop the forward pass where the
+    backward does not read it (a convolution's gradients need only ``x``, ``w``
+    and ``g``): PyTorch's ``y.backward(g)`` row always runs its forward.
+    """
 
     def fb(g, *args):
-        _, pull = jax.vjp(f, *args)
-        return pull(g)
+        y, pull = jax.vjp(f, *args)
+        return y, pull(g)
 
     return jax.jit(fb)
 
@@ -414,8 +419,8 @@ def _bn_vjp(f: Callable) -> Callable:
     """Batch norm ``f(x, scale, bias, mean, var) -> (y, stats)``: gradients w.r.t. x, scale, bias, and the new stats."""
 
     def fb(g, x, scale, bias, mean, var):
-        _, pull, stats = jax.vjp(lambda x, s, b: f(x, s, b, mean, var), x, scale, bias, has_aux=True)
-        return pull(g), stats
+        y, pull, stats = jax.vjp(lambda x, s, b: f(x, s, b, mean, var), x, scale, bias, has_aux=True)
+        return y, pull(g), stats
 
     return jax.jit(fb)
 

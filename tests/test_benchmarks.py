@@ -420,3 +420,15 @@ def test_nan_guard_benchmark_measures_both_steps(monkeypatch):
     assert len(rows) == 1 and rows[0]["guard_ms"] > 0 and rows[0]["no_guard_ms"] > 0
     text = nan_guard.render(rows, None)
     assert "| lwls_cnn | 8 |" in text and "%" in text
+
+
+def test_fwd_bwd_rows_return_the_forward_so_xla_cannot_drop_it():
+    """A convolution's gradients need only x, w and g: without its output returned, XLA would time the backward alone."""
+    from benchmarks.primitives import _vjp_all
+
+    x = jnp.arange(1.0, 7.0).reshape(2, 3)
+    w = jnp.full((1, 3), 2.0)
+    y, (dx, dw) = _vjp_all(lambda x, w: x * w)(jnp.ones((2, 3)), x, w)
+    np.testing.assert_array_equal(y, 2.0 * x)  # by hand: y = 2x, dy/dx = w, dy/dw summed over rows
+    np.testing.assert_array_equal(dx, np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(dw, [[5.0, 7.0, 9.0]])
