@@ -55,7 +55,9 @@ from jaxcnn.nn.dropout import Dropout as _Dropout
 from jaxcnn.train.hooks import DROPOUTS, is_call, layer_path, owns_batch_stats
 
 PART_SIZE = 32  # examples per part of the automatic split (benchmarks/results/)
-MAX_PARTS = 16  # more parts compile more slowly for little gain
+#: At most this many parts: 16 parts ran 1.15-1.26x as fast as 8 / 4 / 2 at batch 512, and the
+#: compile grows with the parts (cpu-rules.md, "first call").
+MAX_PARTS = 16
 GradFn = Callable[[Any, Any, dict], tuple[Any, tuple]]
 
 
