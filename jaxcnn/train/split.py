@@ -12,8 +12,12 @@ batch, summing the gradients and concatenating the per-example outputs in
 batch order.
 
 * :func:`split_grad` (``batch_split``, a speed rule for CPU): the parts are
-  traced side by side, so XLA:CPU, which runs each fused kernel on one thread
-  but independent kernels concurrently, keeps more cores busy. It is the same
+  computed side by side, so XLA:CPU, which runs each fused kernel on one thread
+  but independent kernels concurrently, keeps more cores busy. One part's
+  gradient is traced and lowered once, as a nested ``jax.jit`` called per part
+  (XLA inlines the calls, so the compiled program is the one of the parts
+  written out), which keeps the first call's trace and lowering from growing
+  with the number of parts. It is the same
   step only if no layer mixes examples, so models whose layers keep batch
   statistics (BatchNorm) are never split (:func:`mixing_layers`).
 * :func:`accumulate_grad` (``grad_accum``, a memory rule): the micro-batches run
@@ -51,7 +55,9 @@ from jaxcnn.nn.dropout import Dropout as _Dropout
 from jaxcnn.train.hooks import DROPOUTS, is_call, layer_path, owns_batch_stats
 
 PART_SIZE = 32  # examples per part of the automatic split (benchmarks/results/)
-MAX_PARTS = 16  # more parts compile more slowly for little gain
+#: At most this many parts: 16 parts ran 1.15-1.26x as fast as 8 / 4 / 2 at batch 512, and the
+#: compile grows with the parts (cpu-rules.md, "first call").
+MAX_PARTS = 16
 GradFn = Callable[[Any, Any, dict], tuple[Any, tuple]]
 
 
@@ -175,7 +181,12 @@ def _first_row(axis_name: str | None, rows: int) -> Any:
 
 
 def split_grad(grad_fn: GradFn, parts: int, axis_name: str | None = None) -> GradFn:
-    """``grad_fn`` over ``parts`` equal consecutive slices of the batch, traced side by side, summed.
+    """``grad_fn`` over ``parts`` equal consecutive slices of the batch, side by side, summed.
+
+    ``grad_fn`` of one part is wrapped in ``jax.jit`` (with the part's first
+    row as a traced argument, for :func:`part_keys`): it is traced and lowered
+    once however many parts there are, and XLA inlines its calls. The gradients
+    are added part after part, in batch order.
 
     Returns ``(sum of grads, (outputs, per_example, batch_stats))`` with the
     outputs concatenated in batch order; ``batch_stats`` are passed through (a
@@ -184,14 +195,19 @@ def split_grad(grad_fn: GradFn, parts: int, axis_name: str | None = None) -> Gra
     if parts == 1:
         return grad_fn
 
+    def one_part(params, batch_stats, part, first_row):
+        with part_keys(first_row):
+            return grad_fn(params, batch_stats, part)
+
+    part_grad = jax.jit(one_part)  # traced and lowered once, called per part; XLA inlines the calls
+
     def split(params, batch_stats, batch):
         n = _rows(batch)
         size, first = n // parts, _first_row(axis_name, n)
         grads, outs = None, []
         for k in range(parts):
             part = {name: v[k * size : (k + 1) * size] for name, v in batch.items()}
-            with part_keys(first + k * size):
-                g, (out, per_example, _) = grad_fn(params, batch_stats, part)
+            g, (out, per_example, _) = part_grad(params, batch_stats, part, jnp.asarray(first + k * size, jnp.int32))
             grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
             outs.append((out, per_example))
         out, per_example = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *outs)
