@@ -200,7 +200,7 @@ def depthwise_chunk(n: int, example_bytes: int) -> int:
     :data:`DEPTHWISE_CHUNK_BYTES` of input (``example_bytes`` per example), at
     least 1, so that the per-tap reductions of a chunk read it from cache.
     """
-    return tile_size(n, max(1, DEPTHWISE_CHUNK_BYTES // max(1, example_bytes)))
+    return _chunk_within(n, example_bytes, DEPTHWISE_CHUNK_BYTES)
 
 
 def transpose_chunk(n: int, example_bytes: int) -> int:
@@ -210,7 +210,12 @@ def transpose_chunk(n: int, example_bytes: int) -> int:
     (``example_bytes`` per example) hold at most :data:`TRANSPOSE_CHUNK_BYTES`,
     at least 1.
     """
-    return tile_size(n, max(1, TRANSPOSE_CHUNK_BYTES // max(1, example_bytes)))
+    return _chunk_within(n, example_bytes, TRANSPOSE_CHUNK_BYTES)
+
+
+def _chunk_within(n: int, example_bytes: int, budget: int) -> int:
+    """The largest divisor of ``n`` whose chunk of ``example_bytes`` per example fits in ``budget`` bytes, at least 1."""
+    return tile_size(n, max(1, budget // max(1, example_bytes)))
 
 
 def cpu_compiler_options(params: Any) -> dict[str, str] | None:

@@ -56,7 +56,7 @@ def finite_leaves(tree: Any) -> jnp.ndarray:
 
     Computed as ``isfinite(sum(leaf * 0))``: ``0 * v`` is ``0`` for finite ``v``
     and NaN for ``inf`` or NaN, and a sum of zeros is exactly ``0``, so this is
-    ``all(isfinite(leaf))`` as one float sum, which runs faster on CPU than a
+    ``all(isfinite(leaf))`` as one float sum, measured no slower on CPU than a
     boolean ``all`` reduction (``benchmarks/results/cpu-rules.md``, "guard").
     """
     leaves = jax.tree.leaves(tree)
