@@ -130,7 +130,7 @@ def fit(
       :func:`jaxcnn.models.freeze_mask`) freezes the other parameters and, unless
       ``update_frozen_stats``, their layers' BatchNorm statistics.
     * **NaN guard** (``nan_guard``, on by default): the first non-finite loss or
-      gradient stops training, nothing of the bad state is checkpointed, and
+      update stops training, nothing of the bad state is checkpointed, and
       :class:`~jaxcnn.train.callbacks.TrainingDiverged` is raised naming the
       step and the first non-finite parameter.
 
@@ -173,7 +173,7 @@ def fit(
       model_parallel, min_shard_size, batch_split, grad_accum: see :func:`make_train_step`.
       trainable, update_frozen_stats: see Freezing above.
       class_weight, sample_weight: see Weights above.
-      nan_guard: stop at the first non-finite loss or gradient.
+      nan_guard: stop at the first non-finite loss or update.
 
     Returns:
       A :class:`FitResult`.

@@ -90,19 +90,29 @@ def train_step_body(
         side by side, or "auto" (:mod:`jaxcnn.train.split`).
       grad_accum: micro-batches run one after another, their gradients summed.
       frozen: the frozen parameter paths whose layers keep their statistics.
-      guard: also report ``finite`` and ``labels_ok`` (the NaN guard's probes).
+      guard: also report ``params_finite`` and ``labels_ok`` (the NaN guard's probes).
       axis_name: the device axis of "pmap"/"shard_map", else ``None``.
 
     Returns:
       ``body(state, batch) -> (state, metrics)``; metrics are ``loss`` and
-      ``accuracy`` (global weighted means) and, with ``guard``, ``finite`` (one
-      bool per parameter leaf, in ``jax.tree.leaves`` order: its gradient is
-      finite) and ``labels_ok`` (integer labels: every weighted label is a class
-      index in ``[0, C)``; a label outside gives a meaningless loss, not an error).
+      ``accuracy`` (global weighted means) and, with ``guard``,
+      ``params_finite`` (one bool per parameter leaf, in ``jax.tree.leaves``
+      order: the parameters this step *starts from* are finite, so a non-finite
+      update made by step ``t`` shows in step ``t + 1``'s metrics) and
+      ``labels_ok`` (integer labels: every weighted label is a class index in
+      ``[0, C)``; a label outside gives a meaningless loss, not an error).
+
+    The guard probes the step's input, not its gradients or updated
+    parameters: on XLA:CPU a probe of anything the step computes late costs a
+    batch-split step far more than its own work (it reorders how the parts are
+    run), a probe of the input does not (``benchmarks/results/cpu-rules.md``,
+    "guard"). :class:`jaxcnn.train.callbacks.TerminateOnNaN` reads it one step
+    late and checks the state itself wherever a callback reads it.
     """
 
     def body(state: TrainState, batch: Batch):
         x, y = batch["x"], batch["y"]
+        params_finite = finite_leaves(state.params) if guard else None  # the guard's probe: the step's input
         if axis_name is not None:
             model_api.check_axis_name(model, axis_name)
         if augment is not None:
@@ -141,7 +151,7 @@ def train_step_body(
         sums = weighted_sums(outputs, y, per_example, w, axis_name)
         metrics = {k: v / count for k, v in sums.items() if k != "count"}
         if guard:
-            metrics["finite"] = finite_leaves(grads)
+            metrics["params_finite"] = params_finite
             if jnp.issubdtype(y.dtype, jnp.integer) and outputs.ndim == y.ndim + 1:
                 bad = jnp.sum((w > 0) & ((y < 0) | (y >= outputs.shape[-1])))
                 metrics["labels_ok"] = _psum(bad, axis_name) == 0
@@ -234,9 +244,10 @@ def make_train_step(
         itself must freeze them too (:func:`jaxcnn.train.make_optimizer`'s
         ``trainable``; :func:`jaxcnn.train.fit` does both).
       update_frozen_stats: let frozen layers' BatchNorm statistics update.
-      guard: report, per step, whether every gradient is finite and every label
-        a class index (what :class:`~jaxcnn.train.callbacks.TerminateOnNaN`
-        reads); the cost is measured in ``benchmarks/results/``.
+      guard: report, per step, whether the parameters it starts from are finite
+        (leaf by leaf) and every label a class index (what
+        :class:`~jaxcnn.train.callbacks.TerminateOnNaN` reads); the cost is
+        measured in ``benchmarks/results/``.
 
     Returns:
       A :class:`CompiledStep`: ``state, metrics = step(state, batch)`` on

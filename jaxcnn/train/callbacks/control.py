@@ -158,17 +158,24 @@ class ReduceLROnPlateau(_Plateau):
 
 
 class TerminateOnNaN(Callback):
-    """The NaN guard: stop at the first step whose loss or gradient is not finite, or whose labels are not classes.
+    """The NaN guard: stop at the first step whose loss or update is not finite, or whose labels are not classes.
 
-    The step reports, per parameter leaf, whether its gradient is finite
-    (``metrics["finite"]``); the guard names the step and the first offending
-    parameter path. :func:`fit` then writes no checkpoint of the bad state and
-    raises :class:`TrainingDiverged`. For the operation that made the first NaN,
-    rerun with ``jax.config.update("jax_debug_nans", True)``.
+    The step reports, per parameter leaf, whether the parameters it *starts
+    from* are finite (``metrics["params_finite"]``, :func:`jaxcnn.train.make_train_step`),
+    so step ``t``'s non-finite update is seen in step ``t + 1``'s metrics and
+    reported as step ``t``'s. Wherever another callback reads the state after a
+    step (a checkpoint, the epoch's end) this guard first checks that state's
+    parameters itself, so a non-finite state is never handed on. The message
+    names the step and the first non-finite parameter path; :func:`fit` then
+    writes no checkpoint of the bad state and raises :class:`TrainingDiverged`.
+    For the operation that made the first NaN, rerun with
+    ``jax.config.update("jax_debug_nans", True)``.
     """
 
+    def __init__(self) -> None:
+        self._last_loss = float("nan")
+
     def on_step_end(self, run: Run, step: int, metrics: dict[str, Any]) -> None:
-        finite = np.asarray(metrics.get("finite", np.ones(0, bool)), bool)
         loss = float(metrics["loss"])
         if not metrics.get("labels_ok", True):
             run.diverged = {"step": step, "loss": loss, "path": None}
@@ -177,12 +184,28 @@ class TerminateOnNaN(Callback):
                 f"and the model's num_classes"
             )
             return
-        if np.isfinite(loss) and finite.all():
-            return
-        bad = [run.param_paths[i] if i < len(run.param_paths) else str(i) for i in np.flatnonzero(~finite)]
-        where = f"; first non-finite gradient: {bad[0]} ({len(bad)} leaves)" if bad else ""
+        entering = np.asarray(metrics.get("params_finite", np.ones(0, bool)), bool)
+        if not entering.all():  # the update of the step before made them non-finite
+            self._diverge(run, step - 1, self._last_loss, _paths(run, np.flatnonzero(~entering)))
+        elif not np.isfinite(loss):
+            self._diverge(run, step, loss, [])
+        elif step == run.step and run.fetch_state is not None:  # callbacks are about to read this state
+            leaves = jax.tree.leaves(run.state().params)
+            bad = _paths(run, [i for i, leaf in enumerate(leaves) if not np.isfinite(np.asarray(leaf)).all()])
+            if bad:
+                self._diverge(run, step, loss, bad)
+        self._last_loss = loss
+
+    @staticmethod
+    def _diverge(run: Run, step: int, loss: float, bad: list[str]) -> None:
+        where = f"; first non-finite parameter after it: {bad[0]} ({len(bad)} leaves)" if bad else ""
         run.diverged = {"step": step, "loss": loss, "path": bad[0] if bad else None}
-        run.stop(f"non-finite loss or gradient at step {step} (loss {loss}){where}")
+        run.stop(f"non-finite loss or update at step {step} (loss {loss}){where}")
+
+
+def _paths(run: Run, indices: Any) -> list[str]:
+    """Parameter paths (``run.param_paths``, in ``jax.tree.leaves`` order) of leaf ``indices``."""
+    return [run.param_paths[i] if i < len(run.param_paths) else str(i) for i in indices]
 
 
 class TrainingDiverged(RuntimeError):
