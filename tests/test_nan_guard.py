@@ -1,4 +1,4 @@
-"""The NaN guard's probe (the parameters a step starts from) and how TerminateOnNaN reads it one step late.
+"""The NaN guard's probes (an unsplit step's gradients, a split step's input parameters) and how TerminateOnNaN reads them.
 
 Oracles: NumPy's ``isfinite`` on the parameters, and step numbers worked out by hand.
 """
@@ -34,22 +34,34 @@ def _state(tx):
     return create_train_state(_Net(), tx, jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32), seed=0)
 
 
-def test_params_finite_is_numpys_isfinite_of_the_parameters_the_step_starts_from():
+def test_a_split_step_probes_numpys_isfinite_of_the_parameters_it_starts_from():
     state = _state(optax.sgd(0.1))
     params = jax.tree.map(np.asarray, state.params)
     params["head"]["bias"] = params["head"]["bias"].copy()
     params["head"]["bias"][3] = np.inf
     state = state.replace(params=params)
-    for batch_split in (1, 2):  # unsplit and split steps probe the same thing
+    for batch_split in (2, 4):
         step = make_train_step(_Net(), "cross_entropy", "jit", batch_split=batch_split)
         _, m = step(step.place_state(state), step.place_batch(_batch()))
         expected = [bool(np.isfinite(leaf).all()) for leaf in jax.tree.leaves(params)]
-        assert step.fetch_metrics(m)["params_finite"].tolist() == expected
+        assert step.fetch_metrics(m)["params_finite"].tolist() == expected and "finite" not in m
         assert expected.count(False) == 1
 
 
-def test_a_non_finite_update_shows_in_the_next_steps_probe():
-    step = make_train_step(_Net(), "cross_entropy", "jit")
+def test_an_unsplit_step_probes_its_gradients():
+    def sqrt_loss(outputs, y):  # d/du sqrt(u) at u = 0 is inf; times the 0 of u = 0 * out: NaN
+        return jnp.sqrt(outputs[:, 0] * 0.0)
+
+    for loss, expected in (("cross_entropy", True), (sqrt_loss, False)):
+        step = make_train_step(_Net(), loss, "jit", batch_split=1)
+        _, m = step(step.place_state(_state(optax.sgd(0.1))), step.place_batch(_batch()))
+        got = step.fetch_metrics(m)["finite"]
+        # every leaf feeds output 0, so the NaN reaches every gradient (NumPy: isnan(inf * 0))
+        assert got.tolist() == [expected] * 4 and "params_finite" not in m
+
+
+def test_a_non_finite_update_shows_in_the_next_split_steps_probe():
+    step = make_train_step(_Net(), "cross_entropy", "jit", batch_split=2)
     state = step.place_state(_state(optax.sgd(float("nan"))))  # every update is NaN
     state, m1 = step(state, step.place_batch(_batch()))
     _, m2 = step(state, step.place_batch(_batch(seed=1)))
@@ -75,10 +87,14 @@ def test_terminate_on_nan_blames_the_step_before_the_first_non_finite_input():
     assert "params/b (1 leaves)" in run.stop_reason
 
 
-def test_terminate_on_nan_stops_at_a_non_finite_loss_with_finite_inputs():
+def test_terminate_on_nan_stops_at_a_non_finite_loss_or_gradient_at_its_own_step():
     guard, run = TerminateOnNaN(), _run(step=9)
     guard.on_step_end(run, 3, {"loss": float("inf"), "params_finite": np.array([True, True])})
     assert run.diverged == {"step": 3, "loss": float("inf"), "path": None}
+    guard, run = TerminateOnNaN(), _run(step=9)
+    guard.on_step_end(run, 2, {"loss": 0.25, "finite": np.array([True, True])})
+    guard.on_step_end(run, 3, {"loss": 0.25, "finite": np.array([False, True])})
+    assert run.diverged == {"step": 3, "loss": 0.25, "path": "params/a"}
 
 
 def test_terminate_on_nan_checks_the_state_other_callbacks_are_about_to_read():

@@ -92,7 +92,7 @@ def train_epoch(
     def record(step, metrics, k, first):
         m = step.fetch_metrics(metrics)
         loss, acc = np.atleast_1d(m["loss"]), np.atleast_1d(m.get("accuracy", np.full(k, np.nan)))
-        entering = np.asarray(m.get("params_finite", np.ones((k, 0), bool))).reshape(k, -1)
+        probes = {key: np.asarray(m[key]).reshape(k, -1) for key in ("finite", "params_finite") if key in m}
         labels_ok = np.atleast_1d(m.get("labels_ok", np.ones(k, bool)))
         for i in range(k):
             losses.append(float(loss[i]))
@@ -103,7 +103,7 @@ def train_epoch(
                 {
                     "epoch": epoch,
                     "loss": float(loss[i]),
-                    "params_finite": entering[i],
+                    **{key: probe[i] for key, probe in probes.items()},
                     "labels_ok": bool(labels_ok[i]),
                     "accuracy": None if np.isnan(acc[i]) else float(acc[i]),
                 },

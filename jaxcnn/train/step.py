@@ -90,29 +90,30 @@ def train_step_body(
         side by side, or "auto" (:mod:`jaxcnn.train.split`).
       grad_accum: micro-batches run one after another, their gradients summed.
       frozen: the frozen parameter paths whose layers keep their statistics.
-      guard: also report ``params_finite`` and ``labels_ok`` (the NaN guard's probes).
+      guard: also report the NaN guard's probes (below).
       axis_name: the device axis of "pmap"/"shard_map", else ``None``.
 
     Returns:
       ``body(state, batch) -> (state, metrics)``; metrics are ``loss`` and
-      ``accuracy`` (global weighted means) and, with ``guard``,
-      ``params_finite`` (one bool per parameter leaf, in ``jax.tree.leaves``
-      order: the parameters this step *starts from* are finite, so a non-finite
-      update made by step ``t`` shows in step ``t + 1``'s metrics) and
+      ``accuracy`` (global weighted means) and, with ``guard``, one finiteness
+      probe, one bool per parameter leaf in ``jax.tree.leaves`` order, and
       ``labels_ok`` (integer labels: every weighted label is a class index in
       ``[0, C)``; a label outside gives a meaningless loss, not an error).
+      The probe is ``finite`` (this step's gradients are finite) when the
+      batch is not split, and ``params_finite`` (the parameters this step
+      *starts from* are finite, so step ``t``'s non-finite update shows in step
+      ``t + 1``'s metrics) when it is.
 
-    The guard probes the step's input, not its gradients or updated
-    parameters: on XLA:CPU a probe of anything the step computes late costs a
-    batch-split step far more than its own work (it reorders how the parts are
-    run), a probe of the input does not (``benchmarks/results/cpu-rules.md``,
-    "guard"). :class:`jaxcnn.train.callbacks.TerminateOnNaN` reads it one step
-    late and checks the state itself wherever a callback reads it.
+    Why two probes: on XLA:CPU a probe of anything a split step computes late
+    (its gradients, its updated parameters) costs it far more than its own
+    work, because it reorders how the parts run, and a probe of its input does
+    not; an unsplit step pays each probe's own work, least for the gradients'
+    (``benchmarks/results/cpu-rules.md``, "guard").
+    :class:`jaxcnn.train.callbacks.TerminateOnNaN` reads either.
     """
 
     def body(state: TrainState, batch: Batch):
         x, y = batch["x"], batch["y"]
-        params_finite = finite_leaves(state.params) if guard else None  # the guard's probe: the step's input
         if axis_name is not None:
             model_api.check_axis_name(model, axis_name)
         if augment is not None:
@@ -136,7 +137,7 @@ def train_step_body(
             new_stats = updates.get("batch_stats", batch_stats)
             return jnp.sum(part["w"] * per_example) / count, (outputs, per_example, new_stats)
 
-        grad_fn = jax.grad(loss_of, has_aux=True)
+        grad_fn, parts = jax.grad(loss_of, has_aux=True), 1
         if grad_accum > 1:
             grad_fn = split.accumulate_grad(grad_fn, grad_accum, axis_name)
         else:
@@ -150,8 +151,9 @@ def train_step_body(
         new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         sums = weighted_sums(outputs, y, per_example, w, axis_name)
         metrics = {k: v / count for k, v in sums.items() if k != "count"}
-        if guard:
-            metrics["params_finite"] = params_finite
+        if guard:  # a split step probes its input, any other its gradients (see above)
+            probe = ("params_finite", state.params) if parts > 1 else ("finite", grads)
+            metrics[probe[0]] = finite_leaves(probe[1])
             if jnp.issubdtype(y.dtype, jnp.integer) and outputs.ndim == y.ndim + 1:
                 bad = jnp.sum((w > 0) & ((y < 0) | (y >= outputs.shape[-1])))
                 metrics["labels_ok"] = _psum(bad, axis_name) == 0
@@ -244,8 +246,9 @@ def make_train_step(
         itself must freeze them too (:func:`jaxcnn.train.make_optimizer`'s
         ``trainable``; :func:`jaxcnn.train.fit` does both).
       update_frozen_stats: let frozen layers' BatchNorm statistics update.
-      guard: report, per step, whether the parameters it starts from are finite
-        (leaf by leaf) and every label a class index (what
+      guard: report, per step, whether its gradients (a split step: the
+        parameters it starts from) are finite, leaf by leaf, and every label a
+        class index (:func:`train_step_body`; what
         :class:`~jaxcnn.train.callbacks.TerminateOnNaN` reads); the cost is
         measured in ``benchmarks/results/``.
 

@@ -160,12 +160,14 @@ class ReduceLROnPlateau(_Plateau):
 class TerminateOnNaN(Callback):
     """The NaN guard: stop at the first step whose loss or update is not finite, or whose labels are not classes.
 
-    The step reports, per parameter leaf, whether the parameters it *starts
-    from* are finite (``metrics["params_finite"]``, :func:`jaxcnn.train.make_train_step`),
-    so step ``t``'s non-finite update is seen in step ``t + 1``'s metrics and
-    reported as step ``t``'s. Wherever another callback reads the state after a
-    step (a checkpoint, the epoch's end) this guard first checks that state's
-    parameters itself, so a non-finite state is never handed on. The message
+    The step reports, per parameter leaf, whether its gradients are finite
+    (``metrics["finite"]``) or, when its batch is split, whether the parameters
+    it *starts from* are (``metrics["params_finite"]``, see
+    :func:`jaxcnn.train.train_step_body`); then step ``t``'s non-finite update
+    is seen in step ``t + 1``'s metrics and reported as step ``t``'s. Wherever
+    another callback reads the state after a step (a checkpoint, the epoch's
+    end) this guard first checks that state's parameters itself, so a
+    non-finite state is never handed on. The message
     names the step and the first non-finite parameter path; :func:`fit` then
     writes no checkpoint of the bad state and raises :class:`TrainingDiverged`.
     For the operation that made the first NaN, rerun with
@@ -185,10 +187,11 @@ class TerminateOnNaN(Callback):
             )
             return
         entering = np.asarray(metrics.get("params_finite", np.ones(0, bool)), bool)
+        grads = np.asarray(metrics.get("finite", np.ones(0, bool)), bool)
         if not entering.all():  # the update of the step before made them non-finite
             self._diverge(run, step - 1, self._last_loss, _paths(run, np.flatnonzero(~entering)))
-        elif not np.isfinite(loss):
-            self._diverge(run, step, loss, [])
+        elif not (np.isfinite(loss) and grads.all()):
+            self._diverge(run, step, loss, _paths(run, np.flatnonzero(~grads)))
         elif step == run.step and run.fetch_state is not None:  # callbacks are about to read this state
             leaves = jax.tree.leaves(run.state().params)
             bad = _paths(run, [i for i, leaf in enumerate(leaves) if not np.isfinite(np.asarray(leaf)).all()])
@@ -198,7 +201,7 @@ class TerminateOnNaN(Callback):
 
     @staticmethod
     def _diverge(run: Run, step: int, loss: float, bad: list[str]) -> None:
-        where = f"; first non-finite parameter after it: {bad[0]} ({len(bad)} leaves)" if bad else ""
+        where = f"; first non-finite gradient or parameter: {bad[0]} ({len(bad)} leaves)" if bad else ""
         run.diverged = {"step": step, "loss": loss, "path": bad[0] if bad else None}
         run.stop(f"non-finite loss or update at step {step} (loss {loss}){where}")
 
