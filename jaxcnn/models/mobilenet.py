@@ -98,16 +98,8 @@ class ConvBNAct(nn.Module):
         )
 
 
-class InvertedResidual(nn.Module):
-    """Expand 1x1 (``conv.0``, skipped when ``expand == 1``) -> depthwise 3x3 -> project 1x1 -> BN, + identity.
-
-    Names as torchvision: with expansion, ``conv.0`` (expand), ``conv.1``
-    (depthwise), ``conv.2`` (project conv), ``conv.3`` (its BN); without,
-    ``conv.0`` (depthwise), ``conv.1``, ``conv.2``. The identity is added when
-    the stride is 1 and the channel count is kept.
-
-    Returns (``__call__(x, *, train)``): ``(N, H / s, W / s, features)``.
-    """
+class _BlockFields(nn.Module):
+    """The fields an inverted residual block and its ``conv`` body share (one list)."""
 
     features: int
     strides: int
@@ -115,13 +107,28 @@ class InvertedResidual(nn.Module):
     dtype: Any = None
     axis_name: Any = None
 
+
+class InvertedResidual(_BlockFields):
+    """Expand 1x1 (``conv.0``, skipped when ``expand == 1``) -> depthwise 3x3 -> project 1x1 -> BN, + identity.
+
+    Names as torchvision: with expansion, ``conv.0`` (expand), ``conv.1``
+    (depthwise), ``conv.2`` (project conv), ``conv.3`` (its BN); without,
+    ``conv.0`` (depthwise), ``conv.1``, ``conv.2``. The identity is added when
+    the stride is 1 and the channel count is kept.
+
+    Fields: ``features``, ``strides``, ``expand`` (hidden channels = input
+    channels x ``expand``), ``dtype``, ``axis_name``.
+
+    Returns (``__call__(x, *, train)``): ``(N, H / s, W / s, features)``.
+    """
+
     @nn.compact
     def __call__(self, x: Any, *, train: bool) -> jnp.ndarray:
         body = _Body(self.features, self.strides, self.expand, self.dtype, self.axis_name, name="conv")
         return body(x, train=train) + (x if self.strides == 1 and x.shape[-1] == self.features else 0)
 
 
-class _Body(InvertedResidual):
+class _Body(_BlockFields):
     """An :class:`InvertedResidual`'s ``conv`` (torchvision's ``Sequential``): its layers, with its fields."""
 
     @nn.compact
