@@ -2,9 +2,10 @@
 
     python -m benchmarks.nan_guard [--repeats 7] [--out benchmarks/results]    # ~1 min on 2 cores
 
-The guard adds, per step, one finiteness probe per parameter leaf of the
-parameters the step starts from and one label-range count (:func:`jaxcnn.train.make_train_step`'s ``guard``); the host
-reads them with the loss, one step late. Both steps run in one process on the
+The guard adds, per step, one finiteness probe per parameter leaf (an unsplit
+step's gradients, a split step's input parameters) and one label-range count
+(:func:`jaxcnn.train.train_step_body`); the host reads them with the loss, one
+step late. Both steps run in one process on the
 same batch and the same initial values, interleaved (:mod:`benchmarks._timing`);
 the ratio ``guarded / unguarded - 1`` is the overhead. Writes ``nan-guard.md``.
 """

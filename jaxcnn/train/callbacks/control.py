@@ -167,10 +167,10 @@ class TerminateOnNaN(Callback):
     is seen in step ``t + 1``'s metrics and reported as step ``t``'s. Wherever
     another callback reads the state after a step (a checkpoint, the epoch's
     end) this guard first checks that state's parameters itself, so a
-    non-finite state is never handed on. The message
-    names the step and the first non-finite parameter path; :func:`fit` then
-    writes no checkpoint of the bad state and raises :class:`TrainingDiverged`.
-    For the operation that made the first NaN, rerun with
+    non-finite state is never handed on. The message names the step and the
+    first non-finite gradient or parameter path; :func:`fit` then writes no
+    checkpoint of the bad state and raises :class:`TrainingDiverged`. For the
+    operation that made the first NaN, rerun with
     ``jax.config.update("jax_debug_nans", True)``.
     """
 
