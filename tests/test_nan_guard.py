@@ -108,3 +108,15 @@ def test_terminate_on_nan_checks_the_state_other_callbacks_are_about_to_read():
     assert not run.stopped  # step 5's state is gone (step 6 ran): its check is step 6's probe
     guard.on_step_end(run, 6, {"loss": 0.5, "params_finite": np.array([True, True])})
     assert run.diverged == {"step": 6, "loss": 0.5, "path": "params/a"}
+
+
+def test_the_guards_state_check_reads_bfloat16_and_skips_integer_leaves():
+    def run_with(a):
+        state = {"a": a, "b": np.arange(3, dtype=np.int32), "c": np.ones(1, np.float32)}
+        run = Run("run", None, True, 1, 10, 10, step=2, param_paths=("params/a", "params/b", "params/c"))
+        run.fetch_state = lambda: types.SimpleNamespace(params=state)
+        TerminateOnNaN().on_step_end(run, 2, {"loss": 0.5, "finite": np.array([True, True, True])})
+        return run
+
+    assert not run_with(jnp.ones(2, jnp.bfloat16)).stopped
+    assert run_with(jnp.array([1.0, jnp.inf], jnp.bfloat16)).diverged == {"step": 2, "loss": 0.5, "path": "params/a"}

@@ -5,7 +5,9 @@ so it adds nothing to a compiled step and no device-to-host transfer inside
 one. The engine calls them where data enters: :func:`check_batch` and
 :func:`check_labels` on a batch before it is placed on devices (a "checked"
 mode), :func:`first_nonfinite` / :func:`check_finite` on a state before it is
-written (see :meth:`jaxcnn.train.Checkpointer.save`'s ``require_finite``).
+written (see :meth:`jaxcnn.train.Checkpointer.save`'s ``require_finite``), and
+:func:`all_finite` per parameter leaf by the NaN guard before other callbacks
+read a state.
 :func:`labels_in_range` is the one piece meant for *inside* a compiled step:
 it returns a traced boolean to fold into the step's metrics.
 """
@@ -103,17 +105,29 @@ def first_nonfinite(tree: Any) -> str | None:
       e.g. ``"params/dense1/kernel (NaN at (3, 7))"``, or ``None`` if every value is finite.
     """
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        a = np.asarray(leaf)
-        if not jnp.issubdtype(a.dtype, jnp.inexact):
+        a = _floating(leaf)
+        if a is None:
             continue
-        if a.dtype.kind == "V":  # bfloat16 & co (ml_dtypes): check them as float32
-            a = a.astype(np.float32)
         bad = ~np.isfinite(a)
         if bad.any():
             pos = tuple(int(i) for i in np.argwhere(bad)[0]) if a.ndim else ()
             kind = "NaN" if np.isnan(a[pos]) else "an infinity"
             return f"{_path_str(path)} ({kind} at {pos})"
     return None
+
+
+def all_finite(leaf: Any) -> bool:
+    """Whether a concrete leaf holds no NaN or infinity (integer and key leaves always do)."""
+    a = _floating(leaf)
+    return a is None or bool(np.isfinite(a).all())
+
+
+def _floating(leaf: Any) -> np.ndarray | None:
+    """A concrete leaf as a NumPy float array (bfloat16 & co, ml_dtypes, as float32), or ``None`` if not floating."""
+    a = np.asarray(leaf)
+    if not jnp.issubdtype(a.dtype, jnp.inexact):
+        return None
+    return a.astype(np.float32) if a.dtype.kind == "V" else a
 
 
 def check_finite(tree: Any, what: str = "state") -> None:

@@ -152,8 +152,10 @@ def train_step_body(
         sums = weighted_sums(outputs, y, per_example, w, axis_name)
         metrics = {k: v / count for k, v in sums.items() if k != "count"}
         if guard:  # a split step probes its input, any other its gradients (see above)
-            probe = ("params_finite", state.params) if parts > 1 else ("finite", grads)
-            metrics[probe[0]] = finite_leaves(probe[1])
+            if parts > 1:
+                metrics["params_finite"] = finite_leaves(state.params)
+            else:
+                metrics["finite"] = finite_leaves(grads)
             if jnp.issubdtype(y.dtype, jnp.integer) and outputs.ndim == y.ndim + 1:
                 bad = jnp.sum((w > 0) & ((y < 0) | (y >= outputs.shape[-1])))
                 metrics["labels_ok"] = _psum(bad, axis_name) == 0

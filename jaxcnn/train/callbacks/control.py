@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxcnn import _validate
 from jaxcnn.train.callbacks.base import Callback, Run, improved
+from jaxcnn.train.checks import all_finite
 
 MODES = ("min", "max")
 
@@ -194,7 +195,7 @@ class TerminateOnNaN(Callback):
             self._diverge(run, step, loss, _paths(run, np.flatnonzero(~grads)))
         elif step == run.step and run.fetch_state is not None:  # callbacks are about to read this state
             leaves = jax.tree.leaves(run.state().params)
-            bad = _paths(run, [i for i, leaf in enumerate(leaves) if not np.isfinite(np.asarray(leaf)).all()])
+            bad = _paths(run, [i for i, leaf in enumerate(leaves) if not all_finite(leaf)])
             if bad:
                 self._diverge(run, step, loss, bad)
         self._last_loss = loss
