@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from experiments._common import MNIST_DIR  # noqa: E402
 from experiments.run_all import discover  # noqa: E402
 
 
@@ -20,6 +21,8 @@ def test_there_are_experiments():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", discover())
 def test_experiment_quick(name, tmp_path):
+    if "MNIST_DIR" in (ROOT / "experiments" / f"{name}.py").read_text() and not MNIST_DIR.is_dir():
+        pytest.skip(f"{name} needs the MNIST test images: {MNIST_DIR} is absent (set JAXCNN_MNIST_DIR)")
     proc = subprocess.run(
         [sys.executable, "-m", f"experiments.{name}", "--quick", "--out-dir", str(tmp_path)],
         cwd=ROOT,
