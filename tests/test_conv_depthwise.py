@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from jax import lax
 
 import jaxcnn.functional as F
+from jaxcnn.functional._conv_depthwise import depthwise_conv, valid_outputs
 from tests.oracles import from_torch, kernel_to_torch, to_torch
 
 # (nd, channels, multiplier, window, strides, padding, dilation)
@@ -96,3 +98,55 @@ def test_no_grouped_convolution_in_the_compiled_step(rng):
 def test_depthwise_algorithm_errors():
     with pytest.raises(ValueError, match="algorithm='depthwise' supports groups == C_in, got groups=2 with C_in=4"):
         F.conv(jnp.zeros((1, 5, 5, 4)), jnp.zeros((3, 3, 2, 4)), groups=2, algorithm="depthwise")
+
+
+@pytest.mark.parametrize(
+    "t, n, n_out, s, d, lo, expected",
+    [
+        (0, 7, 4, 2, 1, 1, (1, 3)),  # o = 0 reads input -1 (padding); o = 3 reads 5
+        (2, 7, 4, 2, 1, 1, (0, 2)),  # o = 3 reads input 7 (padding)
+        (1, 1, 2, 2, 1, 2, (1, 0)),  # reads inputs -1 and 1 of a size-1 input: padding only
+        (2, 6, 3, 3, 2, -1, (0, 0)),  # cropped by 1: o reads input 3 o + 5, so only o = 0 (input 5)
+    ],
+)
+def test_valid_outputs_by_hand(t, n, n_out, s, d, lo, expected):
+    assert valid_outputs(t, n, n_out, s, d, lo) == expected
+
+
+@pytest.mark.parametrize(
+    "size, strides, pads",
+    [
+        ((1, 5), (2, 1), ((2, 2), (1, 1))),  # rows: the middle tap meets padding only (left out of the sum)
+        ((8, 9), (2, 3), ((-1, 1), (1, -2))),  # negative pads crop
+        ((6, 7), (3, 2), ((4, 4), (0, 3))),  # pads wider than the kernel's reach
+    ],
+)
+def test_strided_taps_read_only_the_valid_input(rng, size, strides, pads):
+    """The per-tap padding of strided depthwise convolutions (``_taps_sum_unpadded``) against XLA's grouped conv."""
+    c = 3
+    x = jnp.asarray(rng.standard_normal((2, *size, c)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 1, c)), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+    ours = lambda x, w: jnp.sum(jnp.sin(depthwise_conv(x, w, strides, pads, (1, 1))))
+    ref = lambda x, w: jnp.sum(
+        jnp.sin(lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=dn, feature_group_count=c))
+    )
+    ref_val, ref_grad = jax.value_and_grad(ref, argnums=(0, 1))(x, w)
+    val, grad = jax.jit(jax.value_and_grad(ours, argnums=(0, 1)))(x, w)
+    np.testing.assert_allclose(val, ref_val, rtol=1e-5, atol=1e-4)
+    for g, r in zip(grad, ref_grad):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4)
+    assert "convolution" not in jax.jit(ours).lower(x, w).as_text()
+
+
+def test_a_window_that_meets_only_padding_gives_zeros(rng):
+    """Size-1 input, window 2 dilated by 2, stride 2, pads (1, 1): both taps read odd padded positions, all padding."""
+    x = jnp.asarray(rng.standard_normal((2, 1, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, 1, 3)), jnp.float32)
+    y = depthwise_conv(x, w, (2,), ((1, 1),), (2,))
+    ref = lax.conv_general_dilated(
+        x, w, (2,), ((1, 1),), rhs_dilation=(2,), dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=3
+    )
+    assert y.shape == ref.shape == (2, 1, 3)
+    np.testing.assert_array_equal(y, np.zeros((2, 1, 3), np.float32))
+    np.testing.assert_array_equal(ref, y)
