@@ -289,7 +289,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 [
                     "environment",
                     ", ".join(f"{k}={val}" for k, val in m.get("env", {}).items())
-                    or "(no XLA/OMP/MALLOC variables set)",
+                    or "(no XLA/OMP/MALLOC/GLIBC variables set)",
                 ],
                 [
                     "load average (1/5/15 min)",
