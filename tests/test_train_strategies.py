@@ -377,3 +377,20 @@ def test_padding_is_exact_for_flax_batch_norm_too():
     padded, _ = step(step.place_state(state), step.place_batch({"x": xp, "y": y[0], "weight": w}))
     _assert_states_close(jax.device_get(real), jax.device_get(padded), 1e-6)
     assert not np.allclose(jax.device_get(padded).batch_stats["BatchNorm_0"]["mean"], 0.0)
+
+
+def test_unroll_spellings_compile_what_they_say():
+    """``unroll=True`` inlines the k steps, ``unroll=1`` is a loop: two programs, though ``True == 1`` in Python."""
+    model = SmallNet(batch_norm=False, dropout=0.0)
+    x, y = _data(steps=2, batch=8)
+    state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32), seed=1)
+    batch = {"x": x, "y": y}
+    loops = []
+    for unroll in (True, 2, 1, False):  # not dict keys: True == 1 there too
+        step = make_train_step(model, "cross_entropy", "jit", steps_per_call=2, unroll=unroll, guard=False)
+        placed = step.place_state(state)
+        loops.append(" while(" in step.fn_for(placed).lower(placed, step.place_batch(batch)).compile().as_text())
+    assert loops == [False, False, True, True]  # 2 of 2 steps inlined: no loop; one step per iteration: a loop
+    for bad, err in (("yes", TypeError), (0, ValueError), (1.5, TypeError)):
+        with pytest.raises(err, match="unroll"):
+            make_train_step(model, "cross_entropy", "jit", steps_per_call=2, unroll=bad)
