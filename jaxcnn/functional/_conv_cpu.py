@@ -202,7 +202,23 @@ def computed_once(v, finite):
     predicate is "all weights finite", which XLA cannot evaluate. Linear in
     ``v``, so JAX transposes it (the output gradient, in reverse mode).
     """
-    return lax.cond(finite, lambda v: v, lambda v: v * 1, v)
+    return behind_cond(lambda v: v, finite, v)
+
+
+def behind_cond(fn, finite, *operands):
+    """``fn(*operands)`` behind a data-dependent ``lax.cond``: its operands are buffers, computed once.
+
+    XLA cannot fuse an operand's producers across a conditional whose
+    predicate it cannot evaluate (``finite``, "all weights finite"), so each
+    operand is computed once into a buffer (or passed as the buffer it already
+    is) however often ``fn`` reads it. The other branch computes the same
+    values (``fn`` of ``operand * 1``). JAX differentiates and transposes the
+    cond like any other: the branches are linear where ``fn`` is.
+    :func:`computed_once` is ``fn`` the identity, which copies ``v`` into the
+    cond's output; putting the reader inside the cond (the depthwise sums)
+    spares that copy.
+    """
+    return lax.cond(finite, fn, lambda *ops: fn(*(op * 1 for op in ops)), *operands)
 
 
 conv_cpu.defjvp(_conv_cpu_jvp, symbolic_zeros=True)

@@ -36,7 +36,8 @@ JAX would save every tap's slice: ``prod(window)`` copies of the input). No
 grouped convolution, no scatter.
 
 ``x`` and the output gradient are each read once per tap. Both sums run inside
-a data-dependent ``lax.cond`` (:func:`_behind_cond`), so that XLA computes
+a data-dependent ``lax.cond``
+(:func:`~jaxcnn.functional._conv_cpu.behind_cond`), so that XLA computes
 each of them once into a buffer, instead of recomputing their producers
 (BatchNorm, ReLU6) in every tap, and reads a buffer that already exists (a
 parameter, a saved residual) without copying it. In reverse mode JAX
@@ -69,6 +70,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from jaxcnn.functional import cpu_rules
+from jaxcnn.functional._conv_cpu import behind_cond
 from jaxcnn.functional._geometry import kernel_positions, out_sizes, tap_slice
 
 Pads = tuple[tuple[int, int], ...]
@@ -165,30 +167,17 @@ def _chunked_taps_sum(x: Any, w: Any, strides: tuple[int, ...], pads: Pads, dila
     return ys.reshape((n,) + ys.shape[2:])
 
 
-def _behind_cond(fn: Any, finite: Any, *operands: Any) -> Any:
-    """``fn(*operands)`` behind a data-dependent ``lax.cond``: its operands are buffers, computed once.
-
-    XLA cannot fuse an operand's producers across a conditional whose
-    predicate it cannot evaluate ("all weights finite"), so each operand is
-    computed once into a buffer (or passed as the buffer it already is) and
-    ``fn`` reads it in every tap. The other branch computes the same values
-    (``fn`` of ``operand * 1``). JAX differentiates and transposes the cond
-    like any other: the branches are linear where ``fn`` is.
-    """
-    return lax.cond(finite, fn, lambda *ops: fn(*(op * 1 for op in ops)), *operands)
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _depthwise(x: Any, w: Any, strides: tuple[int, ...], pads: Pads, dilation: tuple[int, ...]) -> jnp.ndarray:
     taps = lambda x, w: _taps_sum(x, w, strides, pads, dilation)
-    return _behind_cond(taps, jnp.isfinite(jnp.sum(w)), x, w)
+    return behind_cond(taps, jnp.isfinite(jnp.sum(w)), x, w)
 
 
 def _depthwise_jvp(strides, pads, dilation, primals, tangents):
     x, w = primals
     dx, dw = tangents
     finite = jnp.isfinite(jnp.sum(w))
-    y = _behind_cond(lambda x, w: _taps_sum(x, w, strides, pads, dilation), finite, x, w)
+    y = behind_cond(lambda x, w: _taps_sum(x, w, strides, pads, dilation), finite, x, w)
     linear = []  # (tangent, its term): x and w enter each branch as residuals, the tangents as operands
     if not isinstance(dx, SymbolicZero):
         linear.append((dx, lambda dx: _taps_sum(dx, w, strides, pads, dilation)))
@@ -198,7 +187,7 @@ def _depthwise_jvp(strides, pads, dilation, primals, tangents):
         return y, jnp.zeros_like(y)
     terms = [term for _, term in linear]
     tangent = lambda *ts: functools.reduce(operator.add, [term(t) for term, t in zip(terms, ts)])
-    return y, _behind_cond(tangent, finite, *(t for t, _ in linear))
+    return y, behind_cond(tangent, finite, *(t for t, _ in linear))
 
 
 _depthwise.defjvp(_depthwise_jvp, symbolic_zeros=True)
