@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 import jaxcnn
 import jaxcnn.nn as jnn
-from jaxcnn.train import create_train_state, fit, make_eval_step, make_train_step
+from jaxcnn.train import CompiledStep, create_train_state, fit, make_eval_step, make_train_step
 
 STEPS = 20
 
@@ -391,6 +391,8 @@ def test_unroll_spellings_compile_what_they_say():
         placed = step.place_state(state)
         loops.append(" while(" in step.fn_for(placed).lower(placed, step.place_batch(batch)).compile().as_text())
     assert loops == [False, False, True, True]  # 2 of 2 steps inlined: no loop; one step per iteration: a loop
+    # the public CompiledStep keeps the step count itself, whoever builds it
+    assert [CompiledStep(step.body_key, step.placement, unroll=u).unroll for u in (True, 1, False, 2)] == [2, 1, 1, 2]
     for bad, err in (("yes", TypeError), (0, ValueError), (1.5, TypeError)):
         with pytest.raises(err, match="unroll"):
             make_train_step(model, "cross_entropy", "jit", steps_per_call=2, unroll=bad)

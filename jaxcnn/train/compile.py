@@ -29,6 +29,7 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxcnn import _validate
 from jaxcnn.functional import cpu_compiler_options
 from jaxcnn.train.partition import DATA_AXIS
 from jaxcnn.train.placement import Batch, Placement
@@ -111,6 +112,19 @@ def _cached_compile(
     )
 
 
+def unroll_count(unroll: Any, steps_per_call: int) -> int:
+    """``unroll`` as the number of steps per loop iteration: ``True`` -> ``steps_per_call``, ``False`` -> 1.
+
+    One spelling per meaning, so that the compilation cache, which compares
+    keys with ``==``, never takes ``unroll=1`` (a loop) for ``unroll=True``
+    (``True == 1`` in Python). A ``TypeError``/``ValueError`` naming
+    ``unroll`` for anything but a bool or an int >= 1.
+    """
+    if isinstance(unroll, (bool, np.bool_)):
+        return steps_per_call if unroll else 1
+    return min(_validate.as_int(unroll, "unroll", minimum=1), steps_per_call)
+
+
 @dataclasses.dataclass(frozen=True)
 class CompiledStep:
     """A compiled step and its :class:`Placement`: ``step(placed_state, placed_batch)``.
@@ -123,7 +137,8 @@ class CompiledStep:
         ``place_batch``, ``fetch_state``, ``fetch_metrics`` and
         ``process_rows`` below are its methods.
       donate: donate the state's buffers to the step.
-      unroll: the ``lax.scan`` unroll of ``steps_per_call > 1``.
+      unroll: the ``lax.scan`` unroll of ``steps_per_call > 1`` (``True``: all
+        steps inlined), kept as a step count (:func:`unroll_count`).
       per_example: the body returns per-example outputs, split like the batch.
     """
 
@@ -132,6 +147,9 @@ class CompiledStep:
     donate: bool = True
     unroll: Any = True
     per_example: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unroll", unroll_count(self.unroll, self.placement.steps_per_call))
 
     def fn_for(self, state: Any) -> Callable:
         """The jitted (or pmapped) function that ``step(state, batch)`` calls for this state."""

@@ -21,7 +21,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxcnn import _validate
@@ -288,7 +287,7 @@ def make_train_step(
         frozen,
         _validate.check_bool(guard, "guard"),
     )
-    return CompiledStep(body_key, placement, donate=donate, unroll=_unroll_count(unroll, placement.steps_per_call))
+    return CompiledStep(body_key, placement, donate=donate, unroll=unroll)
 
 
 def make_eval_step(
@@ -310,15 +309,3 @@ def make_eval_step(
     model = model_api.check_model(model)
     key = (predict_step_body, model) if predict else (eval_step_body, model, get_loss(loss_fn))
     return CompiledStep(key, placement, donate=False, per_example=predict)
-
-
-def _unroll_count(unroll: Any, steps_per_call: int) -> int:
-    """``unroll`` as the number of steps per loop iteration: ``True`` -> ``steps_per_call``, ``False`` -> 1.
-
-    One spelling per meaning, so that the compilation cache, which compares
-    keys with ``==``, never takes ``unroll=1`` (a loop) for ``unroll=True``
-    (``True == 1`` in Python).
-    """
-    if isinstance(unroll, (bool, np.bool_)):
-        return steps_per_call if unroll else 1
-    return min(_validate.as_int(unroll, "unroll", minimum=1), steps_per_call)
