@@ -20,9 +20,12 @@ its consumers (see :func:`_materialized`).
 Derivatives come from a ``custom_jvp`` whose tangent is XLA's own convolution
 of the tangents, computed in chunks of
 :func:`~jaxcnn.functional.cpu_rules.chunk_size` examples. JAX transposes that
-linear map for reverse mode, which gives exactly XLA's input and weight
-gradients (dW summed over chunks): forward mode (``jax.jvp``, ``jacfwd``)
-works as for any JAX function, and each chunk's operands stay in cache.
+linear map for reverse mode, which gives XLA's input and weight gradients (dW
+summed over chunks): forward mode (``jax.jvp``, ``jacfwd``) works as for any
+JAX function, and each chunk's operands stay in cache. The convolutions are
+:mod:`jaxcnn.functional._conv_canonical`'s, whose transposes are written
+channels-last, so the gradients run in XLA:CPU's library kernels inside a
+loop body too (a ``grad_accum`` scan, ``steps_per_call`` as a loop).
 Chunking changes no number beyond float summation order. The input and the
 output gradient that the weight gradient reads are each computed once, into
 one buffer (:func:`computed_once`), not recomputed inside XLA's layout
@@ -45,7 +48,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from jaxcnn.functional._geometry import dimension_numbers, kernel_positions, out_sizes
+from jaxcnn.functional._conv_canonical import conv_channels_last
+from jaxcnn.functional._geometry import kernel_positions, out_sizes
 from jaxcnn.functional.cpu_rules import chunk_size, gradient_operands_once, tile_size
 
 Pads = tuple[tuple[int, int], ...]
@@ -137,9 +141,8 @@ def _materialized(xt, x, w, strides, pads, dilation, out):
 
 
 def _lax_conv(x, w, strides, pads, dilation, precision):
-    return lax.conv_general_dilated(
-        x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=dimension_numbers(x.ndim - 2), precision=precision
-    )
+    """XLA's convolution, whose derivatives stay library convolutions inside loops (:mod:`._conv_canonical`)."""
+    return conv_channels_last(x, w, strides, pads, None, dilation, precision)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))

@@ -1,0 +1,162 @@
+r"""A channels-last convolution whose derivatives are channels-last convolutions too, in loops as well.
+
+XLA:CPU runs a convolution in its library kernels (Eigen, YNNPACK) only when
+the operands are laid out ``(N, *spatial, C)`` and ``(*window, I, O)``. JAX's
+derivatives of ``lax.conv_general_dilated`` are convolutions in other layouts:
+the weight gradient reads the input as ``(C, *spatial, N)`` (dimension labels
+``f01b_i01o->01bf``), and the input gradient reads the kernel as ``(*window,
+O, I)``. XLA:CPU's ``ConvCanonicalization`` pass inserts the transposes that
+make them library convolutions, but only in the entry computation: inside a
+``lax.scan``/``while`` body, a ``lax.cond`` branch or a non-inlined call they
+stay as they are and run through XLA's naive loop emitter, 3-4x slower for a
+whole LWLS CNN step (cpu-rules.md, "loops").
+
+This primitive is ``lax.conv_general_dilated`` with channels-last dimension
+numbers and a transpose rule that writes both derivatives as the same
+primitive with the transposes explicit, exactly as XLA's pass would:
+
+.. math::
+
+    \frac{\partial L}{\partial x} = \operatorname{conv}\big(g,\ \operatorname{flip}(w)^{\top_{io}}\big)
+        \quad (\text{lhs dilation } s,\ \text{rhs dilation } d),
+    \qquad
+    \frac{\partial L}{\partial w}[\mathbf{k}, i, o] = \operatorname{conv}\big(x^{\top_{nc}},\ g^{\top}\big)[i, \mathbf{k}, o]
+        \quad (\text{window stride } d,\ \text{rhs dilation } s),
+
+where ``x^{T_nc}`` swaps the batch and channel axes of ``x`` and ``g^T`` is
+the output gradient as a ``(*out, N, C_out)`` kernel. Both are again this
+primitive, so derivatives of any order stay channels-last. Padding pairs are
+JAX's (``_conv_general_vjp_*_padding``); a negative pad is applied to the
+operand (``lax.pad``) instead of being passed to the convolution. The numbers
+are the ones XLA computes for the canonicalized convolution in the entry
+computation (tests compare with ``lax.conv_general_dilated`` and PyTorch).
+``vmap`` falls back to ``lax.conv_general_dilated`` (JAX's batching rule).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from jaxcnn.functional._geometry import dimension_numbers
+
+Pairs = tuple[tuple[int, int], ...]
+
+conv_p = Primitive("jaxcnn_conv_channels_last")
+
+
+def conv_channels_last(
+    x: Any,
+    w: Any,
+    strides: tuple[int, ...],
+    pads: Pairs,
+    lhs_dilation: tuple[int, ...] | None = None,
+    rhs_dilation: tuple[int, ...] | None = None,
+    precision: Any = None,
+) -> jnp.ndarray:
+    """``lax.conv_general_dilated(x, w, ...)`` for ``x`` ``(N, *S, C_in)``, ``w`` ``(*K, C_in, C_out)``, groups 1.
+
+    Same value, same dtype rules; only the derivatives' form differs (module
+    docstring). ``pads`` are explicit ``(lo, hi)`` pairs, any sign.
+    """
+    nd = x.ndim - 2
+    params = {
+        "strides": tuple(int(s) for s in strides),
+        "pads": tuple((int(lo), int(hi)) for lo, hi in pads),
+        "lhs_dilation": tuple(lhs_dilation) if lhs_dilation is not None else (1,) * nd,
+        "rhs_dilation": tuple(rhs_dilation) if rhs_dilation is not None else (1,) * nd,
+        "precision": precision,
+    }
+    return conv_p.bind(x, w, **params)
+
+
+def _lax(x, w, *, strides, pads, lhs_dilation, rhs_dilation, precision):
+    x, w, pads, lhs_dilation = _apply_negative_pads(x, w, pads, lhs_dilation)
+    return lax.conv_general_dilated(
+        x,
+        w,
+        strides,
+        pads,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers(x.ndim - 2),
+        precision=precision,
+    )
+
+
+def _apply_negative_pads(x, w, pads, lhs_dilation):
+    """Negative pads (crops) applied to ``x`` itself, dilated explicitly where it is dilated; the rest unchanged.
+
+    The convolution then sees only non-negative padding (XLA:CPU's returned
+    garbage for some negative paddings; cpu-rules.md, "transpose").
+    """
+    if all(lo >= 0 and hi >= 0 for lo, hi in pads):
+        return x, w, pads, lhs_dilation
+    config = [(0, 0, 0)]
+    new_pads, new_dilation = [], []
+    for (lo, hi), d in zip(pads, lhs_dilation):
+        if lo >= 0 and hi >= 0:
+            config.append((0, 0, 0))
+            new_pads.append((lo, hi))
+            new_dilation.append(d)
+        else:
+            config.append((min(lo, 0), min(hi, 0), d - 1))
+            new_pads.append((max(lo, 0), max(hi, 0)))
+            new_dilation.append(1)
+    config.append((0, 0, 0))
+    x = lax.pad(x, jnp.zeros((), x.dtype), config)
+    return x, w, tuple(new_pads), tuple(new_dilation)
+
+
+def _dilated(size: int, d: int) -> int:
+    return 0 if size == 0 else 1 + d * (size - 1)
+
+
+def _abstract_eval(x, w, **params):
+    out = jax.eval_shape(functools.partial(_lax, **params), x, w)
+    return x.update(shape=out.shape, dtype=out.dtype, weak_type=False)
+
+
+def _transpose_lhs(g, x, w, *, strides, pads, lhs_dilation, rhs_dilation, precision):
+    """The input gradient: ``g`` (lhs dilated by the strides) with the flipped kernel, ``I`` and ``O`` swapped."""
+    nd = len(strides)
+    sizes, window, out = x.aval.shape[1:-1], w.shape[:nd], g.shape[1:-1]
+    t_pads = []
+    for n, k, o, (lo, _), s, a, d in zip(sizes, window, out, pads, strides, lhs_dilation, rhs_dilation):
+        before = _dilated(k, d) - lo - 1
+        t_pads.append((before, _dilated(n, a) + _dilated(k, d) - 1 - _dilated(o, s) - before))
+    wt = jnp.swapaxes(lax.rev(w, tuple(range(nd))), -1, -2).astype(g.dtype)
+    dx = conv_channels_last(g, wt, lhs_dilation, tuple(t_pads), strides, rhs_dilation, precision)
+    return dx.astype(x.aval.dtype)
+
+
+def _transpose_rhs(g, x, w, *, strides, pads, lhs_dilation, rhs_dilation, precision):
+    """The kernel gradient: ``x`` as ``(C_in, *S, N)`` with ``g`` as a ``(*out, N, C_out)`` kernel, then back."""
+    nd = len(strides)
+    sizes, window, out = x.shape[1:-1], w.aval.shape[:nd], g.shape[1:-1]
+    w_pads = []
+    for n, k, o, (lo, _), s, a, d in zip(sizes, window, out, pads, strides, lhs_dilation, rhs_dilation):
+        w_pads.append((lo, _dilated(o, s) - _dilated(n, a) + _dilated(k, d) - lo - 1))
+    spatial = tuple(range(1, nd + 1))
+    lhs = x.transpose((nd + 1, *spatial, 0))
+    rhs = g.transpose((*spatial, 0, nd + 1)).astype(x.dtype)
+    dw = conv_channels_last(lhs, rhs, rhs_dilation, tuple(w_pads), lhs_dilation, strides, precision)
+    return dw.transpose((*spatial, 0, nd + 1)).astype(w.aval.dtype)
+
+
+def _batch(args, dims, **params):
+    """Under ``vmap``: ``lax.conv_general_dilated`` and JAX's batching rule for it."""
+    return jax.vmap(functools.partial(_lax, **params), in_axes=dims)(*args), 0
+
+
+conv_p.def_impl(_lax)
+conv_p.def_abstract_eval(_abstract_eval)
+mlir.register_lowering(conv_p, mlir.lower_fun(_lax, multiple_results=False))
+ad.defbilinear(conv_p, _transpose_lhs, _transpose_rhs)
+batching.primitive_batchers[conv_p] = _batch
