@@ -118,7 +118,7 @@ def _unsplit():
     return state, metrics
 
 
-@pytest.mark.parametrize("batch_split", ["auto", 2, 4, 8])
+@pytest.mark.parametrize("batch_split", ["auto", 2, 4, 8, 16])  # 8 and 16: groups of 4 parts in a loop
 def test_split_step_equals_unsplit_step_with_dropout(batch_split):
     ref, ref_metrics = _unsplit()
     state, metrics, _ = _run(LWLS, batch_split=batch_split)
@@ -143,9 +143,10 @@ def test_split_step_with_padded_rows_and_steps_per_call():
     assert _max_diff(_unsplit()[0].params, step.fetch_state(out).params) <= 1e-5
 
 
-def test_split_per_device_under_pmap_equals_one_device():
+@pytest.mark.parametrize("batch_split", [2, 8])
+def test_split_per_device_under_pmap_equals_one_device(batch_split):
     model = jaxcnn.get_model("lwls_cnn", dropout_rate=0.3, axis_name="data")
-    state, _, _ = _run(model, "pmap", 2, batch_split=2)
+    state, _, _ = _run(model, "pmap", 2, batch_split=batch_split)
     assert _max_diff(_unsplit()[0].params, state.params) <= 1e-5
 
 

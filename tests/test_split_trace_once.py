@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ import optax
 import pytest
 
 import jaxcnn
-from jaxcnn.train import create_train_state, make_train_step
+from jaxcnn.train import create_train_state, make_train_step, split
 
 BATCH = 64
 TRACES: list[int] = []  # one entry per trace of _Counted.__call__
@@ -54,22 +56,26 @@ def test_one_forward_trace_per_step_whatever_the_parts():
         assert len(traced) == len(whole) + 1, (parts, traced)
 
 
-@pytest.mark.parametrize("parts", [2, 8])
-def test_lowered_step_holds_one_copy_of_the_part(parts):
-    """The lowered program's convolutions and matmuls: as many as the unsplit step's (the part is one function)."""
+@pytest.mark.parametrize("parts, group, loops", [(2, 2, 0), (4, 4, 0), (8, 4, 1), (12, 4, 1), (6, 3, 1), (5, 5, 0)])
+def test_lowered_step_holds_one_copy_of_the_part(parts, group, loops):
+    """The lowered program's convolutions and matmuls: as many as the unsplit step's (the part is one function),
+    called side by side ``group`` times, in a loop over the groups past ``split.GROUP`` parts."""
     model = jaxcnn.get_model("lwls_cnn")
+    batch = 60 if parts in (5, 6, 12) else BATCH
 
     def ops(batch_split):
         step = make_train_step(model, "cross_entropy", "jit", devices=jax.devices()[:1], batch_split=batch_split)
         state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
         state = step.place_state(state)
-        x = np.zeros((BATCH, 28, 28, 1), np.float32)
-        text = step.fn.lower(state, step.place_batch({"x": x, "y": np.zeros(BATCH, np.int32)})).as_text()
-        return text.count("stablehlo.convolution"), text.count("stablehlo.dot_general"), text.count("call @")
+        x = np.zeros((batch, 28, 28, 1), np.float32)
+        text = step.fn.lower(state, step.place_batch({"x": x, "y": np.zeros(batch, np.int32)})).as_text()
+        counts = (text.count("stablehlo.convolution"), text.count("stablehlo.dot_general"))
+        return counts, len(re.findall(r"call @one_part\b", text)), text.count("stablehlo.while")
 
+    assert split.group_size(parts) == group
     with jaxcnn.functional.default_conv_algorithm("xla"):
-        convs, dots, calls = ops(1)
-        split_convs, split_dots, split_calls = ops(parts)
-    assert convs > 0 and dots > 0
-    assert (split_convs, split_dots) == (convs, dots)
-    assert split_calls >= calls + parts  # the part function, called once per part
+        counts, calls, whiles = ops(1)
+        split_counts, split_calls, split_whiles = ops(parts)
+    assert min(counts) > 0 and calls == 0
+    assert split_counts == counts
+    assert (split_calls, split_whiles - whiles) == (group, loops)

@@ -380,17 +380,19 @@ def test_padding_is_exact_for_flax_batch_norm_too():
 
 
 def test_unroll_spellings_compile_what_they_say():
-    """``unroll=True`` inlines the k steps, ``unroll=1`` is a loop: two programs, though ``True == 1`` in Python."""
+    """``unroll=True`` inlines the k steps, ``unroll=1`` (the default) is a loop: two programs, though ``True == 1``."""
     model = SmallNet(batch_norm=False, dropout=0.0)
     x, y = _data(steps=2, batch=8)
     state = create_train_state(model, optax.sgd(0.1), jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32), seed=1)
     batch = {"x": x, "y": y}
     loops = []
-    for unroll in (True, 2, 1, False):  # not dict keys: True == 1 there too
-        step = make_train_step(model, "cross_entropy", "jit", steps_per_call=2, unroll=unroll, guard=False)
+    for unroll in (True, 2, 1, False, None):  # not dict keys: True == 1 there too; None: the default
+        kw = {} if unroll is None else {"unroll": unroll}
+        step = make_train_step(model, "cross_entropy", "jit", steps_per_call=2, guard=False, **kw)
         placed = step.place_state(state)
         loops.append(" while(" in step.fn_for(placed).lower(placed, step.place_batch(batch)).compile().as_text())
-    assert loops == [False, False, True, True]  # 2 of 2 steps inlined: no loop; one step per iteration: a loop
+    # 2 of 2 steps inlined: no loop; one step per iteration (the default): a loop
+    assert loops == [False, False, True, True, True]
     # the public CompiledStep keeps the step count itself, whoever builds it
     assert [CompiledStep(step.body_key, step.placement, unroll=u).unroll for u in (True, 1, False, 2)] == [2, 1, 1, 2]
     for bad, err in (("yes", TypeError), (0, ValueError), (1.5, TypeError)):

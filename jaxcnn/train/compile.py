@@ -47,15 +47,16 @@ def compile_step(
     placement: Placement,
     *,
     donate: bool,
-    unroll: bool | int = True,
+    unroll: bool | int = 1,
     options: tuple = (),
     per_example: bool = False,
 ) -> Callable:
     """jit/pmap/shard_map the body built by ``body_for(axis_name)`` for ``placement``.
 
     With ``placement.steps_per_call > 1`` the body runs ``k`` times in a
-    ``lax.scan`` (fully unrolled by default, which XLA:CPU runs faster than a
-    loop).
+    ``lax.scan``, a loop of one step by default: it compiles like one step and
+    ran as fast as the ``k`` steps inlined or faster on XLA:CPU, except in the
+    BatchNorm models, a little slower (cpu-rules.md, "loops").
 
     "shard_map" uses ``check_vma=False``: the body is pmap's, which sums the
     per-device gradients itself with ``lax.psum``. With JAX's varying-axis
@@ -137,15 +138,16 @@ class CompiledStep:
         ``place_batch``, ``fetch_state``, ``fetch_metrics`` and
         ``process_rows`` below are its methods.
       donate: donate the state's buffers to the step.
-      unroll: the ``lax.scan`` unroll of ``steps_per_call > 1`` (``True``: all
-        steps inlined), kept as a step count (:func:`unroll_count`).
+      unroll: the ``lax.scan`` unroll of ``steps_per_call > 1`` (1: a loop
+        of one step; ``True``: all steps inlined), kept as a step count
+        (:func:`unroll_count`).
       per_example: the body returns per-example outputs, split like the batch.
     """
 
     body_key: tuple
     placement: Placement
     donate: bool = True
-    unroll: Any = True
+    unroll: Any = 1
     per_example: bool = False
 
     def __post_init__(self) -> None:

@@ -15,9 +15,10 @@ batch order.
   computed side by side, so XLA:CPU, which runs each fused kernel on one thread
   but independent kernels concurrently, keeps more cores busy. One part's
   gradient is traced and lowered once, as a nested ``jax.jit`` called per part
-  (XLA inlines the calls, so the compiled program is the one of the parts
-  written out), which keeps the first call's trace and lowering from growing
-  with the number of parts. It is the same
+  (XLA inlines the calls), which keeps the first call's trace and lowering
+  from growing with the number of parts; past :data:`GROUP` parts, groups of
+  parts side by side run one after another in a ``lax.scan``, which keeps
+  XLA's compile from growing with them too. It is the same
   step only if no layer mixes examples, so models whose layers keep batch
   statistics (BatchNorm) are never split (:func:`mixing_layers`).
 * :func:`accumulate_grad` (``grad_accum``, a memory rule): the micro-batches run
@@ -58,6 +59,10 @@ PART_SIZE = 32  # examples per part of the automatic split (benchmarks/results/)
 #: At most this many parts: 16 parts ran 1.15-1.26x as fast as 8 / 4 / 2 at batch 512, and the
 #: compile grows with the parts (cpu-rules.md, "first call").
 MAX_PARTS = 16
+#: Parts side by side in one iteration of the split's ``lax.scan`` (:func:`group_size`): XLA compiles one
+#: group, so the first call no longer grows with the parts, and 16 parts of 32 ran as fast as written out
+#: (cpu-rules.md, "loops").
+GROUP = 4
 GradFn = Callable[[Any, Any, dict], tuple[Any, tuple]]
 
 
@@ -181,16 +186,18 @@ def _first_row(axis_name: str | None, rows: int) -> Any:
 
 
 def split_grad(grad_fn: GradFn, parts: int, axis_name: str | None = None) -> GradFn:
-    """``grad_fn`` over ``parts`` equal consecutive slices of the batch, side by side, summed.
+    """``grad_fn`` over ``parts`` equal consecutive slices of the batch, in groups side by side, summed.
 
     ``grad_fn`` of one part is wrapped in ``jax.jit`` (with the part's first
     row as a traced argument, for :func:`part_keys`): it is traced and lowered
-    once however many parts there are, and XLA inlines its calls. The gradients
-    are added part after part, in batch order.
+    once however many parts there are, and XLA inlines its calls. The parts
+    run :func:`group_size` at a time side by side, the groups one after
+    another in a ``lax.scan``, so XLA compiles one group however many there
+    are. The gradients are added part after part, in batch order.
 
     Returns ``(sum of grads, (outputs, per_example, batch_stats))`` with the
-    outputs concatenated in batch order; ``batch_stats`` are passed through (a
-    split model keeps none).
+    outputs in batch order; ``batch_stats`` are passed through (a split model
+    keeps none).
     """
     if parts == 1:
         return grad_fn
@@ -200,20 +207,49 @@ def split_grad(grad_fn: GradFn, parts: int, axis_name: str | None = None) -> Gra
             return grad_fn(params, batch_stats, part)
 
     part_grad = jax.jit(one_part)  # traced and lowered once, called per part; XLA inlines the calls
+    group = group_size(parts)
 
-    def split(params, batch_stats, batch):
-        n = _rows(batch)
-        size, first = n // parts, _first_row(axis_name, n)
-        grads, outs = None, []
-        for k in range(parts):
-            part = {name: v[k * size : (k + 1) * size] for name, v in batch.items()}
+    def side_by_side(params, batch_stats, grads, chunk, first):
+        """One group: ``chunk`` holds ``group`` parts ``(group, size, ...)`` from row ``first``; grads added."""
+        size, outs = next(iter(chunk.values())).shape[1], []
+        for k in range(group):
+            part = {name: v[k] for name, v in chunk.items()}
             g, (out, per_example, _) = part_grad(params, batch_stats, part, jnp.asarray(first + k * size, jnp.int32))
             grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
             outs.append((out, per_example))
-        out, per_example = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *outs)
+        return grads, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+    def split(params, batch_stats, batch):
+        n = _rows(batch)
+        size, first, steps = n // parts, _first_row(axis_name, n), parts // group
+        chunks = {name: v.reshape((steps, group, size) + v.shape[1:]) for name, v in batch.items()}
+        if steps == 1:
+            grads, outs = side_by_side(params, batch_stats, None, {k: v[0] for k, v in chunks.items()}, first)
+            outs = jax.tree.map(lambda a: a[None], outs)
+        else:
+
+            def body(grads, inputs):
+                i, chunk = inputs
+                return side_by_side(params, batch_stats, grads, chunk, first + i * group * size)
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            grads, outs = lax.scan(body, zeros, (jnp.arange(steps), chunks))
+        out, per_example = jax.tree.map(lambda a: a.reshape((n,) + a.shape[3:]), outs)
         return grads, (out, per_example, batch_stats)
 
     return split
+
+
+def group_size(parts: int) -> int:
+    """Parts side by side per iteration of the split's loop: the largest divisor of ``parts`` up to :data:`GROUP`.
+
+    ``parts`` itself (no loop) when that is at most :data:`GROUP` or when no
+    divisor between 2 and :data:`GROUP` exists.
+    """
+    if parts <= GROUP:
+        return parts
+    group = max(d for d in range(1, GROUP + 1) if parts % d == 0)
+    return parts if group == 1 else group
 
 
 def accumulate_grad(grad_fn: GradFn, micro_batches: int, axis_name: str | None = None) -> GradFn:

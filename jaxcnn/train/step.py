@@ -196,7 +196,7 @@ def make_train_step(
     steps_per_call: int = 1,
     devices: Any = None,
     donate: bool = True,
-    unroll: bool | int = True,
+    unroll: bool | int = 1,
     augment: Callable | None = None,
     model_parallel: int = 1,
     min_shard_size: int = DEFAULT_MIN_SIZE,
@@ -232,8 +232,11 @@ def make_train_step(
         and metrics ``(k,)``; equal to k single steps.
       devices: the devices to use (default: all).
       donate: donate the input state's buffers (use the returned state).
-      unroll: for ``steps_per_call > 1``, the ``lax.scan`` unroll factor: ``True``
-        (default) all ``k`` steps inlined, ``False`` or ``1`` a loop of one step,
+      unroll: for ``steps_per_call > 1``, the ``lax.scan`` unroll factor: ``1``
+        or ``False`` (default) a loop of one step, which compiles like one
+        step; ``True`` all ``k`` steps inlined (k times the compile and the
+        scratch memory; a little faster for the BatchNorm zoo models on CPU,
+        cpu-rules.md, "loops");
         ``n`` a loop of ``n`` steps per iteration.
       augment: ``augment(key, x) -> x``, pure JAX, applied inside the step.
       model_parallel, min_shard_size: split kernels of at least
