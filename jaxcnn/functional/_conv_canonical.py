@@ -8,8 +8,8 @@ the weight gradient reads the input as ``(C, *spatial, N)`` (dimension labels
 O, I)``. XLA:CPU's ``ConvCanonicalization`` pass inserts the transposes that
 make them library convolutions, but only in the entry computation: inside a
 ``lax.scan``/``while`` body, a ``lax.cond`` branch or a non-inlined call they
-stay as they are and run through XLA's naive loop emitter, 3-4x slower for a
-whole LWLS CNN step (cpu-rules.md, "loops").
+stay as they are and run through XLA's naive loop emitter, several times
+slower (cpu-rules.md, "loops").
 
 This primitive is ``lax.conv_general_dilated`` with channels-last dimension
 numbers and a transpose rule that writes both derivatives as the same

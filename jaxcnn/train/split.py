@@ -56,11 +56,11 @@ from jaxcnn.nn.dropout import Dropout as _Dropout
 from jaxcnn.train.hooks import DROPOUTS, is_call, layer_path, owns_batch_stats
 
 PART_SIZE = 32  # examples per part of the automatic split (benchmarks/results/)
-#: At most this many parts: 16 parts ran 1.15-1.26x as fast as 8 / 4 / 2 at batch 512, and the
-#: compile grows with the parts (cpu-rules.md, "first call").
+#: At most this many parts: 16 parts ran 1.15-1.26x as fast as 8 / 4 / 2 at batch 512 (cpu-rules.md,
+#: "first call").
 MAX_PARTS = 16
 #: Parts side by side in one iteration of the split's ``lax.scan`` (:func:`group_size`): XLA compiles one
-#: group, so the first call no longer grows with the parts, and 16 parts of 32 ran as fast as written out
+#: group, so the first call does not grow with the parts, and 16 parts ran as fast as written out
 #: (cpu-rules.md, "loops").
 GROUP = 4
 GradFn = Callable[[Any, Any, dict], tuple[Any, tuple]]
