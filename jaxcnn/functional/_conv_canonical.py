@@ -77,7 +77,7 @@ def conv_channels_last(
 
 
 def _lax(x, w, *, strides, pads, lhs_dilation, rhs_dilation, precision):
-    x, w, pads, lhs_dilation = _apply_negative_pads(x, w, pads, lhs_dilation)
+    x, pads, lhs_dilation = _apply_negative_pads(x, pads, lhs_dilation)
     return lax.conv_general_dilated(
         x,
         w,
@@ -90,14 +90,14 @@ def _lax(x, w, *, strides, pads, lhs_dilation, rhs_dilation, precision):
     )
 
 
-def _apply_negative_pads(x, w, pads, lhs_dilation):
+def _apply_negative_pads(x, pads, lhs_dilation):
     """Negative pads (crops) applied to ``x`` itself, dilated explicitly where it is dilated; the rest unchanged.
 
     The convolution then sees only non-negative padding (XLA:CPU's returned
     garbage for some negative paddings; cpu-rules.md, "transpose").
     """
     if all(lo >= 0 and hi >= 0 for lo, hi in pads):
-        return x, w, pads, lhs_dilation
+        return x, pads, lhs_dilation
     config = [(0, 0, 0)]
     new_pads, new_dilation = [], []
     for (lo, hi), d in zip(pads, lhs_dilation):
@@ -111,14 +111,16 @@ def _apply_negative_pads(x, w, pads, lhs_dilation):
             new_dilation.append(1)
     config.append((0, 0, 0))
     x = lax.pad(x, jnp.zeros((), x.dtype), config)
-    return x, w, tuple(new_pads), tuple(new_dilation)
+    return x, tuple(new_pads), tuple(new_dilation)
 
 
 def _dilated(size: int, d: int) -> int:
+    """The extent of ``size`` elements with ``d - 1`` zeros between neighbours: ``1 + d (size - 1)``, 0 if empty."""
     return 0 if size == 0 else 1 + d * (size - 1)
 
 
 def _abstract_eval(x, w, **params):
+    """The output's shape and dtype: those of ``lax.conv_general_dilated`` on the same operands."""
     out = jax.eval_shape(functools.partial(_lax, **params), x, w)
     return x.update(shape=out.shape, dtype=out.dtype, weak_type=False)
 
