@@ -10,6 +10,7 @@ JAX's own derivatives leave a ``f01b_i01o->01bf`` weight gradient there.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import jax
@@ -33,6 +34,9 @@ CASES = [
     ((1, 5, 6, 4, 2), (2, 3, 2, 2, 3), (1, 2, 2), ((1, 0), (1, 1), (0, 1)), (1, 1, 2)),  # 3-D
     ((2, 7, 7, 3), (3, 3, 3, 4), (2, 2), ((-1, 0), (0, -1)), (1, 1)),  # negative (cropping) pads
 ]
+
+#: (lo, hi) padding pairs for the shape test: none, positive, one-sided crops, crops past the kernel
+PAD_PAIRS = ((0, 0), (2, 1), (-1, 0), (0, -2), (-4, -4))
 
 
 def _pair(strides, pads, dilation):
@@ -113,6 +117,33 @@ def test_bfloat16_gradients_keep_operand_dtypes(rng):
     ex, ew = jax.grad(lambda x, w: jnp.sum(ref(x, w)), (0, 1))(rx, rw)
     _close(ex, dx.astype(jnp.float32), 5e-2)
     _close(ew, dw.astype(jnp.float32), 5e-2)
+
+
+def test_output_shape_equals_lax():
+    """The primitive's abstract evaluation (a formula, not a trace of ``lax``) against ``lax``'s shape rule.
+
+    Sizes, kernels, strides, lhs and rhs dilations, pads of both signs, empty outputs included.
+    """
+    dn = dimension_numbers(2)
+    checked = 0
+    for n, k, s, pads, a, d in itertools.product((1, 5, 8), (1, 3), (1, 2, 3), PAD_PAIRS, (1, 2), (1, 2)):
+        if 1 + a * (n - 1) + sum(pads) < 0:  # lax's rule: the padded input may not be negative
+            continue
+        x = jax.ShapeDtypeStruct((2, n, n + 1, 3), jnp.float32)
+        w = jax.ShapeDtypeStruct((k, 2, 3, 4), jnp.float32)
+        geometry = ((s, 1), (pads, (1, 0)), (a, 1), (d, 1))
+
+        def ref(x, w, g=geometry):
+            return lax.conv_general_dilated(x, w, *g, dimension_numbers=dn)
+
+        want = jax.eval_shape(ref, x, w)
+        got = jax.eval_shape(lambda x, w, g=geometry: conv_channels_last(x, w, *g), x, w)
+        assert (got.shape, got.dtype) == (want.shape, want.dtype), (n, k, geometry)
+        checked += 1
+    assert checked > 250
+    x, w = jax.ShapeDtypeStruct((2, 5, 5, 3), jnp.bfloat16), jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32)
+    with pytest.raises(TypeError, match="same dtypes"):  # two dtypes: lax's own rule and error
+        jax.eval_shape(lambda x, w: conv_channels_last(x, w, (1, 1), ((0, 0), (0, 0))), x, w)
 
 
 def _conv_labels(fn, *args) -> list[str]:

@@ -119,10 +119,23 @@ def _dilated(size: int, d: int) -> int:
     return 0 if size == 0 else 1 + d * (size - 1)
 
 
-def _abstract_eval(x, w, **params):
-    """The output's shape and dtype: those of ``lax.conv_general_dilated`` on the same operands."""
-    out = jax.eval_shape(functools.partial(_lax, **params), x, w)
-    return x.update(shape=out.shape, dtype=out.dtype, weak_type=False)
+def _abstract_eval(x, w, *, strides, pads, lhs_dilation, rhs_dilation, precision):
+    """The output's shape and dtype: those of ``lax.conv_general_dilated`` on the same operands.
+
+    Per spatial dim ``max(0, (dilated(n, a) + lo + hi - dilated(k, d)) // s + 1)``,
+    the batch of ``x`` and the output channels of ``w``, in their common dtype;
+    operands of two dtypes ask ``lax`` itself (``jax.eval_shape``).
+    """
+    if x.dtype != w.dtype:
+        params = dict(strides=strides, pads=pads, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation)
+        out = jax.eval_shape(functools.partial(_lax, precision=precision, **params), x, w)
+        return x.update(shape=out.shape, dtype=out.dtype, weak_type=False)
+    nd = len(strides)
+    spatial = []
+    for n, k, s, (lo, hi), a, d in zip(x.shape[1:-1], w.shape[:nd], strides, pads, lhs_dilation, rhs_dilation):
+        extent = _dilated(n, a) + lo + hi - _dilated(k, d)
+        spatial.append(max(0, extent // s + 1))
+    return x.update(shape=(x.shape[0], *spatial, w.shape[-1]), weak_type=False)
 
 
 def _transpose_lhs(g, x, w, *, strides, pads, lhs_dilation, rhs_dilation, precision):

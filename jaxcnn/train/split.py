@@ -51,6 +51,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn import _validate
+from jaxcnn.functional.cpu_rules import default_conv_algorithm
 from jaxcnn.functional.dropout import row_keys
 from jaxcnn.nn.dropout import Dropout as _Dropout
 from jaxcnn.train.hooks import DROPOUTS, is_call, layer_path, owns_batch_stats
@@ -98,7 +99,10 @@ def mixing_layers(apply: Callable[[], Any]) -> list[str]:
 
     Every layer that keeps its own ``batch_stats`` (BatchNorm, of any class) and
     every Dropout of :data:`jaxcnn.train.hooks.DROPOUTS` other than
-    :class:`jaxcnn.nn.Dropout` (which alone takes per-example keys).
+    :class:`jaxcnn.nn.Dropout` (which alone takes per-example keys). Only the
+    calls matter here, so the trace uses XLA's convolution (one primitive per
+    layer) instead of the CPU formulations, which trace more slowly (cpu-rules.md,
+    "first call").
     """
     found: list[str] = []
 
@@ -110,7 +114,7 @@ def mixing_layers(apply: Callable[[], Any]) -> list[str]:
             found.append(f"{layer_path(module)} ({type(module).__module__}.{type(module).__name__})")
         return next_fun(*args, **kwargs)
 
-    with nn.intercept_methods(record):
+    with nn.intercept_methods(record), default_conv_algorithm("xla"):
         jax.eval_shape(apply)
     return found
 
