@@ -344,6 +344,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
     if results.get("training"):
         out += render_training(results["training"])
+        out += render_flop_rate(results["training"], mm)
     if results.get("memory"):
         out += render_memory(results["memory"], results.get("training") or [])
     if results.get("primitives"):
@@ -366,6 +367,47 @@ def _max_load(m: dict[str, Any]) -> float:
 def _peer_order(rec: dict[str, Any]) -> tuple[str, str]:
     k = rec["config"]["steps_per_call"]
     return "jaxcnn k=1", f"jaxcnn k={k}"
+
+
+def render_flop_rate(records: list[dict[str, Any]], mm: dict[str, Any] | None) -> list[str]:
+    """Each training row's arithmetic rate: 6 x forward MACs per image x images/s, against the matmul peak."""
+    rows = []
+    for r in records:
+        macs = r.get("forward_macs_per_example")
+        if not macs or not mm:
+            continue
+        one, many = _peer_order(r)
+        ips = {k: v["images_per_s"] for k, v in r["peers"].items()}
+        flop = 6 * macs  # forward 2 x MACs, backward twice the forward (input and weight gradients)
+        cells = [r["what"], f"{flop / 1e9:.3g}"]
+        for name in (one, many, "torch", _timing.TORCH_1T, "flax"):
+            gflops = flop * ips[name] / 1e9 if name in ips else None
+            cells.append("-" if gflops is None else f"{gflops:.3g} ({100 * gflops / mm['xla_gflops']:.0f}%)")
+        rows.append(cells)
+    if not rows:
+        return []
+    return [
+        "## Training arithmetic rate (GFLOP/s, % of the XLA:CPU matmul peak above)",
+        "",
+        "GFLOP per image = 6 x the forward pass's multiply-accumulates in convolutions and dense layers "
+        "(`jaxcnn.analysis.summary`): 2 per MAC in the forward, twice that for the input and weight gradients "
+        "(the first layer's input gradient, which no step computes, included; BatchNorm, activations, pooling and "
+        "the optimizer not counted). A rate near 100% leaves no room to go faster in float32 on these cores.",
+        "",
+        table(
+            [
+                "configuration",
+                "GFLOP per image",
+                "jaxcnn k=1",
+                "jaxcnn k>1",
+                "PyTorch eager",
+                "PyTorch eager, 1 thread",
+                "plain Flax",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 def render_training(records: list[dict[str, Any]]) -> list[str]:

@@ -85,6 +85,15 @@ def configs(quick: bool) -> list[TrainConfig]:
     return out
 
 
+def forward_macs(cfg: TrainConfig) -> int:
+    """Multiply-accumulates of one example's forward pass (convolutions and dense layers; ``jaxcnn.analysis.summary``)."""
+    import jaxcnn
+    from jaxcnn.analysis import summary
+
+    name, kw, shape, _ = MODELS[cfg.model]
+    return int(summary(jaxcnn.get_model(name, num_classes=cfg.num_classes, **kw), shape).total_macs)
+
+
 def make_data(cfg: TrainConfig, leading: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random NHWC float32 inputs and int32 labels, ``(leading, B, ...)`` when ``leading`` > 0."""
     rng = np.random.default_rng(seed)
@@ -244,7 +253,13 @@ def run(
             cases.append(case)
             extras[peer] = extra
         stats = _timing.measure(cases, repeats=repeats, min_time=min_time, log=log)
-        rec: dict[str, Any] = {"name": cfg.name, "what": cfg.describe(), "config": dataclasses.asdict(cfg), "peers": {}}
+        rec: dict[str, Any] = {
+            "name": cfg.name,
+            "what": cfg.describe(),
+            "config": dataclasses.asdict(cfg),
+            "forward_macs_per_example": forward_macs(cfg),
+            "peers": {},
+        }
         for peer, st in stats.items():
             per_call = st.median_s
             rec["peers"][peer] = {

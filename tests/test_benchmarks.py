@@ -354,6 +354,19 @@ def test_writers_produce_consistent_markdown_and_json(tmp_path):
     assert "| failed |" in md and "Fake CPU 9000" in md and "start 0.1 / 0.2 / 0.3" in md
 
 
+def test_flop_rate_table_counts_six_flop_per_mac_against_the_matmul_peak():
+    results = fake_results()
+    assert "## Training arithmetic rate" not in run.render_markdown(results)  # records without a MAC count: no table
+    results["training"][0]["forward_macs_per_example"] = 430_064  # the LWLS CNN's (jaxcnn.analysis.summary)
+    lines = "\n".join(run.render_flop_rate(results["training"], {"xla_gflops": 100.0})).splitlines()
+    row = next(line for line in lines if line.startswith("| LWLS CNN"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # 6 x 430,064 = 2.580384 MFLOP per image; x 12,800 img/s = 33.03 GFLOP/s, 33% of 100; torch 6,400 img/s: 16.5
+    assert cells[1:4] == ["0.00258", "33 (33%)", "36.7 (37%)"]
+    assert cells[4] == "16.5 (17%)"
+    assert run.render_flop_rate(results["training"], None) == []
+
+
 def test_closing_note_says_by_how_much_a_target_is_missed():
     results = fake_results()
     p = results["training"][0]["peers"]
