@@ -37,6 +37,10 @@ from jaxcnn.train.placement import Batch, Placement
 BodyFor = Callable[[str | None], Callable]
 
 
+#: ``lax.scan``'s unroll for ``steps_per_call > 1``: a loop of one step (cpu-rules.md, "loops").
+DEFAULT_UNROLL = 1
+
+
 def _scan_steps(body: Callable, unroll: bool | int) -> Callable:
     """``k`` steps in one call: ``(state, batches (k, B, ...)) -> (state, metrics (k,))``."""
     return lambda state, batches: lax.scan(body, state, batches, unroll=unroll)
@@ -47,7 +51,7 @@ def compile_step(
     placement: Placement,
     *,
     donate: bool,
-    unroll: bool | int = 1,
+    unroll: bool | int = DEFAULT_UNROLL,
     options: tuple = (),
     per_example: bool = False,
 ) -> Callable:
@@ -147,7 +151,7 @@ class CompiledStep:
     body_key: tuple
     placement: Placement
     donate: bool = True
-    unroll: Any = 1
+    unroll: Any = DEFAULT_UNROLL
     per_example: bool = False
 
     def __post_init__(self) -> None:

@@ -25,7 +25,7 @@ from jax import lax
 
 from jaxcnn import _validate
 from jaxcnn.train import freeze, model_api, split
-from jaxcnn.train.compile import CompiledStep
+from jaxcnn.train.compile import DEFAULT_UNROLL, CompiledStep
 from jaxcnn.train.hooks import layer_hooks
 from jaxcnn.train.losses import LossFn, accuracy, get_loss
 from jaxcnn.train.partition import DEFAULT_MIN_SIZE
@@ -196,7 +196,7 @@ def make_train_step(
     steps_per_call: int = 1,
     devices: Any = None,
     donate: bool = True,
-    unroll: bool | int = 1,
+    unroll: bool | int = DEFAULT_UNROLL,
     augment: Callable | None = None,
     model_parallel: int = 1,
     min_shard_size: int = DEFAULT_MIN_SIZE,
