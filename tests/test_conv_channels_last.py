@@ -33,6 +33,11 @@ CASES = [
     ((2, 10, 9, 2), (3, 2, 2, 4), (2, 1), ((1, 2), (0, 1)), (2, 3)),  # dilated kernel
     ((1, 5, 6, 4, 2), (2, 3, 2, 2, 3), (1, 2, 2), ((1, 0), (1, 1), (0, 1)), (1, 1, 2)),  # 3-D
     ((2, 7, 7, 3), (3, 3, 3, 4), (2, 2), ((-1, 0), (0, -1)), (1, 1)),  # negative (cropping) pads
+    # 1 x 1 kernels: the kernel gradient is one matrix product (_pointwise_kernel_gradient)
+    ((2, 8, 8, 3), (1, 1, 3, 5), (2, 2), ((0, 0), (0, 0)), (1, 1)),  # ResNet's downsample: unread last row
+    ((2, 7, 6, 6), (1, 1, 6, 2), (1, 1), ((0, 0), (0, 0)), (1, 1)),  # pointwise, C_in > C_out
+    ((2, 7, 7, 2), (1, 1, 2, 4), (2, 3), ((1, 0), (-1, 2)), (1, 1)),  # strides, pads of both signs
+    ((2, 9, 3), (1, 3, 4), (3,), ((2, 1),), (2,)),  # 1-D, a (meaningless) kernel dilation
 ]
 
 #: (lo, hi) padding pairs for the shape test: none, positive, one-sided crops, crops past the kernel

@@ -25,7 +25,9 @@ primitive with the transposes explicit, exactly as XLA's pass would:
 
 where ``x^{T_nc}`` swaps the batch and channel axes of ``x`` and ``g^T`` is
 the output gradient as a ``(*out, N, C_out)`` kernel. Both are again this
-primitive, so derivatives of any order stay channels-last. Padding pairs are
+primitive, so derivatives of any order stay channels-last. A ``1 x ... x 1``
+kernel's gradient is one matrix product instead, of the input at the positions
+the outputs read with ``g``, both in their own layout. Padding pairs are
 JAX's (``_conv_general_vjp_*_padding``); a negative pad is applied to the
 operand (``lax.pad``) instead of being passed to the convolution. The numbers
 are the ones XLA computes for the canonicalized convolution in the entry
@@ -152,9 +154,15 @@ def _transpose_lhs(g, x, w, *, strides, pads, lhs_dilation, rhs_dilation, precis
 
 
 def _transpose_rhs(g, x, w, *, strides, pads, lhs_dilation, rhs_dilation, precision):
-    """The kernel gradient: ``x`` as ``(C_in, *S, N)`` with ``g`` as a ``(*out, N, C_out)`` kernel, then back."""
+    """The kernel gradient: ``x`` as ``(C_in, *S, N)`` with ``g`` as a ``(*out, N, C_out)`` kernel, then back.
+
+    A ``1 x ... x 1`` kernel instead: the input at the positions the outputs
+    read (:func:`_pointwise_kernel_gradient`).
+    """
     nd = len(strides)
     sizes, window, out = x.shape[1:-1], w.aval.shape[:nd], g.shape[1:-1]
+    if all(k == 1 for k in window):
+        return _pointwise_kernel_gradient(g, x, w, strides, pads, lhs_dilation, precision)
     w_pads = []
     for n, k, o, (lo, _), s, a, d in zip(sizes, window, out, pads, strides, lhs_dilation, rhs_dilation):
         w_pads.append((lo, _dilated(o, s) - _dilated(n, a) + _dilated(k, d) - lo - 1))
@@ -163,6 +171,30 @@ def _transpose_rhs(g, x, w, *, strides, pads, lhs_dilation, rhs_dilation, precis
     rhs = g.transpose((*spatial, 0, nd + 1)).astype(x.dtype)
     dw = conv_channels_last(lhs, rhs, rhs_dilation, tuple(w_pads), lhs_dilation, strides, precision)
     return dw.transpose((*spatial, 0, nd + 1)).astype(w.aval.dtype)
+
+
+def _pointwise_kernel_gradient(g, x, w, strides, pads, lhs_dilation, precision):
+    r"""The gradient of a ``1 x ... x 1`` kernel as one matrix product, no transposed copies of ``x`` or ``g``.
+
+    Output position ``o`` reads position ``s o`` of the dilated, padded input
+    ``x_p``, so :math:`\partial L / \partial w[i, o] = \sum_{n, \mathbf{o}}
+    x_p[n, \mathbf{s} \odot \mathbf{o}, i]\, g[n, \mathbf{o}, o]`: a strided
+    slice of ``x_p`` (``x`` itself for stride 1, no padding) contracted with
+    ``g`` over the batch and space, ``x`` first (XLA:CPU's faster orientation
+    here, whichever channel count is larger; cpu-rules.md, "pointwise").
+    """
+    nd = len(strides)
+    out = g.shape[1:-1]
+    if 0 in out:  # no output position reads the input
+        return jnp.zeros(w.aval.shape, w.aval.dtype)
+    config = [(0, 0, 0), *((lo, hi, a - 1) for (lo, hi), a in zip(pads, lhs_dilation)), (0, 0, 0)]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), config) if any(c != (0, 0, 0) for c in config) else x
+    limit = (xp.shape[0], *(s * (o - 1) + 1 for s, o in zip(strides, out)), xp.shape[-1])
+    if limit != xp.shape or any(s != 1 for s in strides):
+        xp = lax.slice(xp, (0,) * (nd + 2), limit, (1, *strides, 1))
+    space = tuple(range(nd + 1))
+    dw = lax.dot_general(xp, g.astype(x.dtype), ((space, space), ((), ())), precision=precision)
+    return dw.reshape(w.aval.shape).astype(w.aval.dtype)
 
 
 def _batch(args, dims, **params):
