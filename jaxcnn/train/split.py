@@ -225,23 +225,41 @@ def split_grad(grad_fn: GradFn, parts: int, axis_name: str | None = None) -> Gra
 
     def split(params, batch_stats, batch):
         n = _rows(batch)
-        size, first, steps = n // parts, _first_row(axis_name, n), parts // group
-        chunks = {name: v.reshape((steps, group, size) + v.shape[1:]) for name, v in batch.items()}
+        first, steps = _first_row(axis_name, n), parts // group
         if steps == 1:
-            grads, outs = side_by_side(params, batch_stats, None, {k: v[0] for k, v in chunks.items()}, first)
-            outs = jax.tree.map(lambda a: a[None], outs)
+            chunk = {name: v.reshape((group, n // group) + v.shape[1:]) for name, v in batch.items()}
+            grads, outs = side_by_side(params, batch_stats, None, chunk, first)
+            outs = jax.tree.map(lambda a: a.reshape((n,) + a.shape[2:]), outs)
         else:
 
             def body(grads, inputs):
                 i, chunk = inputs
-                return side_by_side(params, batch_stats, grads, chunk, first + i * group * size)
+                return side_by_side(params, batch_stats, grads, chunk, first + i * (n // steps))
 
             zeros = jax.tree.map(jnp.zeros_like, params)
-            grads, outs = lax.scan(body, zeros, (jnp.arange(steps), chunks))
-        out, per_example = jax.tree.map(lambda a: a.reshape((n,) + a.shape[3:]), outs)
+            grads, outs = scan_row_blocks(body, zeros, batch, steps, group)
+        out, per_example = outs
         return grads, (out, per_example, batch_stats)
 
     return split
+
+
+def scan_row_blocks(body: Callable, init: Any, batch: dict, steps: int, parts: int = 1) -> tuple[Any, Any]:
+    """``lax.scan`` of ``body(carry, (i, block))`` over ``steps`` equal consecutive row blocks of ``batch``.
+
+    Block ``i`` holds rows ``i * n / steps`` to ``(i + 1) * n / steps``, as
+    ``(rows, ...)`` or, with ``parts > 1``, cut into ``(parts, rows / parts,
+    ...)`` (reshaped before the loop: XLA fuses the loop body differently when
+    the body reshapes its block itself). The per-row outputs ``body`` returns
+    for its block, in the block's shape, come back as one batch in row order.
+    Returns ``(carry, outputs)``. The one loop of :func:`split_grad` (its
+    groups) and :func:`accumulate_grad` (its micro-batches).
+    """
+    n = _rows(batch)
+    lead = (steps, n // steps) if parts == 1 else (steps, parts, n // (steps * parts))
+    blocks = {name: v.reshape(lead + v.shape[1:]) for name, v in batch.items()}
+    carry, outs = lax.scan(body, init, (jnp.arange(steps), blocks))
+    return carry, jax.tree.map(lambda a: a.reshape((n,) + a.shape[len(lead) :]), outs)
 
 
 def group_size(parts: int) -> int:
@@ -270,7 +288,6 @@ def accumulate_grad(grad_fn: GradFn, micro_batches: int, axis_name: str | None =
         if n % micro_batches:
             raise ValueError(f"grad_accum={micro_batches} must divide the (per-device) batch size {n}")
         size, first = n // micro_batches, _first_row(axis_name, n)
-        stacked = {name: v.reshape((micro_batches, size) + v.shape[1:]) for name, v in batch.items()}
 
         def one(carry, inputs):
             grads, stats = carry
@@ -280,8 +297,7 @@ def accumulate_grad(grad_fn: GradFn, micro_batches: int, axis_name: str | None =
             return (jax.tree.map(jnp.add, grads, g), stats), (out, per_example)
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        (grads, stats), (out, per_example) = lax.scan(one, (zeros, batch_stats), (jnp.arange(micro_batches), stacked))
-        flat = jax.tree.map(lambda a: a.reshape((n,) + a.shape[2:]), (out, per_example))
-        return grads, (*flat, stats)
+        (grads, stats), (out, per_example) = scan_row_blocks(one, (zeros, batch_stats), batch, micro_batches)
+        return grads, (out, per_example, stats)
 
     return accumulate
